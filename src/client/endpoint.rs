@@ -1,0 +1,284 @@
+//! Where requests go: the `iotda-mgmt` host of a region, or a custom URL.
+//!
+//! HTTPS is required, except for loopback hosts (`127.0.0.0/8`, `::1`, `localhost`), which tests
+//! and the simulator use.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use url::{Host, Url};
+
+/// The regions in the official SDKs' table for the instance-management service.
+pub const REGIONS: &[&str] = &[
+    "cn-north-4",
+    "cn-south-4",
+    "cn-south-1",
+    "cn-east-3",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "af-south-1",
+    "me-east-1",
+    "la-south-2",
+    "ru-moscow-1",
+];
+
+/// A validated base URL for the API.
+///
+/// ```
+/// use iotda_task_watcher::Endpoint;
+/// let e = Endpoint::for_region("cn-north-4")?;
+/// assert_eq!(e.as_url().as_str(), "https://iotda-mgmt.cn-north-4.myhuaweicloud.com/");
+/// assert!(Endpoint::custom("http://example.com").is_err());
+/// assert!(Endpoint::custom("http://127.0.0.1:8080").is_ok());
+/// # Ok::<(), iotda_task_watcher::EndpointError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    url: Url,
+}
+
+impl Endpoint {
+    /// The endpoint of `region`.
+    ///
+    /// When the official override variable `HUAWEICLOUD_SDK_REGION_IOTDM_{REGION}` is set
+    /// (region upper-cased, `-` as `_`), its URL is used instead; that also makes a region
+    /// outside [`REGIONS`] usable.
+    ///
+    /// # Errors
+    /// [`EndpointError::UnknownRegion`] for a region neither in the table nor overridden, and
+    /// the errors of [`Endpoint::custom`] for a bad override.
+    pub fn for_region(region: &str) -> Result<Self, EndpointError> {
+        let region = region.trim();
+        let var = override_variable(region);
+        if let Ok(url) = std::env::var(&var) {
+            if !url.trim().is_empty() {
+                return Self::custom(url.trim()).map_err(|e| EndpointError::Override {
+                    variable: var,
+                    source: Box::new(e),
+                });
+            }
+        }
+        if !REGIONS.contains(&region) {
+            return Err(EndpointError::UnknownRegion {
+                region: region.to_owned(),
+            });
+        }
+        Self::custom(&format!("https://iotda-mgmt.{region}.myhuaweicloud.com"))
+    }
+
+    /// A custom endpoint: `https://host[:port]`, or `http://` for a loopback host.
+    ///
+    /// # Errors
+    /// [`EndpointError`] for a URL that does not parse, a scheme other than https (http only
+    /// for loopback), user info, a query or fragment, or a path other than `/`.
+    pub fn custom(url: &str) -> Result<Self, EndpointError> {
+        let bad = |reason: &'static str| EndpointError::Invalid {
+            url: url.to_owned(),
+            reason,
+        };
+        let parsed = Url::parse(url).map_err(|_| bad("it is not an absolute URL"))?;
+        let host = parsed.host().ok_or_else(|| bad("it has no host"))?;
+        match parsed.scheme() {
+            "https" => {}
+            "http" if is_loopback(&host) => {}
+            "http" => {
+                return Err(EndpointError::InsecureRemote {
+                    url: url.to_owned(),
+                })
+            }
+            _ => return Err(bad("the scheme must be https")),
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(bad("it must not carry user info"));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(bad("it must not carry a query or fragment"));
+        }
+        if parsed.path() != "/" {
+            return Err(bad("it must not carry a path"));
+        }
+        Ok(Self { url: parsed })
+    }
+
+    /// The base URL.
+    pub fn as_url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The value of the `Host` header: the host, with the port when it is not the default.
+    pub fn host_header(&self) -> String {
+        let host = self.url.host_str().unwrap_or_default();
+        match self.url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Endpoint({})", self.url)
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.url.as_str().trim_end_matches('/'))
+    }
+}
+
+/// The official endpoint override variable for `region`.
+///
+/// ```
+/// assert_eq!(
+///     iotda_task_watcher::endpoint_override_variable("cn-north-4"),
+///     "HUAWEICLOUD_SDK_REGION_IOTDM_CN_NORTH_4"
+/// );
+/// ```
+pub fn override_variable(region: &str) -> String {
+    format!(
+        "HUAWEICLOUD_SDK_REGION_IOTDM_{}",
+        region.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+fn is_loopback(host: &Host<&str>) -> bool {
+    match host {
+        Host::Domain(d) => {
+            d.eq_ignore_ascii_case("localhost") || d.eq_ignore_ascii_case("localhost.")
+        }
+        Host::Ipv4(ip) => IpAddr::V4(*ip).is_loopback(),
+        Host::Ipv6(ip) => IpAddr::V6(*ip).is_loopback(),
+    }
+}
+
+/// An endpoint that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// The region is not in the table and no override variable names its URL.
+    #[error(
+        "unknown region {region:?}: known regions are {}; set {} to use another",
+        REGIONS.join(", "),
+        override_variable(region)
+    )]
+    UnknownRegion {
+        /// The region asked for.
+        region: String,
+    },
+    /// Plain `http://` to a host that is not loopback.
+    #[error("refusing plain http to {url}: https is required except for loopback hosts")]
+    InsecureRemote {
+        /// The URL refused.
+        url: String,
+    },
+    /// The URL is not a usable base URL.
+    #[error("invalid endpoint {url:?}: {reason}")]
+    Invalid {
+        /// The URL refused.
+        url: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The region's override variable holds an unusable URL.
+    #[error("{variable}: {source}")]
+    Override {
+        /// The variable's name.
+        variable: String,
+        /// What is wrong with its value.
+        source: Box<EndpointError>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_region_maps_to_its_mgmt_host() {
+        for region in REGIONS {
+            let e = Endpoint::for_region(region).unwrap();
+            assert_eq!(
+                e.to_string(),
+                format!("https://iotda-mgmt.{region}.myhuaweicloud.com")
+            );
+            assert_eq!(
+                e.host_header(),
+                format!("iotda-mgmt.{region}.myhuaweicloud.com")
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_region_says_how_to_fix_it() {
+        let err = Endpoint::for_region("xx-nowhere-9").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("cn-north-4"), "{text}");
+        assert!(
+            text.contains("HUAWEICLOUD_SDK_REGION_IOTDM_XX_NOWHERE_9"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn http_only_for_loopback() {
+        for ok in [
+            "http://127.0.0.1:1234",
+            "http://127.8.9.10",
+            "http://[::1]:80/",
+            "http://localhost:9",
+            "http://LOCALHOST",
+            "https://example.com:8443",
+        ] {
+            assert!(Endpoint::custom(ok).is_ok(), "{ok}");
+        }
+        for remote in [
+            "http://example.com",
+            "http://10.0.0.1",
+            "http://[::2]",
+            "http://localhost.example.com",
+        ] {
+            assert!(
+                matches!(
+                    Endpoint::custom(remote),
+                    Err(EndpointError::InsecureRemote { .. })
+                ),
+                "{remote}"
+            );
+        }
+        for bad in [
+            "ftp://example.com",
+            "example.com",
+            "https://user:pw@example.com",
+            "https://example.com/?a=1",
+            "https://example.com/prefix",
+            "https://example.com/#x",
+        ] {
+            assert!(
+                matches!(Endpoint::custom(bad), Err(EndpointError::Invalid { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_header_keeps_a_non_default_port() {
+        assert_eq!(
+            Endpoint::custom("http://127.0.0.1:8080")
+                .unwrap()
+                .host_header(),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(
+            Endpoint::custom("https://h.example:443")
+                .unwrap()
+                .host_header(),
+            "h.example"
+        );
+        assert_eq!(
+            Endpoint::custom("http://[::1]:9").unwrap().host_header(),
+            "[::1]:9"
+        );
+    }
+}

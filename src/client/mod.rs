@@ -1,0 +1,525 @@
+//! The signed client for "Query Instance Task Details".
+
+pub(crate) mod credentials;
+pub(crate) mod endpoint;
+pub(crate) mod error;
+pub mod signer;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use url::Url;
+
+use self::credentials::Auth;
+use self::error::{classify, parse_error_body, parse_retry_after};
+use crate::{
+    ApiError, ApiErrorKind, Credentials, Endpoint, EndpointError, InstanceId, InstanceTask,
+    ProjectId, TaskId,
+};
+
+/// The per-request timeout unless [`IotdaClientBuilder::timeout`] says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most bytes of a response body that are read unless
+/// [`IotdaClientBuilder::max_body_bytes`] says otherwise. A task is well under 2 KiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
+/// The `User-Agent` every request carries.
+pub const USER_AGENT: &str = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION"));
+
+/// A client for the instance-task API. Cheap to clone: clones share one connection pool.
+///
+/// ```no_run
+/// use iotda_task_watcher::{Credentials, IotdaClient, ProjectId};
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = IotdaClient::builder()
+///     .region("cn-north-4")
+///     .credentials(Credentials::from_env()?)
+///     .project_id(ProjectId::from_env()?)
+///     .build()?;
+/// let task = client
+///     .instance_task(&"a1b2c3d4-0000-1111-2222-333344445555".parse()?, &"075f413d-a3bb-4243-974d-8eb9221c1234".parse()?)
+///     .await?;
+/// println!("{:?} {:?}", task.status, task.progress_percent());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct IotdaClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    endpoint: Endpoint,
+    host: String,
+    credentials: Credentials,
+    project_id: ProjectId,
+    timeout: Duration,
+    max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for IotdaClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IotdaClient")
+            .field("endpoint", &self.inner.endpoint)
+            .field("project_id", &self.inner.project_id)
+            .field("credentials", &self.inner.credentials)
+            .field("timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IotdaClient {
+    /// Starts a builder.
+    pub fn builder() -> IotdaClientBuilder {
+        IotdaClientBuilder::default()
+    }
+
+    /// The endpoint requests go to.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.inner.endpoint
+    }
+
+    /// The project requests are made in.
+    pub fn project_id(&self) -> &ProjectId {
+        &self.inner.project_id
+    }
+
+    /// The per-request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// The URL of one task: `{endpoint}/v5/iot/{project_id}/iotda-instances/{instance_id}/tasks/{task_id}`.
+    pub fn task_url(&self, instance_id: &InstanceId, task_id: &TaskId) -> Url {
+        let mut url = self.inner.endpoint.as_url().clone();
+        url.path_segments_mut()
+            .expect("an endpoint URL has a path")
+            .clear()
+            .extend([
+                "v5",
+                "iot",
+                self.inner.project_id.as_str(),
+                "iotda-instances",
+                instance_id.as_str(),
+                "tasks",
+                task_id.as_str(),
+            ]);
+        url
+    }
+
+    /// Queries one task: one call, one request, no retries (retrying is the watcher's job).
+    ///
+    /// # Errors
+    /// An [`ApiError`] for a failed request or an error answer; [`ApiError::is_transient`] says
+    /// whether trying again may help.
+    pub async fn instance_task(
+        &self,
+        instance_id: &InstanceId,
+        task_id: &TaskId,
+    ) -> Result<InstanceTask, ApiError> {
+        self.instance_task_with_timeout(instance_id, task_id, self.inner.timeout)
+            .await
+    }
+
+    /// [`IotdaClient::instance_task`] with a timeout for this request alone.
+    ///
+    /// # Errors
+    /// As for [`IotdaClient::instance_task`].
+    pub async fn instance_task_with_timeout(
+        &self,
+        instance_id: &InstanceId,
+        task_id: &TaskId,
+        timeout: Duration,
+    ) -> Result<InstanceTask, ApiError> {
+        let url = self.task_url(instance_id, task_id);
+        let headers = self.signed_headers(&url, SystemTime::now());
+        let sent = self
+            .inner
+            .http
+            .get(url)
+            .headers(headers)
+            .timeout(timeout)
+            .send()
+            .await;
+        let response = sent.map_err(transport_error)?;
+        self.read_response(response).await
+    }
+
+    /// The headers of a GET of `url` signed at `now`: `Host`, `X-Sdk-Date`, `X-Project-Id`,
+    /// `X-Security-Token` and `Authorization`, or `X-Auth-Token` for an IAM token.
+    fn signed_headers(&self, url: &Url, now: SystemTime) -> HeaderMap {
+        let inner = &*self.inner;
+        let mut headers = HeaderMap::with_capacity(8);
+        let mut put = |name: &'static str, value: &str| {
+            // Every value here is validated ASCII or hex; a secret with control characters
+            // would be refused by the server anyway, so it is sent as bytes and not echoed.
+            if let Ok(v) = HeaderValue::from_str(value) {
+                let mut v = v;
+                v.set_sensitive(matches!(
+                    name,
+                    "authorization" | "x-security-token" | "x-auth-token"
+                ));
+                headers.insert(name, v);
+            }
+        };
+        put("user-agent", USER_AGENT);
+        put("accept", "application/json");
+        match inner.credentials.auth() {
+            Auth::AkSk {
+                ak,
+                sk,
+                security_token,
+            } => {
+                let date = sdk_date(now);
+                let mut signed: Vec<(&str, &str)> = vec![
+                    ("host", &inner.host),
+                    ("x-sdk-date", &date),
+                    ("x-project-id", inner.project_id.as_str()),
+                ];
+                if let Some(token) = security_token {
+                    signed.push(("x-security-token", token));
+                }
+                let auth = signer::authorization(
+                    ak,
+                    sk,
+                    &signer::SignRequest {
+                        method: "GET",
+                        url,
+                        headers: &signed,
+                        body: b"",
+                    },
+                );
+                for (name, value) in [
+                    ("host", inner.host.as_str()),
+                    ("x-sdk-date", date.as_str()),
+                    ("x-project-id", inner.project_id.as_str()),
+                    ("authorization", auth.as_str()),
+                ] {
+                    put(name, value);
+                }
+                if let Some(token) = security_token {
+                    put("x-security-token", token);
+                }
+            }
+            Auth::IamToken(token) => {
+                put("host", &inner.host);
+                put("x-project-id", inner.project_id.as_str());
+                put("x-auth-token", token);
+            }
+        }
+        headers
+    }
+
+    async fn read_response(
+        &self,
+        mut response: reqwest::Response,
+    ) -> Result<InstanceTask, ApiError> {
+        let status = response.status();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let request_id = header("x-request-id");
+        let server_date = header("date").and_then(|d| httpdate::parse_http_date(&d).ok());
+        let retry_after = header("retry-after")
+            .and_then(|v| parse_retry_after(&v, server_date.unwrap_or_else(SystemTime::now)));
+        let body = read_bounded(&mut response, self.inner.max_body_bytes).await;
+
+        let fail = |kind: ApiErrorKind| ApiError {
+            status: Some(status),
+            request_id: request_id.clone(),
+            retry_after,
+            server_date,
+            ..ApiError::new(kind)
+        };
+        if status.is_success() {
+            let body = body.map_err(|e| e.into_error(fail(ApiErrorKind::Decode)))?;
+            return serde_json::from_slice(&body).map_err(|e| {
+                fail(ApiErrorKind::Decode).with_detail(format!(
+                    "the task did not decode: {e} ({} bytes)",
+                    body.len()
+                ))
+            });
+        }
+        let (error_code, error_msg) = body.as_deref().map(parse_error_body).unwrap_or_default();
+        let mut error = fail(classify(status, error_code.as_deref()));
+        error.error_code = error_code;
+        error.error_msg = error_msg;
+        Err(error)
+    }
+}
+
+/// Why a body could not be read in full.
+enum BodyError {
+    TooLarge(usize),
+    Transport(reqwest::Error),
+}
+
+impl BodyError {
+    /// Fills `base` with what went wrong; a transport failure changes its kind.
+    fn into_error(self, base: ApiError) -> ApiError {
+        match self {
+            Self::TooLarge(limit) => {
+                base.with_detail(format!("the body is larger than {limit} bytes"))
+            }
+            Self::Transport(e) => {
+                let transport = transport_error(e);
+                ApiError {
+                    kind: transport.kind,
+                    detail: transport.detail,
+                    ..base
+                }
+            }
+        }
+    }
+}
+
+async fn read_bounded(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn transport_error(e: reqwest::Error) -> ApiError {
+    let kind = if e.is_timeout() {
+        ApiErrorKind::Timeout
+    } else {
+        ApiErrorKind::Network
+    };
+    // The error chain names the URL and the cause; neither holds a secret.
+    let e = e.without_url();
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    ApiError::new(kind).with_detail(detail)
+}
+
+/// `X-Sdk-Date` for `now`: `YYYYMMDDTHHMMSSZ` in UTC.
+pub(crate) fn sdk_date(now: SystemTime) -> String {
+    jiff::Timestamp::try_from(now)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .strftime(signer::DATE_FORMAT)
+        .to_string()
+}
+
+/// Builds an [`IotdaClient`]; settings are checked once, in [`IotdaClientBuilder::build`].
+#[derive(Default)]
+#[must_use]
+pub struct IotdaClientBuilder {
+    target: Option<Target>,
+    credentials: Option<Credentials>,
+    project_id: Option<ProjectId>,
+    timeout: Option<Duration>,
+    max_body_bytes: Option<usize>,
+    http: Option<reqwest::Client>,
+}
+
+enum Target {
+    Region(String),
+    Url(String),
+}
+
+impl IotdaClientBuilder {
+    /// Sends requests to the `iotda-mgmt` host of `region` (see [`Endpoint::for_region`]).
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.target = Some(Target::Region(region.into()));
+        self
+    }
+
+    /// Sends requests to `url` instead (see [`Endpoint::custom`]); replaces any region.
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.target = Some(Target::Url(url.into()));
+        self
+    }
+
+    /// How requests are authenticated.
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// The project the instance belongs to.
+    pub fn project_id(mut self, project_id: ProjectId) -> Self {
+        self.project_id = Some(project_id);
+        self
+    }
+
+    /// The timeout of each request, from connecting to the end of the body. Default 10 s.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The most bytes of a response body to read; a longer body is an error. Default 256 KiB.
+    pub fn max_body_bytes(mut self, limit: usize) -> Self {
+        self.max_body_bytes = Some(limit);
+        self
+    }
+
+    /// Uses `client` for requests, so that many clients and watchers share one connection pool.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// Checks the settings and builds the client.
+    ///
+    /// # Errors
+    /// [`BuildError`] when the endpoint, credentials or project id is missing or invalid.
+    pub fn build(self) -> Result<IotdaClient, BuildError> {
+        let endpoint = match self.target.ok_or(BuildError::MissingEndpoint)? {
+            Target::Region(region) => Endpoint::for_region(&region)?,
+            Target::Url(url) => Endpoint::custom(&url)?,
+        };
+        let credentials = self.credentials.ok_or(BuildError::MissingCredentials)?;
+        let project_id = self.project_id.ok_or(BuildError::MissingProjectId)?;
+        let http = match self.http {
+            Some(http) => http,
+            None => reqwest::Client::builder()
+                .user_agent(USER_AGENT)
+                .connect_timeout(Duration::from_secs(5))
+                .https_only(false)
+                .build()
+                .map_err(|e| BuildError::Http(e.to_string()))?,
+        };
+        Ok(IotdaClient {
+            inner: Arc::new(Inner {
+                http,
+                host: endpoint.host_header(),
+                endpoint,
+                credentials,
+                project_id,
+                timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
+                max_body_bytes: self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            }),
+        })
+    }
+}
+
+/// Why a client could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Neither a region nor an endpoint was given.
+    #[error("no region or endpoint was given")]
+    MissingEndpoint,
+    /// No credentials were given.
+    #[error("no credentials were given")]
+    MissingCredentials,
+    /// No project id was given.
+    #[error("no project id was given")]
+    MissingProjectId,
+    /// The endpoint cannot be used.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// The HTTP client could not be built.
+    #[error("the HTTP client could not be built: {0}")]
+    Http(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdk_date_is_utc_basic_format() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_704_067_200);
+        assert_eq!(sdk_date(t), "20240101T000000Z");
+    }
+
+    #[test]
+    fn build_refuses_what_is_missing() {
+        let creds = || Credentials::aksk("a", "b");
+        let project = || ProjectId::new("p").unwrap();
+        assert_eq!(
+            IotdaClient::builder().build().unwrap_err(),
+            BuildError::MissingEndpoint
+        );
+        assert_eq!(
+            IotdaClient::builder()
+                .region("cn-north-4")
+                .project_id(project())
+                .build()
+                .unwrap_err(),
+            BuildError::MissingCredentials
+        );
+        assert_eq!(
+            IotdaClient::builder()
+                .region("cn-north-4")
+                .credentials(creds())
+                .build()
+                .unwrap_err(),
+            BuildError::MissingProjectId
+        );
+        let err = IotdaClient::builder()
+            .endpoint("http://example.com")
+            .credentials(creds())
+            .project_id(project())
+            .build()
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            BuildError::Endpoint(EndpointError::InsecureRemote { .. })
+        ));
+    }
+
+    #[test]
+    fn the_task_url_follows_the_api_page() {
+        let client = IotdaClient::builder()
+            .region("cn-north-4")
+            .credentials(Credentials::aksk("a", "b"))
+            .project_id(ProjectId::new("0123456789abcdef0123456789abcdef").unwrap())
+            .build()
+            .unwrap();
+        let url = client.task_url(
+            &"a1b2c3d4-0000-1111-2222-333344445555".parse().unwrap(),
+            &"075f413d-a3bb-4243-974d-8eb9221c1234".parse().unwrap(),
+        );
+        assert_eq!(
+            url.as_str(),
+            "https://iotda-mgmt.cn-north-4.myhuaweicloud.com/v5/iot/0123456789abcdef0123456789abcdef/iotda-instances/a1b2c3d4-0000-1111-2222-333344445555/tasks/075f413d-a3bb-4243-974d-8eb9221c1234"
+        );
+    }
+
+    #[test]
+    fn signed_headers_reproduce_the_service_facts_vector() {
+        let client = IotdaClient::builder()
+            .region("cn-north-4")
+            .credentials(Credentials::aksk("AccessKey", "SecretKey"))
+            .project_id(ProjectId::new("0123456789abcdef0123456789abcdef").unwrap())
+            .build()
+            .unwrap();
+        let url = client.task_url(
+            &"a1b2c3d4-0000-1111-2222-333344445555".parse().unwrap(),
+            &"075f413d-a3bb-4243-974d-8eb9221c1234".parse().unwrap(),
+        );
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_704_067_200);
+        let headers = client.signed_headers(&url, now);
+        assert_eq!(headers["x-sdk-date"], "20240101T000000Z");
+        assert_eq!(headers["host"], "iotda-mgmt.cn-north-4.myhuaweicloud.com");
+        assert_eq!(
+            headers["authorization"],
+            "SDK-HMAC-SHA256 Access=AccessKey, SignedHeaders=host;x-project-id;x-sdk-date, \
+             Signature=4d221ed5186e501465941a22ec4ea51a33dfed830521d64e428272af448c5d5c"
+        );
+        assert!(headers["authorization"].is_sensitive());
+    }
+}

@@ -1,0 +1,34 @@
+//! Waits for Huawei Cloud IoTDA instance tasks to finish.
+//!
+//! IoTDA instance changes (create, resize, freeze, allow-list updates, ...) run asynchronously:
+//! the API hands back a task id, and the caller polls "Query Instance Task Details" until the
+//! task is SUCCESS or FAILED. This crate provides:
+//!
+//! - [`IotdaClient`]: a typed client for that call, signed with SDK-HMAC-SHA256 exactly as
+//!   Huawei Cloud's official SDKs sign it;
+//! - the model of the answer, [`InstanceTask`], which keeps values it does not know;
+//! - validated ids, [`ProjectId`], [`InstanceId`] and [`TaskId`], refused before any request
+//!   when they could not be right.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod client;
+mod ids;
+mod model;
+
+pub use client::credentials::{
+    Credentials, EnvError, Secret, ENV_AK, ENV_PROJECT_ID, ENV_REGION, ENV_SECURITY_TOKEN, ENV_SK,
+};
+pub use client::endpoint::{
+    override_variable as endpoint_override_variable, Endpoint, EndpointError, REGIONS,
+};
+pub use client::error::{parse_retry_after, ApiError, ApiErrorKind};
+pub use client::signer;
+pub use client::{
+    BuildError, IotdaClient, IotdaClientBuilder, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT,
+    USER_AGENT,
+};
+pub use ids::{IdError, IdProblem, InstanceId, ProjectId, TaskId};
+pub use model::{
+    ChargeMode, Flavor, InstanceTask, OperateWindow, TargetConfig, TaskStatus, TaskTime, TaskType,
+};
