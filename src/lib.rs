@@ -32,3 +32,8 @@ pub use ids::{IdError, IdProblem, InstanceId, ProjectId, TaskId};
 pub use model::{
     ChargeMode, Flavor, InstanceTask, OperateWindow, TargetConfig, TaskStatus, TaskTime, TaskType,
 };
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -227,6 +227,13 @@ impl IotdaClient {
         let retry_after = header("retry-after")
             .and_then(|v| parse_retry_after(&v, server_date.unwrap_or_else(SystemTime::now)));
         let body = read_bounded(&mut response, self.inner.max_body_bytes).await;
+        tracing::debug!(
+            url = %response.url(),
+            status = status.as_u16(),
+            request_id = request_id.as_deref().unwrap_or("-"),
+            bytes = body.as_ref().map_or(0, Vec::len),
+            "instance task answered"
+        );
 
         let fail = |kind: ApiErrorKind| ApiError {
             status: Some(status),
@@ -237,12 +244,7 @@ impl IotdaClient {
         };
         if status.is_success() {
             let body = body.map_err(|e| e.into_error(fail(ApiErrorKind::Decode)))?;
-            return serde_json::from_slice(&body).map_err(|e| {
-                fail(ApiErrorKind::Decode).with_detail(format!(
-                    "the task did not decode: {e} ({} bytes)",
-                    body.len()
-                ))
-            });
+            return decode_task(&body).map_err(|why| fail(ApiErrorKind::Decode).with_detail(why));
         }
         let (error_code, error_msg) = body.as_deref().map(parse_error_body).unwrap_or_default();
         let mut error = fail(classify(status, error_code.as_deref()));
@@ -250,6 +252,20 @@ impl IotdaClient {
         error.error_msg = error_msg;
         Err(error)
     }
+}
+
+/// Decodes a task; the body must be a JSON object (serde would also take an array as a struct).
+fn decode_task(body: &[u8]) -> Result<InstanceTask, String> {
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        let shown = if body.is_empty() {
+            "empty"
+        } else {
+            "not a JSON object"
+        };
+        return Err(format!("the body is {shown} ({} bytes)", body.len()));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| format!("the task did not decode: {e} ({} bytes)", body.len()))
 }
 
 /// Why a body could not be read in full.
