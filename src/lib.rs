@@ -8,13 +8,31 @@
 //!   Huawei Cloud's official SDKs sign it;
 //! - the model of the answer, [`InstanceTask`], which keeps values it does not know;
 //! - validated ids, [`ProjectId`], [`InstanceId`] and [`TaskId`], refused before any request
-//!   when they could not be right.
+//!   when they could not be right;
+//! - [`TaskWatcher`]: polls with exponential backoff until SUCCESS, FAILED, the deadline or
+//!   cancellation, as a paced [`Stream`](futures::Stream) of [`TaskEvent`]s or as a future;
+//!   [`wait_for_task`] is the one-liner, [`watch_many`] and [`wait_all`] wait for many tasks
+//!   over one client.
+//!
+//! ```no_run
+//! use iotda_task_watcher::{wait_for_task, Credentials, IotdaClient, ProjectId};
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = IotdaClient::builder()
+//!     .region("cn-north-4")
+//!     .credentials(Credentials::from_env()?)
+//!     .project_id(ProjectId::from_env()?)
+//!     .build()?;
+//! let task = wait_for_task(&client, &"a1b2c3d4".parse()?, &"075f413d".parse()?).await?;
+//! println!("{:?}", task.status);
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod client;
 mod ids;
 mod model;
+mod watch;
 
 pub use client::credentials::{
     Credentials, EnvError, Secret, ENV_AK, ENV_PROJECT_ID, ENV_REGION, ENV_SECURITY_TOKEN, ENV_SK,
@@ -31,6 +49,10 @@ pub use client::{
 pub use ids::{IdError, IdProblem, InstanceId, ProjectId, TaskId};
 pub use model::{
     ChargeMode, Flavor, InstanceTask, OperateWindow, TargetConfig, TaskStatus, TaskTime, TaskType,
+};
+pub use watch::{
+    wait_all, wait_for_task, watch_many, Backoff, BoundTask, Outcome, TaskEvent, TaskEvents,
+    TaskSource, TaskWatcher, WaitError, DEFAULT_NOT_FOUND_TOLERANCE, DEFAULT_WAIT_TIMEOUT,
 };
 
 /// The README's examples, compiled as doctests.

@@ -79,7 +79,9 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub(crate) fn new(kind: ApiErrorKind) -> Self {
+    /// An error of `kind` with nothing else known; the `with_*` methods add the rest. Useful
+    /// for [`TaskSource`](crate::TaskSource) implementations and scripted tests.
+    pub fn new(kind: ApiErrorKind) -> Self {
         Self {
             kind,
             status: None,
@@ -92,8 +94,34 @@ impl ApiError {
         }
     }
 
-    pub(crate) fn with_detail(mut self, detail: impl Into<String>) -> Self {
+    /// Adds a description of a failure that had no error body.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
+        self
+    }
+
+    /// Adds the HTTP status; an invalid code is ignored.
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = StatusCode::from_u16(status).ok();
+        self
+    }
+
+    /// Adds the service's error code and message.
+    pub fn with_error(mut self, code: impl Into<String>, msg: impl Into<String>) -> Self {
+        self.error_code = Some(code.into());
+        self.error_msg = Some(msg.into());
+        self
+    }
+
+    /// Adds the request id.
+    pub fn with_request_id(mut self, id: impl Into<String>) -> Self {
+        self.request_id = Some(id.into());
+        self
+    }
+
+    /// Adds how long the service asked us to wait.
+    pub fn with_retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
         self
     }
 

@@ -1,0 +1,113 @@
+//! Why a wait did not end in SUCCESS. Every variant carries the last snapshot seen.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::{ApiError, InstanceTask};
+
+/// Why a wait did not end in SUCCESS.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// The task reached FAILED.
+    #[error("task {} FAILED{}", Id(task), Detail(task))]
+    Failed {
+        /// The final snapshot; `status_detail` says why.
+        task: InstanceTask,
+    },
+    /// The deadline passed before the task finished.
+    #[error(
+        "timed out after {:.1?} and {polls} polls; {}{}",
+        elapsed,
+        Last(last.as_ref()),
+        LastError(last_error.as_ref())
+    )]
+    TimedOut {
+        /// The last snapshot seen, if any.
+        last: Option<InstanceTask>,
+        /// How long the wait ran.
+        elapsed: Duration,
+        /// How many polls were sent.
+        polls: u32,
+        /// The error of the last poll, when it failed.
+        last_error: Option<ApiError>,
+    },
+    /// The wait's cancellation token was cancelled. The task itself goes on.
+    #[error("cancelled; {}", Last(last.as_ref()))]
+    Cancelled {
+        /// The last snapshot seen, if any.
+        last: Option<InstanceTask>,
+    },
+    /// The service answered with an error that trying again cannot fix.
+    #[error("{error}; {}", Last(last.as_ref()))]
+    Api {
+        /// The error.
+        error: ApiError,
+        /// The last snapshot seen, if any.
+        last: Option<InstanceTask>,
+    },
+}
+
+impl WaitError {
+    /// The last snapshot seen before the wait ended.
+    pub fn last(&self) -> Option<&InstanceTask> {
+        match self {
+            Self::Failed { task } => Some(task),
+            Self::TimedOut { last, .. } | Self::Cancelled { last } | Self::Api { last, .. } => {
+                last.as_ref()
+            }
+        }
+    }
+}
+
+struct Id<'a>(&'a InstanceTask);
+
+impl fmt::Display for Id<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.task_id.as_deref().unwrap_or("(no id)"))
+    }
+}
+
+struct Detail<'a>(&'a InstanceTask);
+
+impl fmt::Display for Detail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.status_detail.as_deref() {
+            Some(detail) if !detail.is_empty() => write!(f, ": {detail}"),
+            _ => f.write_str(" (the service gave no detail)"),
+        }
+    }
+}
+
+/// "last seen RUNNING at 80%", or "the task was never seen".
+struct Last<'a>(Option<&'a InstanceTask>);
+
+impl fmt::Display for Last<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(task) = self.0 else {
+            return f.write_str("the task was never seen");
+        };
+        match &task.status {
+            Some(status) => write!(f, "last seen {status}")?,
+            None => f.write_str("last seen with no status")?,
+        }
+        if let Some(p) = task.progress_percent() {
+            write!(f, " at {p}%")?;
+        }
+        if let Some(detail) = task.status_detail.as_deref().filter(|d| !d.is_empty()) {
+            write!(f, " ({detail})")?;
+        }
+        Ok(())
+    }
+}
+
+struct LastError<'a>(Option<&'a ApiError>);
+
+impl fmt::Display for LastError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(e) => write!(f, "; last error: {e}"),
+            None => Ok(()),
+        }
+    }
+}

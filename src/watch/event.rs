@@ -1,0 +1,58 @@
+//! What a wait reports while it runs.
+
+use std::time::Duration;
+
+use crate::{ApiError, InstanceTask, TaskStatus, WaitError};
+
+/// How a wait ended: the task on SUCCESS, or why not.
+pub type Outcome = Result<InstanceTask, WaitError>;
+
+/// One thing that happened during a wait. A stream of them starts with [`TaskEvent::Observed`]
+/// (unless the first polls fail) and ends with exactly one [`TaskEvent::Done`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum TaskEvent {
+    /// The task was seen for the first time.
+    Observed {
+        /// The snapshot.
+        task: InstanceTask,
+    },
+    /// The status changed. Statuses this crate does not know appear here too.
+    StatusChanged {
+        /// The status before (`Unknown("")` when the service sent none).
+        from: TaskStatus,
+        /// The status now.
+        to: TaskStatus,
+        /// The snapshot that showed it.
+        task: InstanceTask,
+    },
+    /// The progress changed. `None` is a progress the service did not send, or sent outside
+    /// `0..=100`.
+    ProgressChanged {
+        /// The progress before, in percent.
+        from: Option<u8>,
+        /// The progress now, in percent.
+        to: Option<u8>,
+    },
+    /// A poll failed in a way that trying again may fix; the next poll comes after `delay`.
+    Retrying {
+        /// What went wrong.
+        error: ApiError,
+        /// How many polls in a row have failed, from 1.
+        attempt: u32,
+        /// The delay before the next poll.
+        delay: Duration,
+    },
+    /// The wait is over. Nothing follows this event.
+    Done(Outcome),
+}
+
+impl TaskEvent {
+    /// The outcome, when this is the final event.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        match self {
+            Self::Done(outcome) => Some(outcome),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The seam between the watcher and HTTP: something that returns the latest snapshot of a task.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::{ApiError, InstanceId, InstanceTask, IotdaClient, TaskId};
+
+/// Where a watcher gets the latest snapshot of its task.
+///
+/// [`IotdaClient::task`] gives the production source. Any `Fn() -> impl Future<Output =
+/// Result<InstanceTask, ApiError>>` closure is one too, which is how tests script a task:
+///
+/// ```
+/// use iotda_task_watcher::{InstanceTask, TaskWatcher};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let source = || async { Ok(serde_json::from_str::<InstanceTask>(r#"{"status":"SUCCESS"}"#).unwrap()) };
+/// let task = TaskWatcher::from_source(source).wait().await.unwrap();
+/// assert!(task.is_terminal());
+/// # }
+/// ```
+pub trait TaskSource: Send + Sync {
+    /// Fetches the latest snapshot. `timeout` is the watcher's request timeout; the watcher
+    /// also enforces it around the returned future.
+    fn fetch(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<InstanceTask, ApiError>> + Send;
+
+    /// The instance and task this source reads, for logs and tags.
+    fn ids(&self) -> Option<(&InstanceId, &TaskId)> {
+        None
+    }
+}
+
+impl<F, Fut> TaskSource for F
+where
+    F: Fn() -> Fut + Send + Sync,
+    Fut: Future<Output = Result<InstanceTask, ApiError>> + Send,
+{
+    fn fetch(
+        &self,
+        _timeout: Duration,
+    ) -> impl Future<Output = Result<InstanceTask, ApiError>> + Send {
+        self()
+    }
+}
+
+/// A client bound to one task: the production [`TaskSource`].
+#[derive(Debug, Clone)]
+pub struct BoundTask {
+    client: IotdaClient,
+    instance_id: InstanceId,
+    task_id: TaskId,
+}
+
+impl BoundTask {
+    /// The client.
+    pub fn client(&self) -> &IotdaClient {
+        &self.client
+    }
+
+    /// The instance.
+    pub fn instance_id(&self) -> &InstanceId {
+        &self.instance_id
+    }
+
+    /// The task.
+    pub fn task_id(&self) -> &TaskId {
+        &self.task_id
+    }
+}
+
+impl TaskSource for BoundTask {
+    fn fetch(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<InstanceTask, ApiError>> + Send {
+        self.client
+            .instance_task_with_timeout(&self.instance_id, &self.task_id, timeout)
+    }
+
+    fn ids(&self) -> Option<(&InstanceId, &TaskId)> {
+        Some((&self.instance_id, &self.task_id))
+    }
+}
+
+impl IotdaClient {
+    /// This client bound to one task, as a [`TaskSource`] for a [`TaskWatcher`](crate::TaskWatcher).
+    pub fn task(&self, instance_id: InstanceId, task_id: TaskId) -> BoundTask {
+        BoundTask {
+            client: self.clone(),
+            instance_id,
+            task_id,
+        }
+    }
+}
