@@ -2,6 +2,8 @@
 //! check of SDK-HMAC-SHA256 written from the algorithm's description, not from the crate's signer.
 #![allow(dead_code)]
 
+pub mod script;
+
 use hmac::{Hmac, Mac};
 use iotda_task_watcher::{Credentials, InstanceId, IotdaClient, ProjectId, TaskId};
 use sha2::{Digest, Sha256};
@@ -198,4 +200,31 @@ impl std::io::Write for SharedWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Answers with each template in turn, then repeats the last.
+pub struct Sequence(std::sync::Mutex<std::collections::VecDeque<wiremock::ResponseTemplate>>);
+
+impl Sequence {
+    pub fn new(templates: impl IntoIterator<Item = wiremock::ResponseTemplate>) -> Self {
+        Self(std::sync::Mutex::new(templates.into_iter().collect()))
+    }
+}
+
+impl wiremock::Respond for Sequence {
+    fn respond(&self, _: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let mut queue = self.0.lock().unwrap();
+        if queue.len() > 1 {
+            queue.pop_front().unwrap()
+        } else {
+            queue.front().cloned().expect("a sequence is not empty")
+        }
+    }
+}
+
+/// A 200 answer with a task in `status` at `progress`.
+pub fn task_json(status: &str, progress: i64) -> wiremock::ResponseTemplate {
+    wiremock::ResponseTemplate::new(200).set_body_string(format!(
+        r#"{{"task_id":"{TASK}","type":"MODIFY","status":"{status}","progress":{progress}}}"#
+    ))
 }

@@ -1,0 +1,136 @@
+//! A scripted task source for virtual-time tests: it answers from a list and records when each
+//! poll was sent, relative to when the script was made.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use iotda_task_watcher::{ApiError, ApiErrorKind, InstanceTask, TaskSource, TaskStatus};
+use tokio::time::Instant;
+
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Step {
+    Task(InstanceTask),
+    Error(ApiError),
+    /// Answers with the inner step after this long.
+    Slow(Duration, Box<Step>),
+    /// Never answers.
+    Hang,
+}
+
+#[derive(Clone)]
+pub struct Script {
+    inner: Arc<Mutex<Inner>>,
+}
+
+struct Inner {
+    origin: Instant,
+    steps: VecDeque<Step>,
+    /// Repeated once the list runs out.
+    last: Option<Step>,
+    polls: Vec<Duration>,
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+impl Script {
+    pub fn new(steps: impl IntoIterator<Item = Step>) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                origin: Instant::now(),
+                steps: steps.into_iter().collect(),
+                last: None,
+                polls: Vec::new(),
+                in_flight: 0,
+                max_in_flight: 0,
+            })),
+        }
+    }
+
+    /// When each poll was sent, from the script's creation.
+    pub fn polls(&self) -> Vec<Duration> {
+        self.inner.lock().unwrap().polls.clone()
+    }
+
+    pub fn poll_count(&self) -> usize {
+        self.inner.lock().unwrap().polls.len()
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.inner.lock().unwrap().max_in_flight
+    }
+
+    /// The gaps between polls.
+    pub fn delays(&self) -> Vec<Duration> {
+        self.polls().windows(2).map(|w| w[1] - w[0]).collect()
+    }
+}
+
+struct InFlight(Arc<Mutex<Inner>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().in_flight -= 1;
+    }
+}
+
+impl TaskSource for Script {
+    fn fetch(
+        &self,
+        _timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<InstanceTask, ApiError>> + Send {
+        let inner = self.inner.clone();
+        let step = {
+            let mut s = inner.lock().unwrap();
+            let at = s.origin.elapsed();
+            s.polls.push(at);
+            s.in_flight += 1;
+            s.max_in_flight = s.max_in_flight.max(s.in_flight);
+            let step = s.steps.pop_front().or_else(|| s.last.clone());
+            s.last = step.clone();
+            step.expect("the script is not empty")
+        };
+        async move {
+            let _guard = InFlight(inner);
+            let mut step = step;
+            loop {
+                match step {
+                    Step::Task(t) => return Ok(t),
+                    Step::Error(e) => return Err(e),
+                    Step::Slow(d, next) => {
+                        tokio::time::sleep(d).await;
+                        step = *next;
+                    }
+                    Step::Hang => std::future::pending::<()>().await,
+                }
+            }
+        }
+    }
+}
+
+pub fn snapshot(status: &str, progress: Option<i64>) -> InstanceTask {
+    let mut t = InstanceTask::default();
+    t.task_id = Some(super::TASK.to_owned());
+    t.status = Some(TaskStatus::from(status));
+    t.progress = progress;
+    t
+}
+
+pub fn at(status: &str, progress: i64) -> Step {
+    Step::Task(snapshot(status, Some(progress)))
+}
+
+pub fn failed(detail: &str) -> Step {
+    let mut t = snapshot("FAILED", Some(100));
+    t.status_detail = Some(detail.to_owned());
+    Step::Task(t)
+}
+
+pub fn error(kind: ApiErrorKind, status: u16) -> Step {
+    Step::Error(ApiError::new(kind).with_status(status))
+}
+
+pub fn secs(s: &[f64]) -> Vec<Duration> {
+    s.iter().map(|s| Duration::from_secs_f64(*s)).collect()
+}

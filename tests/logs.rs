@@ -1,0 +1,85 @@
+//! What the crate logs, captured at TRACE from every target (hyper's too).
+//!
+//! These tests live alone in this binary: `tracing` caches per call site whether anyone listens,
+//! and a test thread without a subscriber could otherwise turn a call site off for the others.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use iotda_task_watcher::{Credentials, TaskWatcher};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const RUNNING: &str = r#"{"task_id":"075f413d-a3bb-4243-974d-8eb9221c1234","type":"MODIFY","status":"RUNNING","progress":35}"#;
+
+async fn server(answers: impl IntoIterator<Item = ResponseTemplate>) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(task_path()))
+        .respond_with(Sequence::new(answers))
+        .mount(&server)
+        .await;
+    server
+}
+
+#[tokio::test]
+async fn secrets_stay_out_of_logs_at_every_level() {
+    let logs = capture_logs();
+    let server = server([ResponseTemplate::new(200)
+        .set_body_string(RUNNING)
+        .insert_header("X-Request-Id", "req-log-1")])
+    .await;
+    let (instance, task) = ids();
+    let creds = Credentials::aksk(AK, SK).with_security_token(TOKEN);
+    let client = client_with(&server.uri(), creds);
+    client.instance_task(&instance, &task).await.unwrap();
+    let iam = client_with(&server.uri(), Credentials::iam_token(TOKEN));
+    iam.instance_task(&instance, &task).await.unwrap();
+    tracing::trace!(?client, ?iam, "clients");
+    let text = logs.text();
+    assert!(
+        text.contains("req-log-1") && text.contains(TASK),
+        "the capture works: {text}"
+    );
+    assert!(!text.contains(SK), "{text}");
+    assert!(!text.contains(TOKEN), "{text}");
+}
+
+#[tokio::test]
+async fn a_wait_logs_a_span_per_wait_and_never_a_secret() {
+    let logs = capture_logs();
+    let server = server([
+        task_json("PENDING", 0),
+        ResponseTemplate::new(503),
+        task_json("RUNNING", 50),
+        task_json("SUCCESS", 100),
+    ])
+    .await;
+    let (instance, task) = ids();
+    let creds = Credentials::aksk(AK, SK).with_security_token(TOKEN);
+    TaskWatcher::new(&client_with(&server.uri(), creds), instance, task)
+        .min_delay(Duration::from_millis(5))
+        .await
+        .unwrap();
+    let text = logs.text();
+    assert!(
+        text.contains(&format!(
+            "iotda_task_wait{{instance_id={INSTANCE} task_id={TASK}}}"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("DEBUG") && text.contains("polled"), "{text}");
+    assert!(
+        text.contains("INFO")
+            && text.contains("status changed")
+            && text.contains("from=PENDING to=RUNNING"),
+        "{text}"
+    );
+    assert!(
+        text.contains("WARN") && text.contains("poll failed; retrying"),
+        "{text}"
+    );
+    assert!(!text.contains(SK) && !text.contains(TOKEN), "{text}");
+}
