@@ -32,6 +32,8 @@
 mod client;
 mod ids;
 mod model;
+#[cfg(feature = "simulator")]
+pub mod simulator;
 mod watch;
 
 pub use client::credentials::{

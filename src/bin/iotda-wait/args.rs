@@ -1,0 +1,142 @@
+//! Command-line arguments, and the duration syntax they use.
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Waits for Huawei Cloud IoTDA instance tasks to finish.
+///
+/// Credentials come from HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK, and for temporary
+/// credentials HUAWEICLOUD_SDK_SECURITY_TOKEN.
+///
+/// Exit codes: 0 every task SUCCESS; 1 a task FAILED; 2 bad usage or input (no request sent);
+/// 3 timed out; 4 an error that retrying cannot fix; 130 interrupted. With several tasks:
+/// 1 if any FAILED, else 4 if any error, else 3 if any timed out, else 0.
+#[derive(Debug, Parser)]
+#[command(name = "iotda-wait", version, about, long_about)]
+pub struct Args {
+    /// The instance the tasks belong to.
+    #[arg(long, value_name = "ID")]
+    pub instance_id: String,
+
+    /// The tasks to wait for.
+    #[arg(value_name = "TASK_ID", required = true)]
+    pub task_ids: Vec<String>,
+
+    /// The project id.
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "HUAWEICLOUD_SDK_PROJECT_ID",
+        hide_env_values = true
+    )]
+    pub project_id: Option<String>,
+
+    /// The region, e.g. cn-north-4.
+    #[arg(long, value_name = "REGION", env = "HUAWEICLOUD_SDK_REGION")]
+    pub region: Option<String>,
+
+    /// The API endpoint; overrides --region. http:// is accepted for loopback hosts only.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// Gives up after this long, e.g. 90s, 10m, 1h30m.
+    #[arg(long, value_name = "DURATION", default_value = "60m", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// The first delay between polls, and the delay after a status change.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub min_delay: Duration,
+
+    /// The longest delay between polls.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub max_delay: Duration,
+
+    /// The timeout of each request.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// The most requests in flight at once, over all tasks.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub max_in_flight: usize,
+
+    /// What stdout carries: one line per task, or one JSON object per event.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// The format of stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// `<task_id> <STATUS>` for each task when its wait ends.
+    Text,
+    /// One JSON object per line for every event.
+    Json,
+}
+
+/// Parses `90s`, `10m`, `1h30m`, `500ms`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    if rest.is_empty() {
+        return Err("a duration is empty".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("{text:?} is not a duration like 90s, 10m or 1h30m"));
+        }
+        let value: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{text:?} is too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86_400),
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?} in {text:?}: use ms, s, m, h or d"
+                ))
+            }
+        };
+        rest = &rest[unit_len..];
+        let part = unit
+            .checked_mul(u32::try_from(value).map_err(|_| format!("{text:?} is too large"))?)
+            .ok_or_else(|| format!("{text:?} is too large"))?;
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| format!("{text:?} is too large"))?;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let s = Duration::from_secs;
+        assert_eq!(parse_duration("90s"), Ok(s(90)));
+        assert_eq!(parse_duration("10m"), Ok(s(600)));
+        assert_eq!(parse_duration("1h30m"), Ok(s(5400)));
+        assert_eq!(parse_duration("1h30m15s"), Ok(s(5415)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("45"), Ok(s(45)));
+        for bad in ["", "m", "10x", "1.5h", "-3s", "h1", "99999999999999999999s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

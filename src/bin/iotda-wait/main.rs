@@ -1,0 +1,161 @@
+//! `iotda-wait`: waits for IoTDA instance tasks from shell scripts and CI.
+#![forbid(unsafe_code)]
+
+mod args;
+mod report;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use futures::StreamExt;
+use iotda_task_watcher::{
+    watch_many, Credentials, InstanceId, InstanceTask, IotdaClient, ProjectId, TaskEvent, TaskId,
+    TaskWatcher,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::args::Args;
+use crate::report::{exit_code, Reporter};
+
+/// Bad usage or input: nothing was sent.
+const USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logs();
+    let (client, instance_id, task_ids) = match prepare(&args) {
+        Ok(ready) => ready,
+        Err(message) => {
+            eprintln!("iotda-wait: {message}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("iotda-wait: cannot start the runtime: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    ExitCode::from(runtime.block_on(run(&args, client, instance_id, task_ids)))
+}
+
+/// Everything that can be refused before a request is sent.
+fn prepare(args: &Args) -> Result<(IotdaClient, InstanceId, Vec<TaskId>), String> {
+    let instance_id = InstanceId::new(args.instance_id.as_str()).map_err(|e| e.to_string())?;
+    let task_ids = args
+        .task_ids
+        .iter()
+        .map(|id| TaskId::new(id.as_str()).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let project_id = args
+        .project_id
+        .as_deref()
+        .ok_or("no project id: pass --project-id or set HUAWEICLOUD_SDK_PROJECT_ID")?;
+    let project_id = ProjectId::new(project_id).map_err(|e| e.to_string())?;
+    let credentials = Credentials::from_env().map_err(|e| {
+        format!("{e}: set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK (and HUAWEICLOUD_SDK_SECURITY_TOKEN for temporary credentials)")
+    })?;
+    let builder = IotdaClient::builder()
+        .credentials(credentials)
+        .project_id(project_id)
+        .timeout(args.request_timeout);
+    let builder = match (&args.endpoint, &args.region) {
+        (Some(endpoint), _) => builder.endpoint(endpoint.as_str()),
+        (None, Some(region)) => builder.region(region.as_str()),
+        (None, None) => {
+            return Err(
+                "no endpoint: pass --region, set HUAWEICLOUD_SDK_REGION, or pass --endpoint".into(),
+            )
+        }
+    };
+    let client = builder.build().map_err(|e| e.to_string())?;
+    Ok((client, instance_id, task_ids))
+}
+
+async fn run(
+    args: &Args,
+    client: IotdaClient,
+    instance_id: InstanceId,
+    task_ids: Vec<TaskId>,
+) -> u8 {
+    let token = CancellationToken::new();
+    let interrupted = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(token.clone(), interrupted.clone()));
+
+    let terminal = std::io::stderr().is_terminal();
+    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let reporter = Reporter::new(args.output, &task_ids, terminal, color);
+
+    let watchers = task_ids.iter().enumerate().map(|(i, id)| {
+        let watcher = TaskWatcher::new(&client, instance_id.clone(), id.clone())
+            .timeout(args.timeout)
+            .min_delay(args.min_delay)
+            .max_delay(args.max_delay)
+            .request_timeout(args.request_timeout)
+            .cancel_token(token.clone());
+        (i, watcher)
+    });
+    let mut last: Vec<Option<InstanceTask>> = vec![None; task_ids.len()];
+    let mut outcomes = Vec::with_capacity(task_ids.len());
+    let mut events = std::pin::pin!(watch_many(watchers, args.max_in_flight));
+    while let Some((i, event)) = events.next().await {
+        match &event {
+            TaskEvent::Observed { task } | TaskEvent::StatusChanged { task, .. } => {
+                last[i] = Some(task.clone())
+            }
+            TaskEvent::ProgressChanged { to, .. } => {
+                if let Some(task) = &mut last[i] {
+                    task.progress = to.map(i64::from);
+                }
+            }
+            _ => {}
+        }
+        reporter.event(i, &task_ids[i], &event, last[i].as_ref());
+        if let TaskEvent::Done(outcome) = event {
+            outcomes.push(outcome);
+        }
+    }
+    let outcomes: Vec<_> = outcomes.iter().collect();
+    exit_code(&outcomes, interrupted.is_cancelled())
+}
+
+/// SIGINT or SIGTERM cancels every wait; the waits then end at once with their last state.
+async fn cancel_on_signal(token: CancellationToken, interrupted: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+    }
+    interrupted.cancel();
+    token.cancel();
+}
+
+/// Logs to stderr when `RUST_LOG` asks for them.
+fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
