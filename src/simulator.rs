@@ -132,10 +132,10 @@ impl TaskScript {
 
     /// Reports this maintenance window (`HH:mm` UTC) in every answer.
     pub fn operate_window(mut self, start: &str, end: &str) -> Self {
-        let mut window = OperateWindow::default();
-        window.start_time = Some(start.to_owned());
-        window.end_time = Some(end.to_owned());
-        self.window = Some(window);
+        self.window = Some(OperateWindow {
+            start_time: Some(start.to_owned()),
+            end_time: Some(end.to_owned()),
+        });
         self
     }
 }
@@ -153,7 +153,7 @@ struct TaskState {
 }
 
 enum Answer {
-    Task(InstanceTask),
+    Task(Box<InstanceTask>),
     Fault(Fault),
 }
 
@@ -169,7 +169,7 @@ impl TaskState {
                     .last
                     .clone()
                     .unwrap_or_else(|| self.snapshot(task_id, TaskStatus::Pending, 0, None));
-                return (Answer::Task(task), delay);
+                return (Answer::Task(Box::new(task)), delay);
             };
             let answer = match step {
                 Step::Pending(n) | Step::Running(n) if self.count >= n => {
@@ -208,7 +208,7 @@ impl TaskState {
                 Step::Fail(detail) => self.snapshot(task_id, TaskStatus::Failed, 100, Some(detail)),
             };
             self.last = Some(answer.clone());
-            return (Answer::Task(answer), delay);
+            return (Answer::Task(Box::new(answer)), delay);
         }
     }
 
@@ -229,17 +229,18 @@ impl TaskState {
         if status != TaskStatus::Pending && self.started.is_none() {
             self.started = Some(now());
         }
-        let mut task = InstanceTask::default();
-        task.task_id = Some(task_id.to_owned());
-        task.task_type = Some(self.script.task_type.clone());
-        task.create_time = Some(self.created.clone());
-        task.start_time = self.started.clone();
-        task.end_time = status.is_terminal().then(now);
-        task.operate_window = self.script.window.clone();
-        task.status_detail = detail;
-        task.status = Some(status);
-        task.progress = Some(progress);
-        task
+        InstanceTask {
+            task_id: Some(task_id.to_owned()),
+            task_type: Some(self.script.task_type.clone()),
+            create_time: Some(self.created.clone()),
+            start_time: self.started.clone(),
+            end_time: status.is_terminal().then(now),
+            operate_window: self.script.window.clone(),
+            status_detail: detail,
+            status: Some(status),
+            progress: Some(progress),
+            target_config: None,
+        }
     }
 }
 
@@ -460,7 +461,7 @@ fn answer(
     let (answer, delay) = state.advance(task);
     let template = match answer {
         Answer::Task(task) => ResponseTemplate::new(200).set_body_raw(
-            serde_json::to_string(&task).expect("a task serializes"),
+            serde_json::to_string(&*task).expect("a task serializes"),
             "application/json",
         ),
         Answer::Fault(Fault::ServerError(status)) => error(

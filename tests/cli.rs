@@ -1,0 +1,372 @@
+//! The built `iotda-wait` binary, run as a process against the simulator.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use iotda_task_watcher::simulator::{
+    Fault, Simulator, TaskScript, DEFAULT_AK, DEFAULT_PROJECT_ID, DEFAULT_SK,
+};
+use iotda_task_watcher::{InstanceId, TaskId, TaskType};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const INSTANCE: &str = "a1b2c3d4-0000-1111-2222-333344445555";
+
+fn task(n: u32) -> TaskId {
+    format!("00000000-0000-0000-0000-{n:012}").parse().unwrap()
+}
+
+fn instance() -> InstanceId {
+    INSTANCE.parse().unwrap()
+}
+
+/// The command with credentials for the simulator and fast polling; no variable of the
+/// environment running the tests leaks in.
+fn command(sim: &Simulator, args: &[&str]) -> Command {
+    command_to(&sim.uri(), INSTANCE, args)
+}
+
+fn command_to(endpoint: &str, instance: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iotda-wait"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("HUAWEICLOUD_") || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("HUAWEICLOUD_SDK_AK", DEFAULT_AK)
+        .env("HUAWEICLOUD_SDK_SK", DEFAULT_SK)
+        .env("HUAWEICLOUD_SDK_PROJECT_ID", DEFAULT_PROJECT_ID)
+        .args([
+            "--endpoint",
+            endpoint,
+            "--instance-id",
+            instance,
+            "--min-delay",
+            "10ms",
+            "--max-delay",
+            "40ms",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect()
+    }
+}
+
+async fn run(mut cmd: Command) -> Run {
+    let out = cmd.output().await.unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn success_exits_0_with_one_line_per_task() {
+    let sim = Simulator::start().await;
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify)
+            .pending(1)
+            .running(2)
+            .succeed(),
+    );
+    let out = run(command(&sim, &[task(1).as_str()])).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, format!("{} SUCCESS\n", task(1)));
+    assert!(out.stderr.contains("PENDING -> RUNNING"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("{}: SUCCESS", task(1))),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(sim.polls(&instance(), &task(1)), 4);
+}
+
+#[tokio::test]
+async fn failed_exits_1_and_says_why() {
+    let sim = Simulator::start().await;
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Freeze)
+            .running(1)
+            .fail("quota exceeded"),
+    );
+    let out = run(command(&sim, &[task(1).as_str()])).await;
+    assert_eq!(out.code, 1);
+    assert_eq!(out.stdout, format!("{} FAILED\n", task(1)));
+    assert!(
+        out.stderr.contains("FAILED: quota exceeded"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn bad_input_exits_2_before_any_request() {
+    let sim = Simulator::start().await;
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify).succeed(),
+    );
+    let good = task(1).to_string();
+
+    let out = run(command(&sim, &["NOT-A-TASK"])).await;
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("invalid task id \"NOT-A-TASK\""),
+        "{}",
+        out.stderr
+    );
+
+    let mut cmd = command(&sim, &[&good]);
+    cmd.env_remove("HUAWEICLOUD_SDK_SK");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("HUAWEICLOUD_SDK_SK is not set"),
+        "{}",
+        out.stderr
+    );
+
+    let out = run(command_to("http://203.0.113.9:8080", INSTANCE, &[&good])).await;
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("https is required"), "{}", out.stderr);
+
+    let mut cmd = command(&sim, &[&good]);
+    cmd.env_remove("HUAWEICLOUD_SDK_PROJECT_ID");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("project id"), "{}", out.stderr);
+
+    let out = run(command(&sim, &["--timeout", "soon", &good])).await;
+    assert_eq!(out.code, 2, "clap reports bad usage with 2");
+
+    let out = run(command_to(&sim.uri(), "../x", &[&good])).await;
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("invalid instance id \"../x\""),
+        "{}",
+        out.stderr
+    );
+
+    assert_eq!(sim.requests(), 0, "nothing was sent");
+}
+
+#[tokio::test]
+async fn a_timeout_exits_3() {
+    let sim = Simulator::start().await;
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify).running(1_000_000),
+    );
+    let out = run(command(&sim, &["--timeout", "300ms", task(1).as_str()])).await;
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert_eq!(out.stdout, format!("{} TIMED_OUT\n", task(1)));
+    assert!(out.stderr.contains("timed out after"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn a_bad_signature_exits_4() {
+    let sim = Simulator::start().await;
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify).succeed(),
+    );
+    let mut cmd = command(&sim, &[task(1).as_str()]);
+    cmd.env("HUAWEICLOUD_SDK_SK", "not-the-secret");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(out.stderr.contains("APIGW.0301"), "{}", out.stderr);
+    assert!(!out.stderr.contains("not-the-secret") && !out.stdout.contains("not-the-secret"));
+    assert_eq!(sim.requests(), 1, "a permanent error is not retried");
+}
+
+#[tokio::test]
+async fn a_missing_task_exits_4_after_the_tolerated_polls() {
+    let sim = Simulator::start().await;
+    let out = run(command(&sim, &[task(9).as_str()])).await;
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert_eq!(out.stdout, format!("{} ERROR\n", task(9)));
+    assert_eq!(
+        sim.requests(),
+        4,
+        "three 404s tolerated, the fourth is final"
+    );
+}
+
+#[tokio::test]
+async fn several_tasks_combine_their_exit_codes() {
+    let cases: [(&[u32], i32); 5] = [
+        (&[1, 2, 3, 4], 1),
+        (&[1, 3, 4], 4),
+        (&[4, 1], 3),
+        (&[1, 1], 0),
+        (&[3, 4], 4),
+    ];
+    for (tasks, code) in cases {
+        // 1 succeeds, 2 fails, 3 is refused (permanent error), 4 runs past the timeout.
+        let sim = Simulator::start().await;
+        let script = || TaskScript::new(TaskType::Modify);
+        sim.add_task(&instance(), &task(1), script().succeed());
+        sim.add_task(&instance(), &task(2), script().fail("no"));
+        sim.add_task(&instance(), &task(3), script().fault(Fault::BadSignature));
+        sim.add_task(&instance(), &task(4), script().running(1_000_000));
+        let ids: Vec<String> = tasks.iter().map(|n| task(*n).to_string()).collect();
+        let mut args = vec!["--timeout", "400ms"];
+        args.extend(ids.iter().map(String::as_str));
+        let out = run(command(&sim, &args)).await;
+        assert_eq!(out.code, code, "{tasks:?}: {}", out.stderr);
+        assert_eq!(out.stdout.lines().count(), tasks.len(), "{}", out.stdout);
+    }
+}
+
+#[tokio::test]
+async fn json_lines_report_every_change_and_the_outcome() {
+    let sim = Simulator::start().await;
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify)
+            .pending(1)
+            .running(3)
+            .fault(Fault::Throttled {
+                retry_after: Duration::ZERO,
+            })
+            .succeed(),
+    );
+    sim.add_task(
+        &instance(),
+        &task(2),
+        TaskScript::new(TaskType::Delete).running(1).fail("locked"),
+    );
+    let out = run(command(
+        &sim,
+        &["--output", "json", task(1).as_str(), task(2).as_str()],
+    ))
+    .await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let lines = out.json();
+    for line in &lines {
+        assert!(
+            line["event"].is_string() && line["task_id"].is_string(),
+            "{line}"
+        );
+    }
+    let of = |id: &TaskId| -> Vec<&Value> {
+        lines
+            .iter()
+            .filter(|l| l["task_id"] == id.as_str())
+            .collect()
+    };
+
+    let one = of(&task(1));
+    let names: Vec<&str> = one.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "observed", "status", "progress", "progress", "progress", "retrying", "status",
+            "progress", "done"
+        ]
+    );
+    assert_eq!(one[0]["status"], "PENDING");
+    assert_eq!(one[1]["status"], "RUNNING");
+    assert_eq!(one[1]["from"], "PENDING");
+    assert_eq!(one[2]["progress"], 25);
+    assert!(
+        one[5]["error"].as_str().unwrap().contains("APIGW.0308"),
+        "{}",
+        one[5]
+    );
+    assert_eq!(one[5]["attempt"], 1);
+    assert_eq!(
+        one[6]["status"], "SUCCESS",
+        "the last change gets its own line"
+    );
+    let done = one[8];
+    assert_eq!(done["outcome"], "success");
+    assert_eq!(done["status"], "SUCCESS");
+    assert_eq!(done["progress"], 100);
+    assert_eq!(done["task"]["task_id"], task(1).as_str());
+    assert_eq!(done["task"]["type"], "MODIFY");
+    assert!(done.get("error").is_none());
+
+    let two = of(&task(2));
+    let done = two.last().unwrap();
+    assert_eq!(done["event"], "done");
+    assert_eq!(done["outcome"], "failed");
+    assert_eq!(done["task"]["status"], "FAILED");
+    assert_eq!(done["task"]["status_detail"], "locked");
+    assert!(done["error"].as_str().unwrap().contains("locked"));
+}
+
+/// SIGINT and SIGTERM cancel the wait: the last state is printed and the exit code is 130.
+#[cfg(unix)]
+#[tokio::test]
+async fn signals_cancel_the_wait_and_exit_130() {
+    for signal in ["-INT", "-TERM"] {
+        let sim = Simulator::start().await;
+        sim.add_task(
+            &instance(),
+            &task(1),
+            TaskScript::new(TaskType::Modify).running(1_000_000),
+        );
+        let mut cmd = command(&sim, &["--output", "json", task(1).as_str()]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = stdout.next_line().await.unwrap().unwrap();
+        assert!(first.contains("\"observed\""), "{first}");
+        let pid = child.id().unwrap().to_string();
+        let killed = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        // Without the signal the wait would go on for 60 minutes; this bound only catches a hang.
+        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .expect("the command exits after the signal")
+            .unwrap();
+        assert_eq!(status.code(), Some(130), "{signal}");
+        let mut done = None;
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["event"] == "done" {
+                done = Some(v);
+            }
+        }
+        let done = done.expect("a done line");
+        assert_eq!(done["outcome"], "cancelled");
+        assert_eq!(done["status"], "RUNNING", "the last state is reported");
+        assert_eq!(done["task"]["task_id"], task(1).as_str());
+        let polls = sim.polls(&instance(), &task(1));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            sim.polls(&instance(), &task(1)),
+            polls,
+            "nothing is sent after the exit"
+        );
+    }
+}
