@@ -43,7 +43,7 @@ pub struct Reporter {
 
 enum People {
     Bars {
-        _multi: MultiProgress,
+        multi: MultiProgress,
         bars: Vec<ProgressBar>,
     },
     Lines,
@@ -55,9 +55,9 @@ impl Reporter {
         let people = if terminal {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let template = if color {
-                "{prefix:.bold} [{bar:32.cyan/blue}] {pos:>3}% {msg}"
+                "{prefix:.bold} [{bar:32.cyan/blue}] {pos:>3}% {wide_msg}"
             } else {
-                "{prefix} [{bar:32}] {pos:>3}% {msg}"
+                "{prefix} [{bar:32}] {pos:>3}% {wide_msg}"
             };
             let style = ProgressStyle::with_template(template)
                 .expect("the template is valid")
@@ -71,10 +71,7 @@ impl Reporter {
                     bar
                 })
                 .collect();
-            People::Bars {
-                _multi: multi,
-                bars,
-            }
+            People::Bars { multi, bars }
         } else {
             People::Lines
         };
@@ -87,7 +84,7 @@ impl Reporter {
         match self.output {
             Output::Json => {
                 if let Some(line) = json_line(id, event, last) {
-                    emit(&line.to_string());
+                    self.emit(&line.to_string());
                 }
             }
             Output::Text => {
@@ -100,7 +97,7 @@ impl Reporter {
                         Err(WaitError::Cancelled { .. }) => "CANCELLED".into(),
                         Err(_) => "ERROR".into(),
                     };
-                    emit(&format!("{id} {status}"));
+                    self.emit(&format!("{id} {status}"));
                 }
             }
         }
@@ -128,6 +125,10 @@ impl Reporter {
                         Ok(_) => {
                             bar.set_position(100);
                             bar.finish_with_message("SUCCESS");
+                        }
+                        Err(WaitError::Failed { task }) => {
+                            let detail = task.status_detail.as_deref().unwrap_or("no detail");
+                            bar.abandon_with_message(format!("FAILED: {detail}"));
                         }
                         Err(e) => bar.abandon_with_message(e.to_string()),
                     },
@@ -169,10 +170,19 @@ fn percent(p: Option<u8>) -> String {
     p.map(|p| format!(" {p}%")).unwrap_or_default()
 }
 
-fn emit(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+impl Reporter {
+    /// Writes a line to stdout, with the bars out of the way when they share a terminal.
+    fn emit(&self, line: &str) {
+        let write = || {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        };
+        match &self.people {
+            People::Bars { multi, .. } => multi.suspend(write),
+            People::Lines => write(),
+        }
+    }
 }
 
 /// The JSON line of an event: always `event` and `task_id`, with `status` and `progress` where
