@@ -287,7 +287,11 @@ impl Simulator {
             requests: AtomicU64::new(0),
             clock_offset_secs: std::sync::atomic::AtomicI64::new(0),
         });
-        let server = MockServer::start().await;
+        // Requests are counted here; wiremock need not keep them all.
+        let server = MockServer::builder()
+            .disable_request_recording()
+            .start()
+            .await;
         Mock::given(wiremock::matchers::any())
             .respond_with(Responder(shared.clone()))
             .mount(&server)

@@ -1,0 +1,147 @@
+//! CPU time per completed poll: the watcher against a minimal hand-written loop that sends the
+//! same signed GET and decodes the same JSON, with the same `reqwest::Client`, against the same
+//! loopback server (a child process, so its CPU is not counted), interleaved in one run.
+//!
+//! `cargo bench --bench overhead` (`BENCH_QUICK=1` for a short run).
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::server::ServerProcess;
+use iotda_task_watcher::{
+    signer, Credentials, InstanceId, InstanceTask, IotdaClient, ProjectId, TaskId, TaskStatus,
+    TaskWatcher,
+};
+use serde_json::json;
+
+const AK: &str = "BENCHAK";
+const SK: &str = "bench-secret";
+const PROJECT: &str = "0123456789abcdef0123456789abcdef";
+const INSTANCE: &str = "a1b2c3d4-0000-1111-2222-333344445555";
+
+/// The baseline: what a caller would write by hand for the same job.
+async fn hand_written(http: &reqwest::Client, base: &str, host: &str, task: &str) -> u64 {
+    let url: url::Url = format!("{base}/v5/iot/{PROJECT}/iotda-instances/{INSTANCE}/tasks/{task}")
+        .parse()
+        .unwrap();
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        let date = jiff::Timestamp::try_from(SystemTime::now())
+            .unwrap()
+            .strftime(signer::DATE_FORMAT)
+            .to_string();
+        let headers = [
+            ("host", host),
+            ("x-sdk-date", date.as_str()),
+            ("x-project-id", PROJECT),
+        ];
+        let auth = signer::authorization(
+            AK,
+            SK,
+            &signer::SignRequest {
+                method: "GET",
+                url: &url,
+                headers: &headers,
+                body: b"",
+            },
+        );
+        let response = http
+            .get(url.clone())
+            .header("host", host)
+            .header("x-sdk-date", &date)
+            .header("x-project-id", PROJECT)
+            .header("authorization", auth)
+            .send()
+            .await
+            .unwrap();
+        let body = response.bytes().await.unwrap();
+        let task: InstanceTask = serde_json::from_slice(&body).unwrap();
+        if task.status == Some(TaskStatus::Success) {
+            return polls;
+        }
+    }
+}
+
+fn main() {
+    if common::server::run_if_server() {
+        return;
+    }
+    let quick = common::quick();
+    let (rounds, polls_per_round) = if quick { (12, 400u64) } else { (40, 1_000) };
+    let server = ServerProcess::spawn();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let client = IotdaClient::builder()
+        .endpoint(server.uri.as_str())
+        .credentials(Credentials::aksk(AK, SK))
+        .project_id(ProjectId::new(PROJECT).unwrap())
+        .http_client(http.clone())
+        .build()
+        .unwrap();
+    let host = client.endpoint().host_header();
+    let instance: InstanceId = INSTANCE.parse().unwrap();
+
+    let mut uniq = 0u64;
+    let mut next_task = |polls: u64| {
+        uniq += 1;
+        TaskId::new(format!("a-{:x}-{uniq:x}", polls - 1)).unwrap()
+    };
+    let mut watcher_us = Vec::new();
+    let mut baseline_us = Vec::new();
+    runtime.block_on(async {
+        for round in 0..=rounds {
+            // Alternate which goes first, so that neither always runs on a warmer machine.
+            for which in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+                let task = next_task(polls_per_round);
+                let before = common::cpu_time_ns();
+                let polls = if which == 0 {
+                    let done = TaskWatcher::new(&client, instance.clone(), task)
+                        .min_delay(Duration::ZERO)
+                        .max_delay(Duration::ZERO)
+                        .jitter(false)
+                        .await
+                        .unwrap();
+                    assert_eq!(done.status, Some(TaskStatus::Success));
+                    polls_per_round
+                } else {
+                    hand_written(&http, &server.uri, &host, task.as_str()).await
+                };
+                assert_eq!(polls, polls_per_round);
+                let us = (common::cpu_time_ns() - before) as f64 / 1e3 / polls as f64;
+                // Round 0 warms the connection pool and the caches; it is not counted.
+                if round > 0 {
+                    if which == 0 {
+                        watcher_us.push(us)
+                    } else {
+                        baseline_us.push(us)
+                    }
+                }
+            }
+        }
+    });
+    let watcher = common::median(&mut watcher_us);
+    let baseline = common::median(&mut baseline_us);
+    let ratio = watcher / baseline;
+    println!("overhead: CPU time per completed poll, median of {rounds} interleaved rounds of {polls_per_round} polls ({})", common::machine());
+    println!("{:<28} {:>12}", "", "us/poll");
+    println!("{:<28} {:>12.1}", "watcher (TaskWatcher)", watcher);
+    println!("{:<28} {:>12.1}", "baseline (hand-written loop)", baseline);
+    println!("{:<28} {:>12.3}", "ratio", ratio);
+    common::write_json(
+        "overhead",
+        &json!({
+            "ratio": ratio,
+            "watcher_us_per_poll": watcher,
+            "baseline_us_per_poll": baseline,
+            "rounds": rounds,
+            "polls_per_round": polls_per_round,
+            "watcher_rounds_us": watcher_us,
+            "baseline_rounds_us": baseline_us,
+        }),
+    );
+}
