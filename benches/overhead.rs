@@ -2,7 +2,8 @@
 //! same signed GET and decodes the same JSON, with the same `reqwest::Client`, against the same
 //! loopback server (a child process, so its CPU is not counted), interleaved in one run.
 //!
-//! `cargo bench --bench overhead` (`BENCH_QUICK=1` for a short run).
+//! `cargo bench --bench overhead` (`BENCH_QUICK=1` for a short run; `OVERHEAD_ONLY=watcher` or
+//! `OVERHEAD_ONLY=baseline` runs one side alone, for a profiler).
 
 mod common;
 
@@ -91,12 +92,21 @@ fn main() {
         uniq += 1;
         TaskId::new(format!("a-{:x}-{uniq:x}", polls - 1)).unwrap()
     };
+    // For profiling one side alone, e.g. under `valgrind --tool=callgrind`.
+    let only = match std::env::var("OVERHEAD_ONLY").as_deref() {
+        Ok("watcher") => Some(0),
+        Ok("baseline") => Some(1),
+        _ => None,
+    };
     let mut watcher_us = Vec::new();
     let mut baseline_us = Vec::new();
     runtime.block_on(async {
         for round in 0..=rounds {
             // Alternate which goes first, so that neither always runs on a warmer machine.
             for which in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+                if std::env::var("ONLY").is_ok_and(|o| o != which.to_string()) {
+                    continue;
+                }
                 let task = next_task(polls_per_round);
                 let before = common::cpu_time_ns();
                 let polls = if which == 0 {
@@ -108,6 +118,15 @@ fn main() {
                         .unwrap();
                     assert_eq!(done.status, Some(TaskStatus::Success));
                     polls_per_round
+                } else if std::env::var("CLIENT_LOOP").is_ok() {
+                    let mut n = 0;
+                    loop {
+                        n += 1;
+                        let t = client.instance_task(&instance, &task).await.unwrap();
+                        if t.status == Some(TaskStatus::Success) {
+                            break n;
+                        }
+                    }
                 } else {
                     hand_written(&http, &server.uri, &host, task.as_str()).await
                 };
@@ -124,6 +143,9 @@ fn main() {
             }
         }
     });
+    if std::env::var("ONLY").is_ok() {
+        return;
+    }
     let watcher = common::median(&mut watcher_us);
     let baseline = common::median(&mut baseline_us);
     let ratio = watcher / baseline;

@@ -8,7 +8,7 @@ pub mod signer;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use url::Url;
 
 use self::credentials::Auth;
@@ -25,6 +25,16 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 /// The `User-Agent` every request carries.
 pub const USER_AGENT: &str = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION"));
+
+const X_SDK_DATE: HeaderName = HeaderName::from_static("x-sdk-date");
+const X_PROJECT_ID: HeaderName = HeaderName::from_static("x-project-id");
+const X_SECURITY_TOKEN: HeaderName = HeaderName::from_static("x-security-token");
+const X_AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
+
+/// A header value from text that is ASCII by construction (hex, dates, validated ids).
+fn ascii_value(text: String) -> HeaderValue {
+    HeaderValue::try_from(text).expect("the value is visible ASCII")
+}
 
 /// A client for the instance-task API. Cheap to clone: clones share one connection pool.
 ///
@@ -51,6 +61,10 @@ struct Inner {
     http: reqwest::Client,
     endpoint: Endpoint,
     host: String,
+    host_value: HeaderValue,
+    project_value: HeaderValue,
+    /// `X-Security-Token` or `X-Auth-Token`, checked once at build.
+    token_value: Option<HeaderValue>,
     credentials: Credentials,
     project_id: ProjectId,
     timeout: Duration,
@@ -132,16 +146,24 @@ impl IotdaClient {
         timeout: Duration,
     ) -> Result<InstanceTask, ApiError> {
         let url = self.task_url(instance_id, task_id);
-        let headers = self.signed_headers(&url, SystemTime::now());
-        let sent = self
+        self.fetch(&url, Some(timeout)).await
+    }
+
+    /// One GET of a task's URL; `timeout` bounds it when given.
+    pub(crate) async fn fetch(
+        &self,
+        url: &Url,
+        timeout: Option<Duration>,
+    ) -> Result<InstanceTask, ApiError> {
+        let mut request = reqwest::Request::new(reqwest::Method::GET, url.clone());
+        *request.headers_mut() = self.signed_headers(url, SystemTime::now());
+        *request.timeout_mut() = timeout;
+        let response = self
             .inner
             .http
-            .get(url)
-            .headers(headers)
-            .timeout(timeout)
-            .send()
-            .await;
-        let response = sent.map_err(transport_error)?;
+            .execute(request)
+            .await
+            .map_err(transport_error)?;
         self.read_response(response).await
     }
 
@@ -150,20 +172,10 @@ impl IotdaClient {
     fn signed_headers(&self, url: &Url, now: SystemTime) -> HeaderMap {
         let inner = &*self.inner;
         let mut headers = HeaderMap::with_capacity(8);
-        let mut put = |name: &'static str, value: &str| {
-            // Every value here is validated ASCII or hex; a secret with control characters
-            // would be refused by the server anyway, so it is sent as bytes and not echoed.
-            if let Ok(v) = HeaderValue::from_str(value) {
-                let mut v = v;
-                v.set_sensitive(matches!(
-                    name,
-                    "authorization" | "x-security-token" | "x-auth-token"
-                ));
-                headers.insert(name, v);
-            }
-        };
-        put("user-agent", USER_AGENT);
-        put("accept", "application/json");
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(header::HOST, inner.host_value.clone());
+        headers.insert(X_PROJECT_ID, inner.project_value.clone());
         match inner.credentials.auth() {
             Auth::AkSk {
                 ak,
@@ -171,40 +183,38 @@ impl IotdaClient {
                 security_token,
             } => {
                 let date = sdk_date(now);
-                let mut signed: Vec<(&str, &str)> = vec![
+                let mut signed: [(&str, &str); 4] = [
                     ("host", &inner.host),
+                    ("x-project-id", inner.project_id.as_str()),
                     ("x-sdk-date", &date),
-                    ("x-project-id", inner.project_id.as_str()),
+                    ("x-security-token", ""),
                 ];
-                if let Some(token) = security_token {
-                    signed.push(("x-security-token", token));
-                }
-                let auth = signer::authorization(
-                    ak,
-                    sk,
-                    &signer::SignRequest {
-                        method: "GET",
-                        url,
-                        headers: &signed,
-                        body: b"",
-                    },
-                );
-                for (name, value) in [
-                    ("host", inner.host.as_str()),
-                    ("x-sdk-date", date.as_str()),
-                    ("x-project-id", inner.project_id.as_str()),
-                    ("authorization", auth.as_str()),
-                ] {
-                    put(name, value);
-                }
-                if let Some(token) = security_token {
-                    put("x-security-token", token);
+                let count = match security_token {
+                    Some(token) => {
+                        signed[3].1 = token;
+                        4
+                    }
+                    None => 3,
+                };
+                let request = signer::SignRequest {
+                    method: "GET",
+                    url,
+                    headers: &signed[..count],
+                    body: b"",
+                };
+                let auth = signer::authorization(ak, sk, &request);
+                headers.insert(X_SDK_DATE, ascii_value(date));
+                let mut auth = ascii_value(auth);
+                auth.set_sensitive(true);
+                headers.insert(header::AUTHORIZATION, auth);
+                if let Some(token) = &inner.token_value {
+                    headers.insert(X_SECURITY_TOKEN, token.clone());
                 }
             }
-            Auth::IamToken(token) => {
-                put("host", &inner.host);
-                put("x-project-id", inner.project_id.as_str());
-                put("x-auth-token", token);
+            Auth::IamToken(_) => {
+                if let Some(token) = &inner.token_value {
+                    headers.insert(X_AUTH_TOKEN, token.clone());
+                }
             }
         }
         headers
@@ -215,42 +225,53 @@ impl IotdaClient {
         mut response: reqwest::Response,
     ) -> Result<InstanceTask, ApiError> {
         let status = response.status();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let request_id = header("x-request-id");
-        let server_date = header("date").and_then(|d| httpdate::parse_http_date(&d).ok());
-        let retry_after = header("retry-after")
-            .and_then(|v| parse_retry_after(&v, server_date.unwrap_or_else(SystemTime::now)));
         let body = read_bounded(&mut response, self.inner.max_body_bytes).await;
         tracing::debug!(
             url = %response.url(),
             status = status.as_u16(),
-            request_id = request_id.as_deref().unwrap_or("-"),
+            request_id = header(&response, "x-request-id").unwrap_or("-"),
             bytes = body.as_ref().map_or(0, Vec::len),
             "instance task answered"
         );
-
-        let fail = |kind: ApiErrorKind| ApiError {
-            status: Some(status),
-            request_id: request_id.clone(),
-            retry_after,
-            server_date,
-            ..ApiError::new(kind)
-        };
         if status.is_success() {
-            let body = body.map_err(|e| e.into_error(fail(ApiErrorKind::Decode)))?;
-            return decode_task(&body).map_err(|why| fail(ApiErrorKind::Decode).with_detail(why));
+            let why = match body {
+                Ok(body) => match decode_task(&body) {
+                    Ok(task) => return Ok(task),
+                    Err(why) => Ok(why),
+                },
+                Err(e) => Err(e),
+            };
+            let error = error_from(&response, ApiErrorKind::Decode);
+            return Err(match why {
+                Ok(why) => error.with_detail(why),
+                Err(e) => e.into_error(error),
+            });
         }
         let (error_code, error_msg) = body.as_deref().map(parse_error_body).unwrap_or_default();
-        let mut error = fail(classify(status, error_code.as_deref()));
+        let mut error = error_from(&response, classify(status, error_code.as_deref()));
         error.error_code = error_code;
         error.error_msg = error_msg;
         Err(error)
+    }
+}
+
+fn header<'r>(response: &'r reqwest::Response, name: &str) -> Option<&'r str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// An error of `kind` with what the answer's headers say: status, request id, `Date` and
+/// `Retry-After` (read against the answer's own `Date`, so that clocks need not agree). Only
+/// failures pay for this.
+fn error_from(response: &reqwest::Response, kind: ApiErrorKind) -> ApiError {
+    let server_date = header(response, "date").and_then(|d| httpdate::parse_http_date(d).ok());
+    let retry_after = header(response, "retry-after")
+        .and_then(|v| parse_retry_after(v, server_date.unwrap_or_else(SystemTime::now)));
+    ApiError {
+        status: Some(response.status()),
+        request_id: header(response, "x-request-id").map(str::to_owned),
+        retry_after,
+        server_date,
+        ..ApiError::new(kind)
     }
 }
 
@@ -416,10 +437,27 @@ impl IotdaClientBuilder {
                 .build()
                 .map_err(|e| BuildError::Http(e.to_string()))?,
         };
+        let token_value = match credentials.auth() {
+            Auth::AkSk {
+                ak, security_token, ..
+            } => {
+                if ak.is_empty() || !ak.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+                    return Err(BuildError::InvalidCredentials(
+                        "the access key must be visible ASCII without ','",
+                    ));
+                }
+                security_token.map(secret_value).transpose()?
+            }
+            Auth::IamToken(token) => Some(secret_value(token)?),
+        };
+        let host = endpoint.host_header();
         Ok(IotdaClient {
             inner: Arc::new(Inner {
                 http,
-                host: endpoint.host_header(),
+                host_value: ascii_value(host.clone()),
+                project_value: ascii_value(project_id.to_string()),
+                token_value,
+                host,
                 endpoint,
                 credentials,
                 project_id,
@@ -428,6 +466,15 @@ impl IotdaClientBuilder {
             }),
         })
     }
+}
+
+/// A secret as a header value, marked sensitive; refused without echoing it.
+fn secret_value(secret: &str) -> Result<HeaderValue, BuildError> {
+    let mut value = HeaderValue::from_str(secret).map_err(|_| {
+        BuildError::InvalidCredentials("a token holds characters a header cannot carry")
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// Why a client could not be built.
@@ -446,6 +493,9 @@ pub enum BuildError {
     /// The endpoint cannot be used.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
+    /// The credentials cannot be sent (the secret itself is never shown).
+    #[error("invalid credentials: {0}")]
+    InvalidCredentials(&'static str),
     /// The HTTP client could not be built.
     #[error("the HTTP client could not be built: {0}")]
     Http(String),

@@ -98,11 +98,13 @@ impl<S: TaskSource> Engine<S> {
 
     /// Sleeps until the next poll, polls, and queues what came of it.
     async fn step(&mut self) {
-        if self
-            .until(tokio::time::sleep_until(self.next_poll))
-            .await
-            .is_none()
-        {
+        // A poll that is already due goes out without a trip through the timer.
+        let slept = if self.next_poll <= Instant::now() {
+            self.until(std::future::ready(())).await
+        } else {
+            self.until(tokio::time::sleep_until(self.next_poll)).await
+        };
+        if slept.is_none() {
             return self.cancelled();
         }
         let _permit = match &self.limiter {
@@ -119,7 +121,7 @@ impl<S: TaskSource> Engine<S> {
         self.polls += 1;
         let timeout = self.request_timeout;
         // Boxed so that a sleeping watcher does not carry the size of a request in flight.
-        let fetch = Box::pin(tokio::time::timeout(timeout, self.source.fetch(timeout)));
+        let fetch = Box::pin(tokio::time::timeout(timeout, self.source.fetch()));
         let result = match self.until(fetch).await {
             None => return self.cancelled(),
             Some(Ok(result)) => result,

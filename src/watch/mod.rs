@@ -239,7 +239,8 @@ impl<S: TaskSource + 'static> TaskWatcher<S> {
     /// The wait as a stream of events, ending with one [`TaskEvent::Done`]. Dropping the stream
     /// stops the wait, and any request in flight.
     pub fn events(self) -> TaskEvents {
-        let engine = engine::Engine::new(self.source, self.settings);
+        // Boxed, so that each step moves a pointer rather than the whole engine.
+        let engine = Box::new(engine::Engine::new(self.source, self.settings));
         let stream = futures::stream::unfold(engine, |mut engine| async move {
             let event = engine.next_event().await?;
             Some((event, engine))

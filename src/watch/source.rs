@@ -1,7 +1,6 @@
 //! The seam between the watcher and HTTP: something that returns the latest snapshot of a task.
 
 use std::future::Future;
-use std::time::Duration;
 
 use crate::{ApiError, InstanceId, InstanceTask, IotdaClient, TaskId};
 
@@ -19,12 +18,9 @@ use crate::{ApiError, InstanceId, InstanceTask, IotdaClient, TaskId};
 /// # }
 /// ```
 pub trait TaskSource: Send + Sync {
-    /// Fetches the latest snapshot. `timeout` is the watcher's request timeout; the watcher
-    /// also enforces it around the returned future.
-    fn fetch(
-        &self,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<InstanceTask, ApiError>> + Send;
+    /// Fetches the latest snapshot. The watcher bounds the returned future with its request
+    /// timeout, and drops it on cancellation.
+    fn fetch(&self) -> impl Future<Output = Result<InstanceTask, ApiError>> + Send;
 
     /// The instance and task this source reads, for logs and tags.
     fn ids(&self) -> Option<(&InstanceId, &TaskId)> {
@@ -37,10 +33,7 @@ where
     F: Fn() -> Fut + Send + Sync,
     Fut: Future<Output = Result<InstanceTask, ApiError>> + Send,
 {
-    fn fetch(
-        &self,
-        _timeout: Duration,
-    ) -> impl Future<Output = Result<InstanceTask, ApiError>> + Send {
+    fn fetch(&self) -> impl Future<Output = Result<InstanceTask, ApiError>> + Send {
         self()
     }
 }
@@ -51,6 +44,8 @@ pub struct BoundTask {
     client: IotdaClient,
     instance_id: InstanceId,
     task_id: TaskId,
+    /// Built once: every poll of a wait asks for the same URL.
+    url: url::Url,
 }
 
 impl BoundTask {
@@ -71,12 +66,9 @@ impl BoundTask {
 }
 
 impl TaskSource for BoundTask {
-    fn fetch(
-        &self,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<InstanceTask, ApiError>> + Send {
-        self.client
-            .instance_task_with_timeout(&self.instance_id, &self.task_id, timeout)
+    fn fetch(&self) -> impl Future<Output = Result<InstanceTask, ApiError>> + Send {
+        // The watcher's timeout bounds the request; a second timer here would only add work.
+        self.client.fetch(&self.url, None)
     }
 
     fn ids(&self) -> Option<(&InstanceId, &TaskId)> {
@@ -88,6 +80,7 @@ impl IotdaClient {
     /// This client bound to one task, as a [`TaskSource`] for a [`TaskWatcher`](crate::TaskWatcher).
     pub fn task(&self, instance_id: InstanceId, task_id: TaskId) -> BoundTask {
         BoundTask {
+            url: self.task_url(&instance_id, &task_id),
             client: self.clone(),
             instance_id,
             task_id,

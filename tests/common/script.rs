@@ -76,10 +76,7 @@ impl Drop for InFlight {
 }
 
 impl TaskSource for Script {
-    fn fetch(
-        &self,
-        _timeout: Duration,
-    ) -> impl std::future::Future<Output = Result<InstanceTask, ApiError>> + Send {
+    fn fetch(&self) -> impl std::future::Future<Output = Result<InstanceTask, ApiError>> + Send {
         let inner = self.inner.clone();
         let step = {
             let mut s = inner.lock().unwrap();
