@@ -66,8 +66,15 @@ impl fmt::Display for ApiErrorKind {
 }
 
 /// A failed call to the API, with everything the service said about it.
-#[derive(Debug, Clone)]
+///
+/// Small to move and to keep (one pointer): a watcher holds the last one while it sleeps.
+#[derive(Clone)]
 pub struct ApiError {
+    pub(crate) parts: Box<Parts>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Parts {
     pub(crate) kind: ApiErrorKind,
     pub(crate) status: Option<StatusCode>,
     pub(crate) error_code: Option<String>,
@@ -83,117 +90,125 @@ impl ApiError {
     /// for [`TaskSource`](crate::TaskSource) implementations and scripted tests.
     pub fn new(kind: ApiErrorKind) -> Self {
         Self {
-            kind,
-            status: None,
-            error_code: None,
-            error_msg: None,
-            request_id: None,
-            retry_after: None,
-            server_date: None,
-            detail: None,
+            parts: Box::new(Parts {
+                kind,
+                status: None,
+                error_code: None,
+                error_msg: None,
+                request_id: None,
+                retry_after: None,
+                server_date: None,
+                detail: None,
+            }),
         }
     }
 
     /// Adds a description of a failure that had no error body.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
+        self.parts.detail = Some(detail.into());
         self
     }
 
     /// Adds the HTTP status; an invalid code is ignored.
     pub fn with_status(mut self, status: u16) -> Self {
-        self.status = StatusCode::from_u16(status).ok();
+        self.parts.status = StatusCode::from_u16(status).ok();
         self
     }
 
     /// Adds the service's error code and message.
     pub fn with_error(mut self, code: impl Into<String>, msg: impl Into<String>) -> Self {
-        self.error_code = Some(code.into());
-        self.error_msg = Some(msg.into());
+        self.parts.error_code = Some(code.into());
+        self.parts.error_msg = Some(msg.into());
         self
     }
 
     /// Adds the request id.
     pub fn with_request_id(mut self, id: impl Into<String>) -> Self {
-        self.request_id = Some(id.into());
+        self.parts.request_id = Some(id.into());
         self
     }
 
     /// Adds how long the service asked us to wait.
     pub fn with_retry_after(mut self, wait: Duration) -> Self {
-        self.retry_after = Some(wait);
+        self.parts.retry_after = Some(wait);
         self
     }
 
     /// The kind of failure.
     pub fn kind(&self) -> ApiErrorKind {
-        self.kind
+        self.parts.kind
     }
 
     /// True when trying again may help (network, timeout, throttling, 5xx, unreadable 200).
     pub fn is_transient(&self) -> bool {
-        self.kind.is_transient()
+        self.parts.kind.is_transient()
     }
 
     /// The HTTP status, when an answer arrived.
     pub fn status(&self) -> Option<StatusCode> {
-        self.status
+        self.parts.status
     }
 
     /// The service's error code, e.g. `IOTDA.000006` or `APIGW.0301`.
     pub fn error_code(&self) -> Option<&str> {
-        self.error_code.as_deref()
+        self.parts.error_code.as_deref()
     }
 
     /// The service's error message.
     pub fn error_msg(&self) -> Option<&str> {
-        self.error_msg.as_deref()
+        self.parts.error_msg.as_deref()
     }
 
     /// The `X-Request-Id` of the answer: quote it to Huawei Cloud support.
     pub fn request_id(&self) -> Option<&str> {
-        self.request_id.as_deref()
+        self.parts.request_id.as_deref()
     }
 
     /// How long the service asked us to wait (`Retry-After`, seconds or an HTTP date).
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        self.parts.retry_after
     }
 
     /// The answer's `Date` header, when it had one.
     pub fn server_date(&self) -> Option<SystemTime> {
-        self.server_date
+        self.parts.server_date
     }
 
     /// More about a failure that had no error body: the transport's error, or why a body did
     /// not decode.
     pub fn detail(&self) -> Option<&str> {
-        self.detail.as_deref()
+        self.parts.detail.as_deref()
     }
 }
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.kind.describe())?;
-        if let Some(status) = self.status {
+        f.write_str(self.parts.kind.describe())?;
+        if let Some(status) = self.parts.status {
             write!(f, " (HTTP {})", status.as_u16())?;
         }
-        match (&self.error_code, &self.error_msg) {
+        match (&self.parts.error_code, &self.parts.error_msg) {
             (Some(code), Some(msg)) => write!(f, ": {code}: {msg}")?,
             (Some(code), None) => write!(f, ": {code}")?,
             (None, Some(msg)) => write!(f, ": {msg}")?,
             (None, None) => {}
         }
-        if let Some(detail) = &self.detail {
+        if let Some(detail) = &self.parts.detail {
             write!(f, ": {detail}")?;
         }
-        if let Some(wait) = self.retry_after {
+        if let Some(wait) = self.parts.retry_after {
             write!(f, "; retry after {}s", wait.as_secs_f64())?;
         }
-        if let Some(id) = &self.request_id {
+        if let Some(id) = &self.parts.request_id {
             write!(f, " [request id {id}]")?;
         }
         Ok(())
+    }
+}
+
+impl fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.parts.fmt(f)
     }
 }
 
@@ -364,12 +379,11 @@ mod tests {
 
     #[test]
     fn display_names_what_a_person_can_act_on() {
-        let mut e = ApiError::new(ApiErrorKind::Throttled);
-        e.status = Some(StatusCode::FORBIDDEN);
-        e.error_code = Some("IOTDA.021101".into());
-        e.error_msg = Some("request rate limit".into());
-        e.request_id = Some("req-1".into());
-        e.retry_after = Some(Duration::from_secs(3));
+        let e = ApiError::new(ApiErrorKind::Throttled)
+            .with_status(403)
+            .with_error("IOTDA.021101", "request rate limit")
+            .with_request_id("req-1")
+            .with_retry_after(Duration::from_secs(3));
         assert_eq!(
             e.to_string(),
             "throttled (HTTP 403): IOTDA.021101: request rate limit; retry after 3s [request id req-1]"

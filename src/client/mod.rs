@@ -249,8 +249,8 @@ impl IotdaClient {
         }
         let (error_code, error_msg) = body.as_deref().map(parse_error_body).unwrap_or_default();
         let mut error = error_from(&response, classify(status, error_code.as_deref()));
-        error.error_code = error_code;
-        error.error_msg = error_msg;
+        error.parts.error_code = error_code;
+        error.parts.error_msg = error_msg;
         Err(error)
     }
 }
@@ -266,13 +266,13 @@ fn error_from(response: &reqwest::Response, kind: ApiErrorKind) -> ApiError {
     let server_date = header(response, "date").and_then(|d| httpdate::parse_http_date(d).ok());
     let retry_after = header(response, "retry-after")
         .and_then(|v| parse_retry_after(v, server_date.unwrap_or_else(SystemTime::now)));
-    ApiError {
-        status: Some(response.status()),
-        request_id: header(response, "x-request-id").map(str::to_owned),
-        retry_after,
-        server_date,
-        ..ApiError::new(kind)
-    }
+    let mut error = ApiError::new(kind);
+    let parts = &mut error.parts;
+    parts.status = Some(response.status());
+    parts.request_id = header(response, "x-request-id").map(str::to_owned);
+    parts.retry_after = retry_after;
+    parts.server_date = server_date;
+    error
 }
 
 /// Decodes a task; the body must be a JSON object (serde would also take an array as a struct).
@@ -304,11 +304,10 @@ impl BodyError {
             }
             Self::Transport(e) => {
                 let transport = transport_error(e);
-                ApiError {
-                    kind: transport.kind,
-                    detail: transport.detail,
-                    ..base
-                }
+                let mut error = base;
+                error.parts.kind = transport.parts.kind;
+                error.parts.detail = transport.parts.detail;
+                error
             }
         }
     }

@@ -89,6 +89,8 @@ impl<S: TaskSource> Engine<S> {
                 if self.finished {
                     return None;
                 }
+                // Everything is out: a sleeping watcher keeps no event buffer.
+                self.pending = VecDeque::new();
                 self.step().await;
             }
         }
