@@ -102,15 +102,6 @@ fn main() {
         let mut order: Vec<usize> = (0..WAITS).collect();
         rng.shuffle(&mut order);
         let mut cancelled_at = vec![Instant::now(); WAITS];
-        let mut handles: Vec<Option<_>> = waits
-            .iter_mut()
-            .map(|w| {
-                Some(std::mem::replace(
-                    &mut w.2,
-                    tokio::spawn(async { (Instant::now(), Ok(Default::default())) }),
-                ))
-            })
-            .collect();
         let mut latency_us = vec![Vec::new(), Vec::new()];
         let mut all_cancelled = true;
         for &i in &order {
