@@ -102,7 +102,7 @@ fn main() {
         let mut order: Vec<usize> = (0..WAITS).collect();
         rng.shuffle(&mut order);
         let mut cancelled_at = vec![Instant::now(); WAITS];
-        let mut latency_us = vec![Vec::new(), Vec::new()];
+        let mut latency_us = [Vec::new(), Vec::new()];
         let mut all_cancelled = true;
         for &i in &order {
             tokio::time::sleep(Duration::from_micros(rng.u64(0..2_000))).await;
