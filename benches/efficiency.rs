@@ -150,6 +150,8 @@ impl Model {
 #[derive(Clone, Copy, Debug)]
 enum Policy {
     Ours,
+    /// Ours with the backoff capped at 10 s instead of 30 s: a setting, shown for its trade-off.
+    OursMaxDelay10s,
     TerraformFixed10s,
     Smithy,
     GoogleLro,
@@ -160,6 +162,7 @@ impl Policy {
     fn name(self) -> &'static str {
         match self {
             Self::Ours => "ours",
+            Self::OursMaxDelay10s => "ours_max_delay_10s",
             Self::TerraformFixed10s => "terraform_fixed_10s",
             Self::Smithy => "smithy",
             Self::GoogleLro => "google_lro",
@@ -182,15 +185,19 @@ async fn wait(policy: Policy, model: Arc<Model>, seed: u64) -> (u64, f64) {
     };
     let sleep = |s: f64| tokio::time::sleep(Duration::from_secs_f64(s.max(0.0)));
     match policy {
-        Policy::Ours => {
+        Policy::Ours | Policy::OursMaxDelay10s => {
             let source = move || {
                 let task = poll();
                 async move { Ok::<_, ApiError>(task) }
             };
-            let _ = TaskWatcher::from_source(source)
+            let mut watcher = TaskWatcher::from_source(source)
                 .timeout(DEADLINE)
                 .jitter_seed(seed)
-                .await;
+                .wall_clock(start_wall());
+            if let Policy::OursMaxDelay10s = policy {
+                watcher = watcher.max_delay(Duration::from_secs(10));
+            }
+            let _ = watcher.await;
         }
         Policy::TerraformFixed10s => {
             // StateChangeConf{Delay: 10s, PollInterval: 10s}: wait 10 s, then poll every 10 s.
@@ -243,6 +250,8 @@ async fn wait(policy: Policy, model: Arc<Model>, seed: u64) -> (u64, f64) {
 }
 
 struct Figures {
+    /// Per class (progress, silent, window): tasks, requests per task, p50 and p95 delay.
+    classes: [(usize, f64, f64, f64); 3],
     requests_per_task: f64,
     p50_delay_s: f64,
     p95_delay_s: f64,
@@ -263,15 +272,28 @@ fn simulate(policy: Policy, tasks: &[Model]) -> Figures {
             .collect();
         let mut requests = 0;
         let mut delays = Vec::new();
+        let mut by_class: [Vec<(u64, f64)>; 3] = Default::default();
         for (handle, model) in handles.into_iter().zip(tasks) {
             let (polls, resolved_at) = handle.await.unwrap();
             requests += polls;
             if resolved_at >= model.ends {
                 delays.push(resolved_at - model.ends);
+                by_class[model.class as usize].push((polls, resolved_at - model.ends));
             }
         }
         let resolved = delays.len();
+        let classes = by_class.map(|rows| {
+            let requests = rows.iter().map(|r| r.0).sum::<u64>() as f64 / rows.len().max(1) as f64;
+            let mut delays: Vec<f64> = rows.iter().map(|r| r.1).collect();
+            (
+                rows.len(),
+                requests,
+                common::quantile(&mut delays, 0.5),
+                common::quantile(&mut delays, 0.95),
+            )
+        });
         Figures {
+            classes,
             requests_per_task: requests as f64 / tasks.len() as f64,
             p50_delay_s: common::quantile(&mut delays, 0.50),
             p95_delay_s: common::quantile(&mut delays, 0.95),
@@ -284,6 +306,7 @@ fn main() {
     let tasks = workload();
     let policies = [
         Policy::Ours,
+        Policy::OursMaxDelay10s,
         Policy::TerraformFixed10s,
         Policy::Smithy,
         Policy::GoogleLro,
@@ -295,8 +318,10 @@ fn main() {
         "policy", "requests/task", "p50 delay s", "p95 delay s", "resolved"
     );
     let mut rows = Vec::new();
+    let mut breakdown = Vec::new();
     for policy in policies {
         let f = simulate(policy, &tasks);
+        breakdown.push((policy.name(), f.classes));
         println!(
             "{:<22} {:>14.1} {:>12.1} {:>12.1} {:>10}",
             policy.name(),
@@ -312,6 +337,21 @@ fn main() {
             "p95_delay_s": f.p95_delay_s,
             "resolved": f.resolved,
         }));
+    }
+    println!("\nby class: requests per task / p95 detection delay (s)");
+    println!(
+        "{:<22} {:>16} {:>16} {:>16}",
+        "policy", "progress (70%)", "silent (20%)", "window (10%)"
+    );
+    for (name, classes) in breakdown {
+        let cell = |c: (usize, f64, f64, f64)| format!("{:.1} / {:.1}", c.1, c.3);
+        println!(
+            "{:<22} {:>16} {:>16} {:>16}",
+            name,
+            cell(classes[0]),
+            cell(classes[1]),
+            cell(classes[2])
+        );
     }
     common::write_json(
         "efficiency",

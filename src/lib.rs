@@ -53,8 +53,9 @@ pub use model::{
     ChargeMode, Flavor, InstanceTask, OperateWindow, TargetConfig, TaskStatus, TaskTime, TaskType,
 };
 pub use watch::{
-    wait_all, wait_for_task, watch_many, Backoff, BoundTask, Outcome, TaskEvent, TaskEvents,
-    TaskSource, TaskWatcher, WaitError, DEFAULT_NOT_FOUND_TOLERANCE, DEFAULT_WAIT_TIMEOUT,
+    wait_all, wait_for_task, watch_many, Backoff, BoundTask, Outcome, ResumeError, TaskEvent,
+    TaskEvents, TaskSource, TaskWatcher, WaitError, WaitState, DEFAULT_NOT_FOUND_TOLERANCE,
+    DEFAULT_WAIT_TIMEOUT,
 };
 
 /// The README's examples, compiled as doctests.

@@ -2,13 +2,16 @@
 //!
 //! Rules, in the order they apply after each poll:
 //! 1. a snapshot is compared with the last one: the first is `Observed`, then a status change
-//!    (which resets the delay) and a progress change each give one event;
+//!    and a progress change each give one event;
 //! 2. SUCCESS and FAILED end the wait; so does an error that retrying cannot fix, except a 404
 //!    in the first polls of a task not yet seen;
-//! 3. a poll that starts at or after the deadline is never sent: after a poll that ends at or
+//! 3. the schedule (`schedule.rs`) says how long to sleep; a PENDING task whose maintenance
+//!    window is closed sleeps until just before it opens (`WaitingForWindow`), or fails at once
+//!    when the window opens after the deadline;
+//! 4. a transient failure waits at least as long as the server's `Retry-After`;
+//! 5. a poll that starts at or after the deadline is never sent: after a poll that ends at or
 //!    past it the wait times out, and otherwise the next delay is clamped so that the last poll
-//!    lands on the deadline;
-//! 4. a transient failure waits at least as long as the server's `Retry-After`.
+//!    lands on the deadline.
 //!
 //! Events are emitted as soon as a poll's answer is in; the sleep before the next poll only
 //! starts when the consumer asks for the next event, and ends at an absolute instant, so a slow
@@ -16,6 +19,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,16 +29,20 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::schedule::Schedule;
-use super::{Settings, TaskEvent};
+use super::state::{Clock, SavedSchedule, WaitState};
+use super::window::next_opening;
+use super::{Outcome, Settings, TaskEvent};
 use crate::{ApiError, ApiErrorKind, InstanceTask, TaskSource, TaskStatus, WaitError};
 
 pub(crate) struct Engine<S> {
     source: S,
     request_timeout: Duration,
     not_found_tolerance: u32,
+    window_fail_fast: bool,
     cancel: Option<CancellationToken>,
     limiter: Option<Arc<Semaphore>>,
     schedule: Schedule,
+    clock: Clock,
     started: Instant,
     deadline: Instant,
     next_poll: Instant,
@@ -49,7 +57,12 @@ pub(crate) struct Engine<S> {
 
 impl<S: TaskSource> Engine<S> {
     pub(crate) fn new(source: S, settings: Settings) -> Self {
-        let started = Instant::now();
+        let clock = Clock::new(
+            settings
+                .wall_clock
+                .unwrap_or_else(std::time::SystemTime::now),
+        );
+        let now = Instant::now();
         let span = match source.ids() {
             Some((instance, task)) => tracing::info_span!(
                 "iotda_task_wait",
@@ -58,16 +71,17 @@ impl<S: TaskSource> Engine<S> {
             ),
             None => tracing::info_span!("iotda_task_wait"),
         };
-        Self {
+        let mut engine = Self {
             source,
             request_timeout: settings.request_timeout,
             not_found_tolerance: settings.not_found_tolerance,
+            window_fail_fast: settings.window_fail_fast,
             cancel: settings.cancel,
             limiter: settings.limiter,
             schedule: Schedule::new(settings.backoff),
-            started,
-            deadline: settings.stop.deadline_from(started),
-            next_poll: started,
+            started: now,
+            deadline: settings.stop.deadline(now, &clock),
+            next_poll: now,
             polls: 0,
             failures: 0,
             last: None,
@@ -75,6 +89,37 @@ impl<S: TaskSource> Engine<S> {
             pending: VecDeque::new(),
             finished: false,
             span,
+            clock,
+        };
+        if let Some(state) = settings.resume {
+            engine.restore(*state, settings.backoff);
+        }
+        engine
+    }
+
+    fn restore(&mut self, state: WaitState, backoff: super::Backoff) {
+        let at = |t: jiff::Timestamp| self.clock.instant(t.into());
+        self.started = at(state.started_at);
+        self.next_poll = at(state.next_poll_at);
+        self.polls = state.polls;
+        self.failures = state.failures;
+        self.last = state.last;
+        self.schedule = Schedule::resume(backoff, state.schedule.load(&self.clock));
+    }
+
+    /// Where the wait stands, to resume it elsewhere.
+    pub(crate) fn checkpoint(&self) -> WaitState {
+        let ids = self.source.ids();
+        WaitState {
+            instance_id: ids.map(|(i, _)| i.clone()),
+            task_id: ids.map(|(_, t)| t.clone()),
+            started_at: self.clock.timestamp(self.started),
+            deadline: self.clock.timestamp(self.deadline),
+            next_poll_at: self.clock.timestamp(self.next_poll),
+            polls: self.polls,
+            failures: self.failures,
+            last: self.last.clone(),
+            schedule: SavedSchedule::save(self.schedule.state(), &self.clock),
         }
     }
 
@@ -117,7 +162,7 @@ impl<S: TaskSource> Engine<S> {
             },
         };
         if Instant::now() > self.deadline {
-            // A permit that came too late: the poll would land after the deadline.
+            // A permit that came too late, or a wait resumed after its deadline.
             return self.timed_out();
         }
         self.polls += 1;
@@ -157,6 +202,7 @@ impl<S: TaskSource> Engine<S> {
             progress = task.progress,
             "polled"
         );
+        let mut status_changed = false;
         match &self.last {
             None => {
                 tracing::info!(status = %task.status_or_unknown(), "task observed");
@@ -165,6 +211,7 @@ impl<S: TaskSource> Engine<S> {
             }
             Some(previous) => {
                 if previous.status != task.status {
+                    status_changed = true;
                     let (from, to) = (previous.status_or_unknown(), task.status_or_unknown());
                     tracing::info!(%from, %to, "status changed");
                     self.pending.push_back(TaskEvent::StatusChanged {
@@ -172,7 +219,6 @@ impl<S: TaskSource> Engine<S> {
                         to,
                         task: task.clone(),
                     });
-                    self.schedule.reset();
                 }
                 let (from, to) = (previous.progress_percent(), task.progress_percent());
                 if from != to {
@@ -186,14 +232,54 @@ impl<S: TaskSource> Engine<S> {
             Some(TaskStatus::Failed) => Some(Err(WaitError::Failed { task: task.clone() })),
             _ => None,
         };
+        let progress = task.progress_percent();
+        let pending = task.status == Some(TaskStatus::Pending);
         self.last = Some(task);
-        match outcome {
-            Some(outcome) => self.finish(outcome),
-            None => {
-                let delay = self.schedule.next_delay();
-                self.plan(delay);
-            }
+        if let Some(outcome) = outcome {
+            return self.finish(outcome);
         }
+        let now = Instant::now();
+        let delay = self.schedule.after_snapshot(now, status_changed, progress);
+        if pending && self.wait_for_window(now, delay) {
+            return;
+        }
+        self.plan(delay);
+    }
+
+    /// For a PENDING task whose maintenance window is closed: sleeps until just before it
+    /// opens, or fails when it opens after the deadline. True when it took over the planning.
+    fn wait_for_window(&mut self, now: Instant, delay: Duration) -> bool {
+        let window = self.last.as_ref().and_then(|t| t.operate_window.as_ref());
+        let Some(opens) = window.and_then(|w| next_opening(w, self.clock.timestamp(now))) else {
+            return false;
+        };
+        let opens_at = self.clock.instant(opens.into());
+        if opens_at > self.deadline && self.window_fail_fast {
+            let task = self.last.clone().unwrap_or_default();
+            tracing::warn!(%opens, "the maintenance window opens after the deadline");
+            self.finish(Err(WaitError::WindowAfterDeadline {
+                task,
+                opens_at: opens,
+                deadline: self.clock.timestamp(self.deadline),
+            }));
+            return true;
+        }
+        // Wake a little before the window opens, then poll closely from there.
+        let wake = opens_at
+            .checked_sub(self.schedule.config().min_delay)
+            .unwrap_or(opens_at);
+        let Some(sleep) = wake.checked_duration_since(now).filter(|s| *s > delay) else {
+            return false;
+        };
+        self.schedule.restart();
+        if let Some(delay) = self.plan(sleep) {
+            tracing::info!(%opens, ?delay, "waiting for the maintenance window");
+            self.pending.push_back(TaskEvent::WaitingForWindow {
+                opens_at: opens,
+                delay,
+            });
+        }
+        true
     }
 
     fn failed(&mut self, error: ApiError) {
@@ -208,7 +294,7 @@ impl<S: TaskSource> Engine<S> {
         self.failures += 1;
         let wanted = self
             .schedule
-            .next_delay()
+            .after_failure()
             .max(error.retry_after().unwrap_or_default());
         self.last_error = Some(error.clone());
         if let Some(delay) = self.plan(wanted) {
@@ -237,7 +323,7 @@ impl<S: TaskSource> Engine<S> {
     fn timed_out(&mut self) {
         let error = WaitError::TimedOut {
             last: self.last.clone(),
-            elapsed: self.started.elapsed(),
+            elapsed: Instant::now().saturating_duration_since(self.started),
             polls: self.polls,
             last_error: self.last_error.take(),
         };
@@ -249,12 +335,35 @@ impl<S: TaskSource> Engine<S> {
         self.finish(Err(WaitError::Cancelled { last }));
     }
 
-    fn finish(&mut self, outcome: super::Outcome) {
+    fn finish(&mut self, outcome: Outcome) {
         match &outcome {
             Ok(_) => tracing::info!(polls = self.polls, "task succeeded"),
             Err(error) => tracing::info!(polls = self.polls, %error, "wait ended"),
         }
         self.pending.push_back(TaskEvent::Done(outcome));
         self.finished = true;
+    }
+}
+
+/// A future that yields the next event and gives the engine back.
+pub(crate) type StepFuture =
+    Pin<Box<dyn Future<Output = (Option<TaskEvent>, Box<dyn Run>)> + Send>>;
+
+/// An engine with its source type erased, so that event streams have one type.
+pub(crate) trait Run: Send {
+    fn next(self: Box<Self>) -> StepFuture;
+    fn checkpoint(&self) -> WaitState;
+}
+
+impl<S: TaskSource + 'static> Run for Engine<S> {
+    fn next(mut self: Box<Self>) -> StepFuture {
+        Box::pin(async move {
+            let event = self.next_event().await;
+            (event, self as Box<dyn Run>)
+        })
+    }
+
+    fn checkpoint(&self) -> WaitState {
+        Engine::checkpoint(self)
     }
 }

@@ -38,6 +38,21 @@ pub enum WaitError {
         /// The last snapshot seen, if any.
         last: Option<InstanceTask>,
     },
+    /// The task waits for a maintenance window that opens after the deadline: failing now
+    /// saves polling to a certain timeout. The task itself is untouched and will run then.
+    #[error(
+        "task {} is PENDING until its maintenance window opens at {opens_at}, after the wait's \
+         deadline ({deadline}); wait with a later deadline",
+        Id(task)
+    )]
+    WindowAfterDeadline {
+        /// The last snapshot, with its `operate_window`.
+        task: InstanceTask,
+        /// When the window opens next.
+        opens_at: jiff::Timestamp,
+        /// The wait's deadline.
+        deadline: jiff::Timestamp,
+    },
     /// The service answered with an error that trying again cannot fix.
     #[error("{error}; {}", Last(last.as_ref()))]
     Api {
@@ -52,7 +67,7 @@ impl WaitError {
     /// The last snapshot seen before the wait ended.
     pub fn last(&self) -> Option<&InstanceTask> {
         match self {
-            Self::Failed { task } => Some(task),
+            Self::Failed { task } | Self::WindowAfterDeadline { task, .. } => Some(task),
             Self::TimedOut { last, .. } | Self::Cancelled { last } | Self::Api { last, .. } => {
                 last.as_ref()
             }

@@ -43,6 +43,14 @@ pub enum TaskEvent {
         /// The delay before the next poll.
         delay: Duration,
     },
+    /// The task is PENDING until its maintenance window opens, and the watcher sleeps until
+    /// just before then instead of polling all along.
+    WaitingForWindow {
+        /// When the window opens.
+        opens_at: jiff::Timestamp,
+        /// How long the watcher sleeps (at most until the deadline).
+        delay: Duration,
+    },
     /// The wait is over. Nothing follows this event.
     Done(Outcome),
 }

@@ -7,6 +7,8 @@ mod event;
 mod many;
 mod schedule;
 mod source;
+mod state;
+mod window;
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use futures::stream::{BoxStream, FusedStream, Stream, StreamExt};
+use futures::stream::{FusedStream, Stream, StreamExt};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +26,7 @@ pub use self::event::{Outcome, TaskEvent};
 pub use self::many::{wait_all, watch_many};
 pub use self::schedule::Backoff;
 pub use self::source::{BoundTask, TaskSource};
+pub use self::state::WaitState;
 use crate::{InstanceId, IotdaClient, TaskId};
 
 /// How long a wait may run unless told otherwise: 60 minutes.
@@ -65,16 +68,11 @@ enum Stop {
 }
 
 impl Stop {
-    fn deadline_from(self, started: Instant) -> Instant {
+    fn deadline(self, started: Instant, clock: &state::Clock) -> Instant {
         match self {
             Self::After(timeout) => started + timeout,
             Self::At(instant) => instant,
-            Self::AtWallClock(when) => {
-                let left = when
-                    .duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO);
-                started + left
-            }
+            Self::AtWallClock(when) => clock.instant(when),
         }
     }
 }
@@ -88,6 +86,10 @@ struct Settings {
     not_found_tolerance: u32,
     cancel: Option<CancellationToken>,
     limiter: Option<Arc<Semaphore>>,
+    window_fail_fast: bool,
+    /// Wall-clock time at the start; `None` reads the system clock.
+    wall_clock: Option<SystemTime>,
+    resume: Option<Box<WaitState>>,
 }
 
 /// Waits for one task. Configure it with the builder methods, then either `.await` it (or call
@@ -132,6 +134,26 @@ impl TaskWatcher<BoundTask> {
     }
 }
 
+impl TaskWatcher<BoundTask> {
+    /// Goes on with a wait saved by [`TaskEvents::checkpoint`], through `client`.
+    ///
+    /// # Errors
+    /// [`ResumeError`] when the state does not name its instance and task (it came from a
+    /// watcher of a custom source).
+    pub fn resume(client: &IotdaClient, state: WaitState) -> Result<Self, ResumeError> {
+        let (Some(instance), Some(task)) = (state.instance_id().cloned(), state.task_id().cloned())
+        else {
+            return Err(ResumeError);
+        };
+        Ok(Self::new(client, instance, task).resume_from(state))
+    }
+}
+
+/// A saved wait that does not say which task it was waiting for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the saved wait does not name its instance and task")]
+pub struct ResumeError;
+
 impl<S: TaskSource> TaskWatcher<S> {
     /// A watcher of whatever `source` returns.
     pub fn from_source(source: S) -> Self {
@@ -144,6 +166,9 @@ impl<S: TaskSource> TaskWatcher<S> {
                 not_found_tolerance: DEFAULT_NOT_FOUND_TOLERANCE,
                 cancel: None,
                 limiter: None,
+                window_fail_fast: true,
+                wall_clock: None,
+                resume: None,
             },
         }
     }
@@ -202,6 +227,48 @@ impl<S: TaskSource> TaskWatcher<S> {
         self
     }
 
+    /// Lets the task's progress lengthen sleeps while its estimated end is far (half of the
+    /// time left, at most `max_progress_delay`); near and after the end the backoff cadence
+    /// applies. See [`Backoff::progress_guided`]. Default on.
+    pub fn progress_guided(mut self, on: bool) -> Self {
+        self.settings.backoff.progress_guided = on;
+        self
+    }
+
+    /// The longest sleep the progress estimate may ask for: a task that ends much earlier
+    /// than its progress promised is still seen within this time. Default 5 minutes.
+    pub fn max_progress_delay(mut self, delay: Duration) -> Self {
+        self.settings.backoff.max_progress_delay = delay;
+        self
+    }
+
+    /// When a PENDING task's maintenance window opens after the deadline, ends the wait at
+    /// once with [`WaitError::WindowAfterDeadline`] (the default), or, with `false`, sleeps
+    /// until the deadline and times out.
+    pub fn fail_fast_on_window(mut self, on: bool) -> Self {
+        self.settings.window_fail_fast = on;
+        self
+    }
+
+    /// The wall-clock time at which the wait starts; by default the system clock's. The
+    /// watcher reads wall time (for maintenance windows and absolute deadlines) as this plus
+    /// the time elapsed on tokio's clock, so tests and simulations on a paused clock see
+    /// windows open on time.
+    pub fn wall_clock(mut self, now: SystemTime) -> Self {
+        self.settings.wall_clock = Some(now);
+        self
+    }
+
+    /// Goes on from `state`, saved by [`TaskEvents::checkpoint`] (perhaps in another
+    /// process): the same absolute deadline, the last snapshot (so nothing seen is reported
+    /// twice), the poll count and the schedule. Call the other builder methods first; this
+    /// sets the deadline.
+    pub fn resume_from(mut self, state: WaitState) -> Self {
+        self.settings.stop = Stop::AtWallClock(state.deadline().into());
+        self.settings.resume = Some(Box::new(state));
+        self
+    }
+
     /// The timeout of each poll. Default: the client's (10 s). A poll in flight at the deadline
     /// ends within it.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
@@ -239,15 +306,10 @@ impl<S: TaskSource + 'static> TaskWatcher<S> {
     /// The wait as a stream of events, ending with one [`TaskEvent::Done`]. Dropping the stream
     /// stops the wait, and any request in flight.
     pub fn events(self) -> TaskEvents {
-        // Boxed, so that each step moves a pointer rather than the whole engine.
-        let engine = Box::new(engine::Engine::new(self.source, self.settings));
-        let stream = futures::stream::unfold(engine, |mut engine| async move {
-            let event = engine.next_event().await?;
-            Some((event, engine))
-        });
+        let engine: Box<dyn engine::Run> =
+            Box::new(engine::Engine::new(self.source, self.settings));
         TaskEvents {
-            inner: stream.boxed(),
-            done: false,
+            state: Events::Idle(engine),
         }
     }
 
@@ -278,35 +340,82 @@ impl<S: TaskSource + 'static> IntoFuture for TaskWatcher<S> {
 /// The events of one wait; see [`TaskWatcher::events`].
 #[must_use = "streams do nothing unless polled"]
 pub struct TaskEvents {
-    inner: BoxStream<'static, TaskEvent>,
-    done: bool,
+    state: Events,
+}
+
+enum Events {
+    /// Between events: the engine is here, and can be saved.
+    Idle(Box<dyn engine::Run>),
+    /// Working towards the next event.
+    Busy(engine::StepFuture),
+    Done,
+}
+
+impl TaskEvents {
+    /// Where the wait stands, to resume it later, perhaps in another process, with
+    /// [`TaskWatcher::resume`] or [`TaskWatcher::resume_from`]. `None` while the stream is
+    /// working towards an event (take it after an event instead) and after the final one.
+    ///
+    /// ```no_run
+    /// # async fn run(client: iotda_task_watcher::IotdaClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures::StreamExt;
+    /// use iotda_task_watcher::TaskWatcher;
+    /// let mut events = TaskWatcher::new(&client, "a1b2c3d4".parse()?, "075f413d".parse()?).events();
+    /// while let Some(_event) = events.next().await {
+    ///     if let Some(state) = events.checkpoint() {
+    ///         std::fs::write("wait.json", serde_json::to_vec(&state)?)?;
+    ///     }
+    /// }
+    /// // Elsewhere, later: TaskWatcher::resume(&client, serde_json::from_slice(&std::fs::read("wait.json")?)?)?
+    /// # Ok(()) }
+    /// ```
+    pub fn checkpoint(&self) -> Option<WaitState> {
+        match &self.state {
+            Events::Idle(engine) => Some(engine.checkpoint()),
+            Events::Busy(_) | Events::Done => None,
+        }
+    }
 }
 
 impl Stream for TaskEvents {
     type Item = TaskEvent;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<TaskEvent>> {
-        if self.done {
-            return Poll::Ready(None);
+        loop {
+            match std::mem::replace(&mut self.state, Events::Done) {
+                Events::Idle(engine) => self.state = Events::Busy(engine.next()),
+                Events::Busy(mut step) => {
+                    return match step.as_mut().poll(cx) {
+                        Poll::Pending => {
+                            self.state = Events::Busy(step);
+                            Poll::Pending
+                        }
+                        Poll::Ready((Some(event), engine)) => {
+                            self.state = Events::Idle(engine);
+                            Poll::Ready(Some(event))
+                        }
+                        Poll::Ready((None, _)) => Poll::Ready(None),
+                    };
+                }
+                Events::Done => return Poll::Ready(None),
+            }
         }
-        let next = self.inner.poll_next_unpin(cx);
-        if let Poll::Ready(None) = next {
-            self.done = true;
-        }
-        next
     }
 }
 
 impl FusedStream for TaskEvents {
     fn is_terminated(&self) -> bool {
-        self.done
+        matches!(self.state, Events::Done)
     }
 }
 
 impl std::fmt::Debug for TaskEvents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskEvents")
-            .field("done", &self.done)
-            .finish_non_exhaustive()
+        let state = match self.state {
+            Events::Idle(_) => "idle",
+            Events::Busy(_) => "busy",
+            Events::Done => "done",
+        };
+        f.debug_struct("TaskEvents").field("state", &state).finish()
     }
 }

@@ -1,0 +1,166 @@
+//! The state of a wait, to resume it in another process, and the clock that maps tokio's
+//! instants to wall-clock time and back.
+
+use std::time::SystemTime;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::schedule::{ScheduleState, Track};
+use crate::{InstanceId, InstanceTask, TaskId};
+
+/// Maps tokio's clock to wall-clock time: `wall(origin) == wall_origin`. Under a paused tokio
+/// clock (tests, simulations) wall time moves with virtual time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    origin: Instant,
+    wall_origin: SystemTime,
+}
+
+impl Clock {
+    pub(crate) fn new(wall_now: SystemTime) -> Self {
+        Self {
+            origin: Instant::now(),
+            wall_origin: wall_now,
+        }
+    }
+
+    pub(crate) fn wall(&self, at: Instant) -> SystemTime {
+        match at.checked_duration_since(self.origin) {
+            Some(after) => self.wall_origin + after,
+            None => self.wall_origin - self.origin.duration_since(at),
+        }
+    }
+
+    pub(crate) fn instant(&self, wall: SystemTime) -> Instant {
+        match wall.duration_since(self.wall_origin) {
+            Ok(after) => self.origin + after,
+            // Before this process's clock began, the origin is as early as it gets.
+            Err(before) => self
+                .origin
+                .checked_sub(before.duration())
+                .unwrap_or(self.origin),
+        }
+    }
+
+    pub(crate) fn timestamp(&self, at: Instant) -> Timestamp {
+        to_timestamp(self.wall(at))
+    }
+}
+
+pub(crate) fn to_timestamp(t: SystemTime) -> Timestamp {
+    Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+pub(crate) fn to_system_time(t: Timestamp) -> SystemTime {
+    SystemTime::from(t)
+}
+
+/// Everything a wait needs to go on in another process: which task, the absolute deadline,
+/// the last snapshot, and where the schedule stands. Serialize it with serde (it is plain JSON),
+/// and resume with [`TaskWatcher::resume_from`](crate::TaskWatcher::resume_from) or
+/// [`TaskWatcher::resume`](crate::TaskWatcher::resume).
+///
+/// ```
+/// # use iotda_task_watcher::WaitState;
+/// # fn keep(state: &WaitState) -> Result<(), Box<dyn std::error::Error>> {
+/// let json = serde_json::to_string(state)?;
+/// let again: WaitState = serde_json::from_str(&json)?;
+/// assert_eq!(&again, state);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WaitState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) instance_id: Option<InstanceId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) task_id: Option<TaskId>,
+    pub(crate) started_at: Timestamp,
+    pub(crate) deadline: Timestamp,
+    pub(crate) next_poll_at: Timestamp,
+    pub(crate) polls: u32,
+    pub(crate) failures: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) last: Option<InstanceTask>,
+    pub(crate) schedule: SavedSchedule,
+}
+
+impl WaitState {
+    /// The instance, when the wait's source named it.
+    pub fn instance_id(&self) -> Option<&InstanceId> {
+        self.instance_id.as_ref()
+    }
+
+    /// The task, when the wait's source named it.
+    pub fn task_id(&self) -> Option<&TaskId> {
+        self.task_id.as_ref()
+    }
+
+    /// When the wait first started.
+    pub fn started_at(&self) -> Timestamp {
+        self.started_at
+    }
+
+    /// The absolute deadline, kept across processes.
+    pub fn deadline(&self) -> Timestamp {
+        self.deadline
+    }
+
+    /// The last snapshot seen.
+    pub fn last(&self) -> Option<&InstanceTask> {
+        self.last.as_ref()
+    }
+
+    /// How many polls were sent so far.
+    pub fn polls(&self) -> u32 {
+        self.polls
+    }
+}
+
+/// Where the schedule stands, in wall-clock time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SavedSchedule {
+    resets: u64,
+    steps: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    progress: Option<SavedTrack>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct SavedTrack {
+    first_at: Timestamp,
+    first: u8,
+    current_at: Timestamp,
+    current: u8,
+    seen_at: Timestamp,
+}
+
+impl SavedSchedule {
+    pub(crate) fn save(state: ScheduleState, clock: &Clock) -> Self {
+        Self {
+            resets: state.resets,
+            steps: state.steps,
+            progress: state.track.map(|t| SavedTrack {
+                first_at: clock.timestamp(t.first.0),
+                first: t.first.1,
+                current_at: clock.timestamp(t.current.0),
+                current: t.current.1,
+                seen_at: clock.timestamp(t.seen),
+            }),
+        }
+    }
+
+    pub(crate) fn load(self, clock: &Clock) -> ScheduleState {
+        let at = |t: Timestamp| clock.instant(to_system_time(t));
+        ScheduleState {
+            resets: self.resets,
+            steps: self.steps,
+            track: self.progress.map(|t| Track {
+                first: (at(t.first_at), t.first),
+                current: (at(t.current_at), t.current),
+                seen: at(t.seen_at),
+            }),
+        }
+    }
+}
