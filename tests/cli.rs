@@ -69,7 +69,11 @@ impl Run {
 }
 
 async fn run(mut cmd: Command) -> Run {
-    let out = cmd.output().await.unwrap();
+    // A bound that only turns a hang into a failure; every run here takes well under a second.
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("the command finishes")
+        .unwrap();
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8(out.stdout).unwrap(),
@@ -369,4 +373,148 @@ async fn signals_cancel_the_wait_and_exit_130() {
             "nothing is sent after the exit"
         );
     }
+}
+
+#[tokio::test]
+async fn a_deadline_in_the_past_times_out_without_a_request() {
+    let sim = Simulator::start().await;
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify).succeed(),
+    );
+    let out = run(command(
+        &sim,
+        &["--deadline", "2020-01-01T00:00:00Z", task(1).as_str()],
+    ))
+    .await;
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("0 polls"), "{}", out.stderr);
+    assert_eq!(sim.requests(), 0);
+    let out = run(command(&sim, &["--deadline", "soon", task(1).as_str()])).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+}
+
+/// Starts a wait, reads its first JSON line, and stops it with SIGTERM.
+#[cfg(unix)]
+async fn start_and_stop(cmd: &mut Command) -> (i32, Value) {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&stdout.next_line().await.unwrap().unwrap()).unwrap();
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    while stdout.next_line().await.unwrap().is_some() {}
+    (status.code().unwrap_or(-1), first)
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_second_process_resumes_the_wait_from_the_state_dir() {
+    let sim = Simulator::start().await;
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify)
+            .running_for(Duration::from_millis(600))
+            .succeed(),
+    );
+    let dir = std::env::temp_dir().join(format!("iotda-wait-state-{}", std::process::id()));
+    let dir_arg = dir.to_str().unwrap().to_owned();
+    let one = task(1).to_string();
+    let args = [
+        "--output",
+        "json",
+        "--state-dir",
+        &dir_arg,
+        "--timeout",
+        "10m",
+        one.as_str(),
+    ];
+
+    let (code, first) = start_and_stop(&mut command(&sim, &args)).await;
+    assert_eq!(code, 130);
+    assert_eq!(first["event"], "observed");
+    let file = dir.join(format!("{}.json", task(1)));
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("the state was kept")).unwrap();
+    assert_eq!(saved["task_id"], task(1).as_str());
+    assert_eq!(saved["last"]["status"], "RUNNING");
+    let deadline = saved["deadline"].as_str().unwrap().to_owned();
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let out = run(command(&sim, &args)).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines = out.json();
+    let names: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        names.first(),
+        Some(&"status"),
+        "what was seen is not reported again: {names:?}"
+    );
+    assert_eq!(lines[0]["from"], "RUNNING");
+    assert_eq!(lines.last().unwrap()["outcome"], "success");
+    assert!(!file.exists(), "the state goes when the wait ends");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!deadline.is_empty());
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_resumed_wait_keeps_the_first_deadline() {
+    let sim = Simulator::start().await;
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify).running(1_000_000),
+    );
+    let dir = std::env::temp_dir().join(format!("iotda-wait-deadline-{}", std::process::id()));
+    let dir_arg = dir.to_str().unwrap().to_owned();
+    let one = task(1).to_string();
+    let first = [
+        "--output",
+        "json",
+        "--state-dir",
+        &dir_arg,
+        "--timeout",
+        "1500ms",
+        one.as_str(),
+    ];
+    let (code, _) = start_and_stop(&mut command(&sim, &first)).await;
+    assert_eq!(code, 130);
+    // The retry asks for an hour, but the wait keeps its first deadline.
+    let again = ["--state-dir", &dir_arg, "--timeout", "60m", one.as_str()];
+    let out = run(command(&sim, &again)).await;
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("timed out after 1.5s"),
+        "{}",
+        out.stderr
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_state_file_that_cannot_be_used_is_refused() {
+    let sim = Simulator::start().await;
+    let dir = std::env::temp_dir().join(format!("iotda-wait-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{}.json", task(1))), "not json").unwrap();
+    let out = run(command(
+        &sim,
+        &["--state-dir", dir.to_str().unwrap(), task(1).as_str()],
+    ))
+    .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("is not a saved wait"), "{}", out.stderr);
+    assert_eq!(sim.requests(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
 }

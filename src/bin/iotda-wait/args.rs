@@ -44,6 +44,17 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "60m", value_parser = parse_duration)]
     pub timeout: Duration,
 
+    /// Gives up at this time (RFC 3339, e.g. 2026-11-27T18:00:00Z); overrides --timeout. A
+    /// retried CI job can keep its first attempt's deadline.
+    #[arg(long, value_name = "RFC3339", value_parser = parse_deadline)]
+    pub deadline: Option<jiff::Timestamp>,
+
+    /// Keeps each wait's state in DIR/<task_id>.json while it runs, and resumes from it when
+    /// present: the same deadline, the last state seen, the schedule. Removed when the wait ends
+    /// (kept when it is interrupted).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+
     /// The first delay between polls, and the delay after a status change.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub min_delay: Duration,
@@ -72,6 +83,13 @@ pub enum Output {
     Text,
     /// One JSON object per line for every event.
     Json,
+}
+
+/// Parses an RFC 3339 time with an offset, e.g. `2026-11-27T18:00:00Z`.
+pub fn parse_deadline(text: &str) -> Result<jiff::Timestamp, String> {
+    text.trim()
+        .parse()
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time like 2026-11-27T18:00:00Z: {e}"))
 }
 
 /// Parses `90s`, `10m`, `1h30m`, `500ms`, or a bare number of seconds.
@@ -125,6 +143,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlines() {
+        assert_eq!(
+            parse_deadline("2026-11-27T18:00:00Z").unwrap().as_second(),
+            1_795_802_400
+        );
+        assert!(parse_deadline("2026-11-27T18:00:00+08:00").is_ok());
+        assert!(parse_deadline("tomorrow").is_err());
+        assert!(parse_deadline("2026-11-27 18:00").is_err());
+    }
 
     #[test]
     fn durations() {

@@ -3,16 +3,19 @@
 
 mod args;
 mod report;
+mod state;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use futures::StreamExt;
 use iotda_task_watcher::{
-    watch_many, Credentials, InstanceId, InstanceTask, IotdaClient, ProjectId, TaskEvent, TaskId,
-    TaskWatcher,
+    Credentials, InstanceId, InstanceTask, IotdaClient, ProjectId, TaskEvent, TaskId, TaskWatcher,
+    WaitState,
 };
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::Args;
@@ -24,7 +27,7 @@ const USAGE: u8 = 2;
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logs();
-    let (client, instance_id, task_ids) = match prepare(&args) {
+    let (client, instance_id, task_ids, saved) = match prepare(&args) {
         Ok(ready) => ready,
         Err(message) => {
             eprintln!("iotda-wait: {message}");
@@ -41,11 +44,13 @@ fn main() -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
-    ExitCode::from(runtime.block_on(run(&args, client, instance_id, task_ids)))
+    ExitCode::from(runtime.block_on(run(&args, client, instance_id, task_ids, saved)))
 }
 
 /// Everything that can be refused before a request is sent.
-fn prepare(args: &Args) -> Result<(IotdaClient, InstanceId, Vec<TaskId>), String> {
+type Prepared = (IotdaClient, InstanceId, Vec<TaskId>, Vec<Option<WaitState>>);
+
+fn prepare(args: &Args) -> Result<Prepared, String> {
     let instance_id = InstanceId::new(args.instance_id.as_str()).map_err(|e| e.to_string())?;
     let task_ids = args
         .task_ids
@@ -74,7 +79,14 @@ fn prepare(args: &Args) -> Result<(IotdaClient, InstanceId, Vec<TaskId>), String
         }
     };
     let client = builder.build().map_err(|e| e.to_string())?;
-    Ok((client, instance_id, task_ids))
+    let saved = match &args.state_dir {
+        Some(dir) => task_ids
+            .iter()
+            .map(|id| state::load(dir, &instance_id, id))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => vec![None; task_ids.len()],
+    };
+    Ok((client, instance_id, task_ids, saved))
 }
 
 async fn run(
@@ -82,6 +94,7 @@ async fn run(
     client: IotdaClient,
     instance_id: InstanceId,
     task_ids: Vec<TaskId>,
+    saved: Vec<Option<WaitState>>,
 ) -> u8 {
     let token = CancellationToken::new();
     let interrupted = CancellationToken::new();
@@ -91,18 +104,31 @@ async fn run(
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let reporter = Reporter::new(args.output, &task_ids, terminal, color);
 
-    let watchers = task_ids.iter().enumerate().map(|(i, id)| {
-        let watcher = TaskWatcher::new(&client, instance_id.clone(), id.clone())
-            .timeout(args.timeout)
-            .min_delay(args.min_delay)
-            .max_delay(args.max_delay)
-            .request_timeout(args.request_timeout)
-            .cancel_token(token.clone());
-        (i, watcher)
-    });
+    let limiter = Arc::new(Semaphore::new(args.max_in_flight.max(1)));
+    let streams = task_ids
+        .iter()
+        .zip(saved)
+        .enumerate()
+        .map(|(i, (id, saved))| {
+            let mut watcher = TaskWatcher::new(&client, instance_id.clone(), id.clone())
+                .timeout(args.timeout)
+                .min_delay(args.min_delay)
+                .max_delay(args.max_delay)
+                .request_timeout(args.request_timeout)
+                .request_limiter(limiter.clone())
+                .cancel_token(token.clone());
+            if let Some(deadline) = args.deadline {
+                watcher = watcher.deadline(deadline.into());
+            }
+            if let Some(state) = saved {
+                watcher = watcher.resume_from(state);
+            }
+            let file = args.state_dir.as_ref().map(|dir| state::path(dir, id));
+            state::Saving::new(watcher.events(), file).map(move |event| (i, event))
+        });
     let mut last: Vec<Option<InstanceTask>> = vec![None; task_ids.len()];
     let mut outcomes = Vec::with_capacity(task_ids.len());
-    let mut events = std::pin::pin!(watch_many(watchers, args.max_in_flight));
+    let mut events = futures::stream::select_all(streams);
     while let Some((i, event)) = events.next().await {
         match &event {
             TaskEvent::Observed { task } | TaskEvent::StatusChanged { task, .. } => {
