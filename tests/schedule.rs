@@ -120,7 +120,7 @@ async fn a_task_that_ends_early_is_seen_within_max_progress_delay() {
     let _ = source;
     watcher(&early).max_progress_delay(bound).await.unwrap();
     let last = *early.polls().last().unwrap();
-    assert!(last >= 1800.0 && last <= 1800.0 + 120.0, "seen at {last}");
+    assert!((1800.0..=1920.0).contains(&last), "seen at {last}");
 }
 
 #[tokio::test(start_paused = true)]
