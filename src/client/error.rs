@@ -18,6 +18,9 @@ pub enum ApiErrorKind {
     Throttled,
     /// A 5xx answer, or 408. Transient.
     Server,
+    /// The signature was refused while the server's clock is far from ours; later requests
+    /// are signed at the server's time. Transient.
+    ClockSkew,
     /// A successful answer whose body could not be read as a task (not JSON, truncated, too
     /// large). Transient: the next answer may be whole.
     Decode,
@@ -39,7 +42,12 @@ impl ApiErrorKind {
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            Self::Network | Self::Timeout | Self::Throttled | Self::Server | Self::Decode
+            Self::Network
+                | Self::Timeout
+                | Self::Throttled
+                | Self::Server
+                | Self::Decode
+                | Self::ClockSkew
         )
     }
 
@@ -50,6 +58,7 @@ impl ApiErrorKind {
             Self::Throttled => "throttled",
             Self::Server => "server error",
             Self::Decode => "unreadable response",
+            Self::ClockSkew => "signature refused, clocks apart",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::NotFound => "not found",

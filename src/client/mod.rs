@@ -5,6 +5,7 @@ pub(crate) mod endpoint;
 pub(crate) mod error;
 pub mod signer;
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -69,6 +70,8 @@ struct Inner {
     project_id: ProjectId,
     timeout: Duration,
     max_body_bytes: usize,
+    /// The server's clock minus ours, in milliseconds, learnt from a refused signature.
+    clock_offset_ms: AtomicI64,
 }
 
 impl std::fmt::Debug for IotdaClient {
@@ -156,7 +159,7 @@ impl IotdaClient {
         timeout: Option<Duration>,
     ) -> Result<InstanceTask, ApiError> {
         let mut request = reqwest::Request::new(reqwest::Method::GET, url.clone());
-        *request.headers_mut() = self.signed_headers(url, SystemTime::now());
+        *request.headers_mut() = self.signed_headers(url, self.server_now());
         *request.timeout_mut() = timeout;
         let response = self
             .inner
@@ -251,7 +254,51 @@ impl IotdaClient {
         let mut error = error_from(&response, classify(status, error_code.as_deref()));
         error.parts.error_code = error_code;
         error.parts.error_msg = error_msg;
+        if error.kind() == ApiErrorKind::Unauthorized {
+            self.learn_clock(&mut error);
+        }
         Err(error)
+    }
+
+    /// Our clock, corrected by what a refused signature taught us about the server's.
+    fn server_now(&self) -> SystemTime {
+        shift(
+            SystemTime::now(),
+            self.inner.clock_offset_ms.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A signature refused while the answer's `Date` is far from our (corrected) clock: the
+    /// gateway refuses a stale `X-Sdk-Date`, so later requests are signed at the server's time
+    /// and this one is worth retrying.
+    fn learn_clock(&self, error: &mut ApiError) {
+        let Some(server) = error.server_date() else {
+            return;
+        };
+        let ours = self.server_now();
+        let skew_ms = match server.duration_since(ours) {
+            Ok(ahead) => i64::try_from(ahead.as_millis()).unwrap_or(i64::MAX),
+            Err(behind) => -i64::try_from(behind.duration().as_millis()).unwrap_or(i64::MAX),
+        };
+        if skew_ms.unsigned_abs() < MAX_CLOCK_SKEW.as_millis() as u64 {
+            return;
+        }
+        let offset = self
+            .inner
+            .clock_offset_ms
+            .load(Ordering::Relaxed)
+            .saturating_add(skew_ms);
+        self.inner.clock_offset_ms.store(offset, Ordering::Relaxed);
+        tracing::warn!(
+            skew_ms,
+            "signature refused with the server's clock far from ours; correcting X-Sdk-Date"
+        );
+        error.parts.kind = ApiErrorKind::ClockSkew;
+        error.parts.detail = Some(format!(
+            "the server's clock is {:.0} s {} ours; X-Sdk-Date is corrected from now on",
+            skew_ms.unsigned_abs() as f64 / 1000.0,
+            if skew_ms > 0 { "ahead of" } else { "behind" }
+        ));
     }
 }
 
@@ -346,6 +393,19 @@ fn transport_error(e: reqwest::Error) -> ApiError {
         source = s.source();
     }
     ApiError::new(kind).with_detail(detail)
+}
+
+/// How far the server's `Date` may be from our clock before a refused signature is blamed on
+/// the clocks. The gateway allows about 15 minutes.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
+fn shift(t: SystemTime, ms: i64) -> SystemTime {
+    let d = Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        t + d
+    } else {
+        t - d
+    }
 }
 
 /// `X-Sdk-Date` for `now`: `YYYYMMDDTHHMMSSZ` in UTC.
@@ -462,6 +522,7 @@ impl IotdaClientBuilder {
                 project_id,
                 timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
                 max_body_bytes: self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+                clock_offset_ms: AtomicI64::new(0),
             }),
         })
     }

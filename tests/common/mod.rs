@@ -2,6 +2,7 @@
 //! check of SDK-HMAC-SHA256 written from the algorithm's description, not from the crate's signer.
 #![allow(dead_code)]
 
+pub mod raw;
 pub mod script;
 
 use hmac::{Hmac, Mac};

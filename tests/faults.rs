@@ -1,0 +1,327 @@
+//! The fault matrix: each fault a real loopback server can produce, through the real client and
+//! the watcher. For each: the documented behaviour (retry, or which error), no panic, and the
+//! last state kept. The README's table "Faults" lists the same rows.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::raw::{self, Act};
+use common::*;
+use futures::StreamExt;
+use iotda_task_watcher::simulator::{Simulator, TaskScript};
+use iotda_task_watcher::{ApiErrorKind, TaskEvent, TaskStatus, TaskType, TaskWatcher, WaitError};
+use tokio_util::sync::CancellationToken;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const RUNNING_40: &str =
+    r#"{"task_id":"075f413d-a3bb-4243-974d-8eb9221c1234","status":"RUNNING","progress":40}"#;
+
+fn running() -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_string(RUNNING_40)
+}
+
+fn error(status: u16, code: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status)
+        .set_body_string(format!(
+            r#"{{"error_code":"{code}","error_msg":"simulated"}}"#
+        ))
+        .insert_header("X-Request-Id", "req-fault")
+}
+
+fn fast(endpoint: &str) -> TaskWatcher {
+    let (instance, task) = ids();
+    TaskWatcher::new(&client(endpoint), instance, task)
+        .min_delay(Duration::from_millis(5))
+        .max_delay(Duration::from_millis(20))
+        .request_timeout(Duration::from_millis(300))
+}
+
+async fn mock(answers: Vec<ResponseTemplate>) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(task_path()))
+        .respond_with(Sequence::new(answers))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// Runs a wait to its end.
+async fn events(watcher: TaskWatcher) -> Vec<TaskEvent> {
+    tokio::time::timeout(Duration::from_secs(30), watcher.events().collect())
+        .await
+        .expect("the wait ends")
+}
+
+fn retries(events: &[TaskEvent]) -> Vec<ApiErrorKind> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            TaskEvent::Retrying { error, .. } => Some(error.kind()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A transient fault between a RUNNING answer and SUCCESS: one retry of `kind`, then success.
+async fn transient(fault: ResponseTemplate, kind: ApiErrorKind) {
+    let server = mock(vec![running(), fault, task_json("SUCCESS", 100)]).await;
+    let events = events(fast(&server.uri())).await;
+    assert_eq!(retries(&events), [kind]);
+    assert!(
+        matches!(events.last(), Some(TaskEvent::Done(Ok(_)))),
+        "{events:?}"
+    );
+}
+
+/// A permanent fault after a RUNNING answer: the wait ends with it and the RUNNING snapshot.
+async fn permanent(fault: ResponseTemplate, kind: ApiErrorKind) {
+    let server = mock(vec![running(), fault, task_json("SUCCESS", 100)]).await;
+    let events = events(fast(&server.uri())).await;
+    match events.last() {
+        Some(TaskEvent::Done(Err(WaitError::Api { error, last }))) => {
+            assert_eq!(error.kind(), kind);
+            assert_eq!(error.request_id(), Some("req-fault"));
+            assert_eq!(
+                last.as_ref().unwrap().progress,
+                Some(40),
+                "the last state is kept"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        2,
+        "no retry"
+    );
+}
+
+/// Waits for the first `Retrying`, returns it, and cancels: the wait ends with the last state.
+async fn first_retry(watcher: TaskWatcher) -> (ApiErrorKind, Duration) {
+    let token = CancellationToken::new();
+    let mut events = watcher.cancel_token(token.clone()).events();
+    let mut retry = None;
+    while let Some(event) = events.next().await {
+        match event {
+            TaskEvent::Retrying { error, delay, .. } if retry.is_none() => {
+                retry = Some((error.kind(), delay));
+                token.cancel();
+            }
+            TaskEvent::Done(Err(WaitError::Cancelled { last })) => {
+                assert_eq!(last.unwrap().progress, Some(40), "the last state is kept");
+            }
+            TaskEvent::Done(other) => panic!("{other:?}"),
+            _ => {}
+        }
+    }
+    retry.expect("a retry")
+}
+
+#[tokio::test]
+async fn server_errors_are_retried() {
+    for status in [500, 502, 503, 504] {
+        transient(
+            ResponseTemplate::new(status).set_body_string("<html>busy</html>"),
+            ApiErrorKind::Server,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn throttling_is_retried_after_the_wait_asked_for() {
+    transient(error(403, "IOTDA.021101"), ApiErrorKind::Throttled).await;
+    transient(error(429, "APIGW.0308"), ApiErrorKind::Throttled).await;
+
+    let seconds = mock(vec![
+        running(),
+        error(429, "APIGW.0308").insert_header("Retry-After", "7"),
+    ])
+    .await;
+    let (kind, delay) = first_retry(fast(&seconds.uri())).await;
+    assert_eq!(
+        (kind, delay),
+        (ApiErrorKind::Throttled, Duration::from_secs(7))
+    );
+
+    // An HTTP date, read against the answer's own Date: the clocks need not agree.
+    let date = SystemTime::now() - Duration::from_secs(86_400);
+    let dated = mock(vec![
+        running(),
+        error(429, "APIGW.0308")
+            .insert_header("Date", httpdate::fmt_http_date(date).as_str())
+            .insert_header(
+                "Retry-After",
+                httpdate::fmt_http_date(date + Duration::from_secs(9)).as_str(),
+            ),
+    ])
+    .await;
+    let (kind, delay) = first_retry(fast(&dated.uri())).await;
+    assert_eq!(
+        (kind, delay),
+        (ApiErrorKind::Throttled, Duration::from_secs(9))
+    );
+}
+
+#[tokio::test]
+async fn refused_credentials_and_permissions_end_the_wait() {
+    permanent(error(401, "APIGW.0301"), ApiErrorKind::Unauthorized).await;
+    permanent(error(403, "IOTDA.000001"), ApiErrorKind::Forbidden).await;
+    permanent(error(400, "IOTDA.000006"), ApiErrorKind::BadRequest).await;
+}
+
+#[tokio::test]
+async fn a_404_is_tolerated_before_the_task_is_seen_and_final_after() {
+    let server = mock(vec![
+        error(404, "IOTDA.014000"),
+        running(),
+        task_json("SUCCESS", 100),
+    ])
+    .await;
+    let events = events(fast(&server.uri())).await;
+    assert_eq!(retries(&events), [ApiErrorKind::NotFound]);
+    assert!(matches!(events.last(), Some(TaskEvent::Done(Ok(_)))));
+    permanent(error(404, "IOTDA.014000"), ApiErrorKind::NotFound).await;
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried() {
+    let addr = raw::serve(vec![Act::Json(RUNNING_40.into()), Act::Refuse]).await;
+    let (kind, _) = first_retry(fast(&format!("http://{addr}"))).await;
+    assert_eq!(kind, ApiErrorKind::Network);
+}
+
+#[tokio::test]
+async fn a_connection_reset_mid_body_is_retried() {
+    let addr = raw::serve(vec![
+        Act::Json(RUNNING_40.into()),
+        Act::ResetMidBody,
+        Act::Json(r#"{"status":"SUCCESS","progress":100}"#.into()),
+    ])
+    .await;
+    let events = events(fast(&format!("http://{addr}"))).await;
+    assert_eq!(retries(&events), [ApiErrorKind::Network]);
+    assert!(matches!(events.last(), Some(TaskEvent::Done(Ok(_)))));
+}
+
+#[tokio::test]
+async fn a_server_slower_than_the_request_timeout_is_retried() {
+    transient(
+        running().set_delay(Duration::from_secs(5)),
+        ApiErrorKind::Timeout,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unreadable_bodies_are_retried_and_a_huge_one_is_not_read_in_full() {
+    for body in [
+        RUNNING_40[..25].to_owned(),
+        "{\"status\": RUNNING}".to_owned(),
+        String::new(),
+        format!(
+            r#"{{"status":"RUNNING","status_detail":"{}"}}"#,
+            "x".repeat(4 * 1024 * 1024)
+        ),
+    ] {
+        transient(
+            ResponseTemplate::new(200).set_body_string(body),
+            ApiErrorKind::Decode,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn odd_but_readable_answers_keep_the_wait_going() {
+    let server = mock(vec![
+        running(),
+        task_json("ROLLING_BACK", 40),
+        task_json("RUNNING", -1),
+        task_json("RUNNING", 250),
+        task_json("PENDING", 10),
+        ResponseTemplate::new(200).set_body_string("{}"),
+        ResponseTemplate::new(200).set_body_string(
+            r#"{"status":"SUCCESS","type":"TELEPORT","target_config":{"charge_mode":"barter"}}"#,
+        ),
+    ])
+    .await;
+    let events = events(fast(&server.uri())).await;
+    let changes: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            TaskEvent::StatusChanged { from, to, .. } => Some(format!("{from}->{to}")),
+            TaskEvent::ProgressChanged { from, to } => Some(format!("{from:?}->{to:?}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            "RUNNING->ROLLING_BACK",
+            "ROLLING_BACK->RUNNING",
+            "Some(40)->None",
+            "RUNNING->PENDING",
+            "None->Some(10)",
+            "PENDING->",
+            "Some(10)->None",
+            "->SUCCESS",
+        ]
+    );
+    match events.last() {
+        Some(TaskEvent::Done(Ok(task))) => {
+            assert_eq!(task.task_type.as_ref().unwrap().as_str(), "TELEPORT");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_signature_refused_for_a_far_clock_is_retried_at_the_server_time() {
+    let sim = Simulator::start().await;
+    let (instance, task) = ("a1b2c3d4".parse().unwrap(), "075f413d".parse().unwrap());
+    sim.add_task(
+        &instance,
+        &task,
+        TaskScript::new(TaskType::Modify).running(2).succeed(),
+    );
+    // The server's clock is two hours ahead: our X-Sdk-Date looks stale to it.
+    sim.set_clock_offset(7_200);
+    let watcher = TaskWatcher::new(&sim.client(), instance, task)
+        .min_delay(Duration::from_millis(5))
+        .max_delay(Duration::from_millis(20));
+    let events = events(watcher).await;
+    assert_eq!(retries(&events), [ApiErrorKind::ClockSkew]);
+    match events.last() {
+        Some(TaskEvent::Done(Ok(task))) => assert_eq!(task.status, Some(TaskStatus::Success)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_refused_signature_with_agreeing_clocks_is_not_retried() {
+    let sim = Simulator::start().await;
+    let (instance, task) = ("a1b2c3d4".parse().unwrap(), "075f413d".parse().unwrap());
+    sim.add_task(
+        &instance,
+        &task,
+        TaskScript::new(TaskType::Modify).succeed(),
+    );
+    let client = sim
+        .client_builder()
+        .credentials(iotda_task_watcher::Credentials::aksk(
+            iotda_task_watcher::simulator::DEFAULT_AK,
+            "wrong",
+        ))
+        .build()
+        .unwrap();
+    let err = TaskWatcher::new(&client, instance, task).await.unwrap_err();
+    match err {
+        WaitError::Api { error, .. } => assert_eq!(error.kind(), ApiErrorKind::Unauthorized),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sim.requests(), 1);
+}
