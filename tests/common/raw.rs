@@ -63,11 +63,7 @@ pub async fn serve(acts: Vec<Act>) -> SocketAddr {
             }
             if acts.peek().is_none() {
                 // Keep answering like the last act.
-                let last = match act {
-                    Act::Json(body) => Act::Json(body),
-                    other => other,
-                };
-                acts = vec![last].into_iter().peekable();
+                acts = vec![act].into_iter().peekable();
             }
         }
     });
