@@ -30,6 +30,8 @@
 #![warn(missing_docs)]
 
 mod client;
+#[cfg(test)]
+mod fuzz;
 mod ids;
 mod model;
 #[cfg(feature = "simulator")]

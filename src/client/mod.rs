@@ -323,7 +323,7 @@ fn error_from(response: &reqwest::Response, kind: ApiErrorKind) -> ApiError {
 }
 
 /// Decodes a task; the body must be a JSON object (serde would also take an array as a struct).
-fn decode_task(body: &[u8]) -> Result<InstanceTask, String> {
+pub(crate) fn decode_task(body: &[u8]) -> Result<InstanceTask, String> {
     if body.trim_ascii_start().first() != Some(&b'{') {
         let shown = if body.is_empty() {
             "empty"
