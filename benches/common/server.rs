@@ -6,7 +6,10 @@
 //! - `a-<n>-<uniq>`: RUNNING for `n` polls (hex), then SUCCESS;
 //! - `b-<ms>-<f>-<uniq>`: RUNNING until `ms` (hex) after the parent's epoch, then SUCCESS
 //!   (`f` = 0) or FAILED (`f` = 1);
-//! - `c-<ms>-<uniq>`: every answer takes `ms` (hex) milliseconds; RUNNING forever.
+//! - `c-<ms>-<uniq>`: every answer takes `ms` (hex) milliseconds; RUNNING forever;
+//! - `f-<ms>-<f>-<uniq>`: as `b`, but one answer in five is a fault: 500, 503, 429 with
+//!   `Retry-After: 1`, `IOTDA.021101` over 403, malformed JSON, or an answer slower than the
+//!   soak's 1-second request timeout.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -139,7 +142,19 @@ impl Respond for Tasks {
                     ok("RUNNING", (*seen * 100 / (hex(1) + 1)).min(99))
                 }
             }
-            Some("b") => {
+            Some("f") if fastrand::u8(..5) == 0 => match fastrand::u8(..6) {
+                0 => ResponseTemplate::new(500)
+                    .set_body_string(r#"{"error_code":"BENCH.500","error_msg":"fault"}"#),
+                1 => ResponseTemplate::new(503).set_body_string("<html>unavailable</html>"),
+                2 => ResponseTemplate::new(429)
+                    .insert_header("Retry-After", "1")
+                    .set_body_string(r#"{"error_code":"APIGW.0308","error_msg":"throttled"}"#),
+                3 => ResponseTemplate::new(403)
+                    .set_body_string(r#"{"error_code":"IOTDA.021101","error_msg":"rate limit"}"#),
+                4 => ResponseTemplate::new(200).set_body_string(r#"{"task_id":"x","status":"RUN"#),
+                _ => ok("RUNNING", 1).set_delay(Duration::from_millis(1_500)),
+            },
+            Some("b" | "f") => {
                 let now = unix_ms() - self.epoch_ms;
                 let finish = hex(1);
                 if now >= finish {
