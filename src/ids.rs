@@ -274,6 +274,22 @@ mod tests {
         assert!(err.to_string().len() < 200);
     }
 
+    proptest::proptest! {
+        /// Whatever a caller passes, an id that is accepted is one path segment: no `/`, `?`,
+        /// `#`, `%` or dot-segment can reach the URL.
+        #[test]
+        fn an_accepted_id_is_one_plain_path_segment(raw in ".{0,80}") {
+            for accepted in [
+                TaskId::new(raw.as_str()).ok().map(String::from),
+                InstanceId::new(raw.as_str()).ok().map(String::from),
+                ProjectId::new(raw.as_str()).ok().map(String::from),
+            ].into_iter().flatten() {
+                proptest::prop_assert!(accepted.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+                proptest::prop_assert!(accepted != "." && accepted != "..");
+            }
+        }
+    }
+
     #[test]
     fn serde_validates_on_the_way_in() {
         let id: TaskId = serde_json::from_str("\"abc-123\"").unwrap();

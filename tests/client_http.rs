@@ -423,3 +423,32 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn ids_stay_one_segment_each_on_the_wire() {
+    let server = serve(ResponseTemplate::new(200).set_body_string(RUNNING)).await;
+    let (instance, task) = ids();
+    let client = client(&server.uri());
+    let url = client.task_url(&instance, &task);
+    assert_eq!(url.path_segments().unwrap().count(), 7);
+    assert_eq!(url.query(), None);
+    assert_eq!(url.fragment(), None);
+    for hostile in [
+        "../../admin",
+        "a?b=c",
+        "a#b",
+        "a/b",
+        "%2e%2e",
+        "a b",
+        "a\\b",
+    ] {
+        assert!(
+            iotda_task_watcher::TaskId::new(hostile).is_err(),
+            "{hostile}"
+        );
+        assert!(
+            iotda_task_watcher::InstanceId::new(hostile).is_err(),
+            "{hostile}"
+        );
+    }
+}

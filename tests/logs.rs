@@ -63,7 +63,16 @@ async fn a_wait_logs_a_span_per_wait_and_never_a_secret() {
         .min_delay(Duration::from_millis(5))
         .await
         .unwrap();
+    // The failure paths log too: a refused signature.
+    let refused = crate::server([ResponseTemplate::new(401).set_body_string(
+        r#"{"error_code":"APIGW.0301","error_msg":"Incorrect IAM authentication information"}"#,
+    )])
+    .await;
+    let (instance, task) = ids();
+    let creds = Credentials::aksk(AK, SK).with_security_token(TOKEN);
+    let _ = TaskWatcher::new(&client_with(&refused.uri(), creds), instance, task).await;
     let text = logs.text();
+    assert!(text.contains("APIGW.0301"), "{text}");
     assert!(
         text.contains(&format!(
             "iotda_task_wait{{instance_id={INSTANCE} task_id={TASK}}}"
