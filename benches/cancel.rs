@@ -10,14 +10,11 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use iotda_task_watcher::{
-    Credentials, InstanceId, IotdaClient, ProjectId, TaskId, TaskWatcher, WaitError,
-};
+use iotda_task_watcher::{InstanceId, TaskId, TaskWatcher, WaitError};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-const INSTANCE: &str = "a1b2c3d4-0000-1111-2222-333344445555";
 const WAITS: usize = 1_000;
 
 /// Answers every task RUNNING: at once for `a…` tasks, after 30 s for `b…` tasks; records when
@@ -64,13 +61,8 @@ fn main() {
             })
             .mount(&server)
             .await;
-        let client = IotdaClient::builder()
-            .endpoint(server.uri())
-            .credentials(Credentials::aksk("BENCHAK", "bench-secret"))
-            .project_id(ProjectId::new("0123456789abcdef0123456789abcdef").unwrap())
-            .build()
-            .unwrap();
-        let instance: InstanceId = INSTANCE.parse().unwrap();
+        let client = common::client_builder(&server.uri()).build().unwrap();
+        let instance: InstanceId = common::INSTANCE.parse().unwrap();
 
         // Half sleep 60 s after their first answer; half wait on a request the server holds.
         let mut waits = Vec::with_capacity(WAITS);

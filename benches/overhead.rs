@@ -10,16 +10,9 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::server::ServerProcess;
-use iotda_task_watcher::{
-    signer, Credentials, InstanceId, InstanceTask, IotdaClient, ProjectId, TaskId, TaskStatus,
-    TaskWatcher,
-};
+use common::{AK, INSTANCE, PROJECT, SK};
+use iotda_task_watcher::{signer, InstanceId, InstanceTask, TaskId, TaskStatus, TaskWatcher};
 use serde_json::json;
-
-const AK: &str = "BENCHAK";
-const SK: &str = "bench-secret";
-const PROJECT: &str = "0123456789abcdef0123456789abcdef";
-const INSTANCE: &str = "a1b2c3d4-0000-1111-2222-333344445555";
 
 /// The baseline: what a caller would write by hand for the same job.
 async fn hand_written(http: &reqwest::Client, base: &str, host: &str, task: &str) -> u64 {
@@ -77,10 +70,7 @@ fn main() {
         .build()
         .unwrap();
     let http = reqwest::Client::new();
-    let client = IotdaClient::builder()
-        .endpoint(server.uri.as_str())
-        .credentials(Credentials::aksk(AK, SK))
-        .project_id(ProjectId::new(PROJECT).unwrap())
+    let client = common::client_builder(server.uri.as_str())
         .http_client(http.clone())
         .build()
         .unwrap();

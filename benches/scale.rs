@@ -15,13 +15,11 @@ use std::time::Duration;
 
 use common::server::ServerProcess;
 use iotda_task_watcher::{
-    ApiError, BoundTask, Credentials, InstanceId, InstanceTask, IotdaClient, ProjectId, TaskId,
-    TaskSource, TaskStatus, TaskWatcher, WaitError,
+    ApiError, BoundTask, InstanceId, InstanceTask, IotdaClient, TaskId, TaskSource, TaskStatus,
+    TaskWatcher, WaitError,
 };
 use serde_json::json;
 use tokio::time::Instant;
-
-const INSTANCE: &str = "a1b2c3d4-0000-1111-2222-333344445555";
 
 /// The client's source, timed: it records how late each poll started.
 struct Timed {
@@ -66,7 +64,7 @@ fn run(server: &ServerProcess, client: &IotdaClient, n: usize, seed: u64) -> Run
         .unwrap();
     let delay = Duration::from_secs_f64((n as f64 / 2_500.0).max(1.0));
     let mut rng = fastrand::Rng::with_seed(seed);
-    let instance: InstanceId = INSTANCE.parse().unwrap();
+    let instance: InstanceId = common::INSTANCE.parse().unwrap();
     let lateness = Arc::new(Mutex::new(Vec::with_capacity(n * 8)));
     let polls = Arc::new(std::sync::atomic::AtomicU64::new(0));
 
@@ -150,12 +148,7 @@ fn main() {
         &[1_000, 10_000, 100_000]
     };
     let server = ServerProcess::spawn();
-    let client = IotdaClient::builder()
-        .endpoint(server.uri.as_str())
-        .credentials(Credentials::aksk("BENCHAK", "bench-secret"))
-        .project_id(ProjectId::new("0123456789abcdef0123456789abcdef").unwrap())
-        .build()
-        .unwrap();
+    let client = common::client_builder(server.uri.as_str()).build().unwrap();
     let mut results = Vec::new();
     println!(
         "scale: concurrent watchers, one runtime, one client ({})",

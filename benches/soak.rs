@@ -10,15 +10,12 @@ mod common;
 use std::time::Duration;
 
 use common::server::ServerProcess;
-use iotda_task_watcher::{
-    Credentials, InstanceId, IotdaClient, ProjectId, TaskId, TaskStatus, TaskWatcher, WaitError,
-};
+use iotda_task_watcher::{InstanceId, TaskId, TaskStatus, TaskWatcher, WaitError};
 use serde_json::json;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 const WAITS: usize = 10_000;
-const INSTANCE: &str = "a1b2c3d4-0000-1111-2222-333344445555";
 
 fn main() {
     if common::server::run_if_server() {
@@ -36,13 +33,8 @@ fn main() {
     runtime.block_on(async {
         let metrics = tokio::runtime::Handle::current().metrics();
         let baseline_tasks = metrics.num_alive_tasks();
-        let client = IotdaClient::builder()
-            .endpoint(server.uri.as_str())
-            .credentials(Credentials::aksk("BENCHAK", "bench-secret"))
-            .project_id(ProjectId::new("0123456789abcdef0123456789abcdef").unwrap())
-            .build()
-            .unwrap();
-        let instance: InstanceId = INSTANCE.parse().unwrap();
+        let client = common::client_builder(server.uri.as_str()).build().unwrap();
+        let instance: InstanceId = common::INSTANCE.parse().unwrap();
         let started = Instant::now();
         let until = started + Duration::from_secs(seconds);
         let mut next = 0u64;

@@ -7,19 +7,13 @@ use std::time::{Duration, SystemTime};
 use common::*;
 use iotda_task_watcher::{ApiErrorKind, Credentials, IotdaClient, ProjectId, TaskStatus};
 use proptest::prelude::*;
-use wiremock::matchers::{method, path};
+use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const RUNNING: &str = r#"{"task_id":"075f413d-a3bb-4243-974d-8eb9221c1234","type":"MODIFY","status":"RUNNING","progress":35}"#;
 
 async fn serve(template: ResponseTemplate) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path(task_path()))
-        .respond_with(template)
-        .mount(&server)
-        .await;
-    server
+    sequence_server([template]).await
 }
 
 fn header<'a>(req: &'a wiremock::Request, name: &str) -> Option<&'a str> {

@@ -12,8 +12,7 @@ use futures::StreamExt;
 use iotda_task_watcher::simulator::{Simulator, TaskScript};
 use iotda_task_watcher::{ApiErrorKind, TaskEvent, TaskStatus, TaskType, TaskWatcher, WaitError};
 use tokio_util::sync::CancellationToken;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::ResponseTemplate;
 
 const RUNNING_40: &str =
     r#"{"task_id":"075f413d-a3bb-4243-974d-8eb9221c1234","status":"RUNNING","progress":40}"#;
@@ -38,16 +37,6 @@ fn fast(endpoint: &str) -> TaskWatcher {
         .request_timeout(Duration::from_millis(300))
 }
 
-async fn mock(answers: Vec<ResponseTemplate>) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path(task_path()))
-        .respond_with(Sequence::new(answers))
-        .mount(&server)
-        .await;
-    server
-}
-
 /// Runs a wait to its end.
 async fn events(watcher: TaskWatcher) -> Vec<TaskEvent> {
     tokio::time::timeout(Duration::from_secs(30), watcher.events().collect())
@@ -67,7 +56,7 @@ fn retries(events: &[TaskEvent]) -> Vec<ApiErrorKind> {
 
 /// A transient fault between a RUNNING answer and SUCCESS: one retry of `kind`, then success.
 async fn transient(fault: ResponseTemplate, kind: ApiErrorKind) {
-    let server = mock(vec![running(), fault, task_json("SUCCESS", 100)]).await;
+    let server = sequence_server(vec![running(), fault, task_json("SUCCESS", 100)]).await;
     let events = events(fast(&server.uri())).await;
     assert_eq!(retries(&events), [kind]);
     assert!(
@@ -78,7 +67,7 @@ async fn transient(fault: ResponseTemplate, kind: ApiErrorKind) {
 
 /// A permanent fault after a RUNNING answer: the wait ends with it and the RUNNING snapshot.
 async fn permanent(fault: ResponseTemplate, kind: ApiErrorKind) {
-    let server = mock(vec![running(), fault, task_json("SUCCESS", 100)]).await;
+    let server = sequence_server(vec![running(), fault, task_json("SUCCESS", 100)]).await;
     let events = events(fast(&server.uri())).await;
     match events.last() {
         Some(TaskEvent::Done(Err(WaitError::Api { error, last }))) => {
@@ -136,7 +125,7 @@ async fn throttling_is_retried_after_the_wait_asked_for() {
     transient(error(403, "IOTDA.021101"), ApiErrorKind::Throttled).await;
     transient(error(429, "APIGW.0308"), ApiErrorKind::Throttled).await;
 
-    let seconds = mock(vec![
+    let seconds = sequence_server(vec![
         running(),
         error(429, "APIGW.0308").insert_header("Retry-After", "7"),
     ])
@@ -149,7 +138,7 @@ async fn throttling_is_retried_after_the_wait_asked_for() {
 
     // An HTTP date, read against the answer's own Date: the clocks need not agree.
     let date = SystemTime::now() - Duration::from_secs(86_400);
-    let dated = mock(vec![
+    let dated = sequence_server(vec![
         running(),
         error(429, "APIGW.0308")
             .insert_header("Date", httpdate::fmt_http_date(date).as_str())
@@ -175,7 +164,7 @@ async fn refused_credentials_and_permissions_end_the_wait() {
 
 #[tokio::test]
 async fn a_404_is_tolerated_before_the_task_is_seen_and_final_after() {
-    let server = mock(vec![
+    let server = sequence_server(vec![
         error(404, "IOTDA.014000"),
         running(),
         task_json("SUCCESS", 100),
@@ -237,7 +226,7 @@ async fn unreadable_bodies_are_retried_and_a_huge_one_is_not_read_in_full() {
 
 #[tokio::test]
 async fn odd_but_readable_answers_keep_the_wait_going() {
-    let server = mock(vec![
+    let server = sequence_server(vec![
         running(),
         task_json("ROLLING_BACK", 40),
         task_json("RUNNING", -1),

@@ -9,25 +9,14 @@ use std::time::Duration;
 
 use common::*;
 use iotda_task_watcher::{Credentials, TaskWatcher};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::ResponseTemplate;
 
 const RUNNING: &str = r#"{"task_id":"075f413d-a3bb-4243-974d-8eb9221c1234","type":"MODIFY","status":"RUNNING","progress":35}"#;
-
-async fn server(answers: impl IntoIterator<Item = ResponseTemplate>) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path(task_path()))
-        .respond_with(Sequence::new(answers))
-        .mount(&server)
-        .await;
-    server
-}
 
 #[tokio::test]
 async fn secrets_stay_out_of_logs_at_every_level() {
     let logs = capture_logs();
-    let server = server([ResponseTemplate::new(200)
+    let server = sequence_server([ResponseTemplate::new(200)
         .set_body_string(RUNNING)
         .insert_header("X-Request-Id", "req-log-1")])
     .await;
@@ -50,7 +39,7 @@ async fn secrets_stay_out_of_logs_at_every_level() {
 #[tokio::test]
 async fn a_wait_logs_a_span_per_wait_and_never_a_secret() {
     let logs = capture_logs();
-    let server = server([
+    let server = sequence_server([
         task_json("PENDING", 0),
         ResponseTemplate::new(503),
         task_json("RUNNING", 50),
@@ -64,7 +53,7 @@ async fn a_wait_logs_a_span_per_wait_and_never_a_secret() {
         .await
         .unwrap();
     // The failure paths log too: a refused signature.
-    let refused = crate::server([ResponseTemplate::new(401).set_body_string(
+    let refused = sequence_server([ResponseTemplate::new(401).set_body_string(
         r#"{"error_code":"APIGW.0301","error_msg":"Incorrect IAM authentication information"}"#,
     )])
     .await;

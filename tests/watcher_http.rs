@@ -14,16 +14,6 @@ use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-async fn server(answers: impl IntoIterator<Item = ResponseTemplate>) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path(task_path()))
-        .respond_with(Sequence::new(answers))
-        .mount(&server)
-        .await;
-    server
-}
-
 fn fast(w: TaskWatcher) -> TaskWatcher {
     w.min_delay(Duration::from_millis(5))
         .max_delay(Duration::from_millis(20))
@@ -35,7 +25,7 @@ async fn requests(server: &MockServer) -> usize {
 
 #[tokio::test]
 async fn wait_for_task_returns_the_successful_task() {
-    let server = server([task_json("SUCCESS", 100)]).await;
+    let server = sequence_server([task_json("SUCCESS", 100)]).await;
     let (instance, task) = ids();
     let done = wait_for_task(&client(&server.uri()), &instance, &task)
         .await
@@ -48,7 +38,7 @@ async fn wait_for_task_returns_the_successful_task() {
 
 #[tokio::test]
 async fn a_wait_through_progress_retries_and_success() {
-    let server = server([
+    let server = sequence_server([
         task_json("PENDING", 0),
         task_json("RUNNING", 20),
         ResponseTemplate::new(503).set_body_string("busy"),
@@ -92,7 +82,7 @@ async fn a_task_not_yet_visible_is_waited_for() {
         ResponseTemplate::new(404)
             .set_body_string(r#"{"error_code":"IOTDA.000009","error_msg":"task not found"}"#)
     };
-    let server = server([not_found(), not_found(), task_json("SUCCESS", 100)]).await;
+    let server = sequence_server([not_found(), not_found(), task_json("SUCCESS", 100)]).await;
     let (instance, task) = ids();
     let done = fast(TaskWatcher::new(&client(&server.uri()), instance, task)).await;
     assert!(done.is_ok());
@@ -101,7 +91,7 @@ async fn a_task_not_yet_visible_is_waited_for() {
 
 #[tokio::test]
 async fn a_bad_signature_ends_the_wait_at_once() {
-    let server = server([ResponseTemplate::new(401)
+    let server = sequence_server([ResponseTemplate::new(401)
         .insert_header("X-Request-Id", "req-401")
         .set_body_string(
             r#"{"error_code":"APIGW.0301","error_msg":"Incorrect IAM authentication information"}"#,
@@ -127,7 +117,7 @@ async fn a_bad_signature_ends_the_wait_at_once() {
 
 #[tokio::test]
 async fn no_request_reaches_the_server_after_the_stream_is_dropped() {
-    let server = server([task_json("RUNNING", 10)]).await;
+    let server = sequence_server([task_json("RUNNING", 10)]).await;
     let (instance, task) = ids();
     let mut events = fast(TaskWatcher::new(&client(&server.uri()), instance, task)).events();
     assert!(matches!(
@@ -142,7 +132,7 @@ async fn no_request_reaches_the_server_after_the_stream_is_dropped() {
 
 #[tokio::test]
 async fn cancelling_mid_request_ends_the_wait_and_sends_nothing_more() {
-    let server = server([
+    let server = sequence_server([
         task_json("RUNNING", 10),
         task_json("RUNNING", 10).set_delay(Duration::from_secs(30)),
     ])

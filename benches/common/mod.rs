@@ -5,6 +5,21 @@
 pub mod server;
 
 use std::path::PathBuf;
+
+use iotda_task_watcher::{Credentials, IotdaClientBuilder, ProjectId};
+
+pub const AK: &str = "BENCHAK";
+pub const SK: &str = "bench-secret";
+pub const PROJECT: &str = "0123456789abcdef0123456789abcdef";
+pub const INSTANCE: &str = "a1b2c3d4-0000-1111-2222-333344445555";
+
+/// A client builder for the bench server at `uri`.
+pub fn client_builder(uri: &str) -> IotdaClientBuilder {
+    iotda_task_watcher::IotdaClient::builder()
+        .endpoint(uri)
+        .credentials(Credentials::aksk(AK, SK))
+        .project_id(ProjectId::new(PROJECT).unwrap())
+}
 use std::time::Duration;
 
 /// `BENCH_QUICK=1`: every bench finishes in under a minute.

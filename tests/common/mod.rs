@@ -203,6 +203,20 @@ impl std::io::Write for SharedWriter {
     }
 }
 
+/// A mock server answering GETs of the test task with `answers` in turn (then the last again).
+pub async fn sequence_server(
+    answers: impl IntoIterator<Item = wiremock::ResponseTemplate>,
+) -> wiremock::MockServer {
+    use wiremock::matchers::{method, path};
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(method("GET"))
+        .and(path(task_path()))
+        .respond_with(Sequence::new(answers))
+        .mount(&server)
+        .await;
+    server
+}
+
 /// Answers with each template in turn, then repeats the last.
 pub struct Sequence(std::sync::Mutex<std::collections::VecDeque<wiremock::ResponseTemplate>>);
 
