@@ -2,7 +2,8 @@
 //! process), tasks finishing at random times. Measures memory per sleeping watcher, polls per
 //! second, and how late each poll ran against its schedule.
 //!
-//! Every watcher polls at a constant delay `D` (no jitter), so its schedule is exact: a poll
+//! Every watcher polls at a constant delay `D` (no jitter, no progress guidance), so its
+//! schedule is exact: a poll
 //! planned `D` after the previous answer that runs at `t` is `t - (answer + D)` late. `D` grows
 //! with the number of watchers so that the load stays near 2,500 polls per second.
 //!
@@ -94,6 +95,8 @@ fn run(server: &ServerProcess, client: &IotdaClient, n: usize, seed: u64) -> Run
                 .min_delay(delay)
                 .max_delay(delay)
                 .jitter(false)
+                // An exact schedule, to measure lateness against.
+                .progress_guided(false)
                 .timeout(delay * 20);
             handles.push(tokio::spawn(async move {
                 tokio::time::sleep(offset).await;
