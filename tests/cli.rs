@@ -518,3 +518,62 @@ async fn a_state_file_that_cannot_be_used_is_refused() {
     assert_eq!(sim.requests(), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `HH:mm` UTC, `minutes` from now.
+fn utc_hh_mm(minutes: i64) -> String {
+    (jiff::Timestamp::now() + jiff::SignedDuration::from_mins(minutes))
+        .strftime("%H:%M")
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_window_after_the_deadline_is_a_timeout_known_at_once() {
+    let sim = Simulator::start().await;
+    let script = TaskScript::new(TaskType::Modify).operate_window(&utc_hh_mm(180), &utc_hh_mm(240));
+    sim.add_task(&instance(), &task(1), script);
+    let out = run(command(&sim, &["--timeout", "60m", task(1).as_str()])).await;
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert_eq!(out.stdout, format!("{} TIMED_OUT\n", task(1)));
+    assert!(out.stderr.contains("maintenance window"), "{}", out.stderr);
+    assert_eq!(
+        sim.requests(),
+        1,
+        "one poll, then no polling to a certain timeout"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn waiting_for_a_window_is_reported() {
+    let sim = Simulator::start().await;
+    let opens = utc_hh_mm(3);
+    let script = TaskScript::new(TaskType::Modify).operate_window(&opens, &utc_hh_mm(63));
+    sim.add_task(&instance(), &task(1), script);
+    let mut cmd = command(
+        &sim,
+        &["--output", "json", "--timeout", "20m", task(1).as_str()],
+    );
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&stdout.next_line().await.unwrap().unwrap()).unwrap();
+    let second: Value = serde_json::from_str(&stdout.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(first["event"], "observed");
+    assert_eq!(second["event"], "window", "{second}");
+    assert_eq!(second["status"], "PENDING");
+    assert!(
+        second["opens_at"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("{opens}:00Z")),
+        "{second}"
+    );
+    assert!(second["delay_ms"].as_u64().unwrap() > 60_000, "{second}");
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    assert_eq!(
+        sim.requests(),
+        1,
+        "nothing is sent while the window is closed"
+    );
+}

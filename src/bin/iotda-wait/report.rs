@@ -13,7 +13,8 @@ pub fn outcome_name(outcome: &Outcome) -> &'static str {
     match outcome {
         Ok(_) => "success",
         Err(WaitError::Failed { .. }) => "failed",
-        Err(WaitError::TimedOut { .. }) => "timed_out",
+        // A window that opens after the deadline is a timeout known in advance.
+        Err(WaitError::TimedOut { .. } | WaitError::WindowAfterDeadline { .. }) => "timed_out",
         Err(WaitError::Cancelled { .. }) => "cancelled",
         Err(_) => "error",
     }
@@ -93,7 +94,9 @@ impl Reporter {
                         Ok(task) | Err(WaitError::Failed { task }) => {
                             task.status_or_unknown().to_string()
                         }
-                        Err(WaitError::TimedOut { .. }) => "TIMED_OUT".into(),
+                        Err(WaitError::TimedOut { .. } | WaitError::WindowAfterDeadline { .. }) => {
+                            "TIMED_OUT".into()
+                        }
                         Err(WaitError::Cancelled { .. }) => "CANCELLED".into(),
                         Err(_) => "ERROR".into(),
                     };
@@ -120,6 +123,9 @@ impl Reporter {
                             "retrying in {:.1}s: {error}",
                             delay.as_secs_f64()
                         ));
+                    }
+                    TaskEvent::WaitingForWindow { opens_at, .. } => {
+                        bar.set_message(format!("PENDING until the window opens at {opens_at}"));
                     }
                     TaskEvent::Done(outcome) => match outcome {
                         Ok(_) => {
@@ -154,6 +160,10 @@ impl Reporter {
                         delay,
                     } => format!(
                         "retrying in {:.1}s (attempt {attempt}): {error}",
+                        delay.as_secs_f64()
+                    ),
+                    TaskEvent::WaitingForWindow { opens_at, delay } => format!(
+                        "PENDING until the maintenance window opens at {opens_at}; next poll in {:.0}s",
                         delay.as_secs_f64()
                     ),
                     TaskEvent::Done(Ok(_)) => "SUCCESS".into(),
@@ -208,6 +218,11 @@ fn json_line(id: &TaskId, event: &TaskEvent, last: Option<&InstanceTask>) -> Opt
             line.insert("attempt".into(), json!(attempt));
             line.insert("delay_ms".into(), json!(delay.as_millis() as u64));
             ("retrying", last)
+        }
+        TaskEvent::WaitingForWindow { opens_at, delay } => {
+            line.insert("opens_at".into(), json!(opens_at.to_string()));
+            line.insert("delay_ms".into(), json!(delay.as_millis() as u64));
+            ("window", last)
         }
         TaskEvent::Done(outcome) => {
             line.insert("outcome".into(), json!(outcome_name(outcome)));
