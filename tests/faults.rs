@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::future::IntoFuture;
 use std::time::{Duration, SystemTime};
 
 use common::raw::{self, Act};
@@ -313,4 +314,29 @@ async fn a_refused_signature_with_agreeing_clocks_is_not_retried() {
         other => panic!("{other:?}"),
     }
     assert_eq!(sim.requests(), 1);
+}
+
+#[tokio::test]
+async fn every_request_signed_before_the_clock_correction_learns_it() {
+    let sim = Simulator::start().await;
+    sim.set_clock_offset(3_600);
+    let client = sim.client();
+    let instance: iotda_task_watcher::InstanceId = "a1b2c3d4".parse().unwrap();
+    let mut waits = Vec::new();
+    for i in 0..4 {
+        let task: iotda_task_watcher::TaskId = format!("0000000{i}").parse().unwrap();
+        sim.add_task(
+            &instance,
+            &task,
+            TaskScript::new(TaskType::Modify).succeed(),
+        );
+        let watcher = TaskWatcher::new(&client, instance.clone(), task)
+            .min_delay(Duration::from_millis(5))
+            .max_delay(Duration::from_millis(20));
+        waits.push(tokio::spawn(watcher.into_future()));
+    }
+    for wait in waits {
+        let outcome = wait.await.unwrap();
+        assert!(outcome.is_ok(), "{outcome:?}");
+    }
 }

@@ -304,3 +304,71 @@ async fn a_resumed_wait_keeps_its_deadline_and_counts() {
         "the original deadline: {total:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_last_poll_goes_out_even_when_the_timer_wakes_just_after_the_deadline() {
+    // A deadline between millisecond slots: the last sleep ends a little after it.
+    let source = Timed::new(0.0, 1e9, None);
+    let deadline = Duration::from_micros(1_500_300);
+    let err = TaskWatcher::from_source(source.clone())
+        .jitter(false)
+        .min_delay(Duration::from_secs(1))
+        .max_delay(Duration::from_secs(1))
+        .timeout(deadline)
+        .await
+        .unwrap_err();
+    let polls = source.polls();
+    assert_eq!(polls.len(), 3, "{polls:?}");
+    let last = polls[2];
+    assert!(
+        (1.5003..1.5013).contains(&last),
+        "the last poll is on the deadline: {last}"
+    );
+    assert!(matches!(err, WaitError::TimedOut { polls: 3, .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_too_long_for_the_clock_means_no_timeout() {
+    let source = Timed::new(0.0, 30.0, None);
+    let mut events = watcher(&source).timeout(Duration::MAX).events();
+    events.next().await.unwrap();
+    let state = events.checkpoint().unwrap();
+    assert!(
+        state.deadline() > jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 365 * 50)
+    );
+    let rest: Vec<TaskEvent> = events.collect().await;
+    assert!(matches!(rest.last(), Some(TaskEvent::Done(Ok(_)))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn there_is_nothing_to_save_after_the_final_event() {
+    let source = Timed::new(0.0, 0.0, None);
+    let mut events = watcher(&source).events();
+    assert!(matches!(
+        events.next().await,
+        Some(TaskEvent::Observed { .. })
+    ));
+    assert!(events.checkpoint().is_some());
+    assert!(matches!(events.next().await, Some(TaskEvent::Done(Ok(_)))));
+    assert!(events.checkpoint().is_none());
+    assert!(events.next().await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hostile_saved_state_neither_hangs_nor_panics() {
+    let source = Timed::new(0.0, 5.0, None);
+    let mut events = watcher(&source).events();
+    events.next().await.unwrap();
+    let mut state = serde_json::to_value(events.checkpoint().unwrap()).unwrap();
+    drop(events);
+    state["polls"] = u32::MAX.into();
+    state["failures"] = u32::MAX.into();
+    state["schedule"]["steps"] = u32::MAX.into();
+    state["schedule"]["resets"] = u64::MAX.into();
+    let state: iotda_task_watcher::WaitState = serde_json::from_value(state).unwrap();
+    let outcome = TaskWatcher::from_source(source.clone())
+        .jitter(false)
+        .resume_from(state)
+        .await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+}

@@ -73,8 +73,9 @@ impl Endpoint {
     /// [`EndpointError`] for a URL that does not parse, a scheme other than https (http only
     /// for loopback), user info, a query or fragment, or a path other than `/`.
     pub fn custom(url: &str) -> Result<Self, EndpointError> {
+        let shown = redact(url);
         let bad = |reason: &'static str| EndpointError::Invalid {
-            url: url.to_owned(),
+            url: shown.clone(),
             reason,
         };
         let parsed = Url::parse(url).map_err(|_| bad("it is not an absolute URL"))?;
@@ -82,11 +83,7 @@ impl Endpoint {
         match parsed.scheme() {
             "https" => {}
             "http" if is_loopback(&host) => {}
-            "http" => {
-                return Err(EndpointError::InsecureRemote {
-                    url: url.to_owned(),
-                })
-            }
+            "http" => return Err(EndpointError::InsecureRemote { url: shown }),
             _ => return Err(bad("the scheme must be https")),
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
@@ -125,6 +122,18 @@ impl fmt::Debug for Endpoint {
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.url.as_str().trim_end_matches('/'))
+    }
+}
+
+/// `url` with any user info (`user:password@`) replaced by `***@`, for messages.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
     }
 }
 
@@ -259,6 +268,19 @@ mod tests {
                 matches!(Endpoint::custom(bad), Err(EndpointError::Invalid { .. })),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn errors_do_not_repeat_credentials_in_a_url() {
+        for url in [
+            "https://user:hunter2@example.com",
+            "http://user:hunter2@example.com/x",
+            "https://u:hunter2@h:99999",
+        ] {
+            let err = Endpoint::custom(url).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains("***@"), "{err}");
         }
     }
 

@@ -158,8 +158,10 @@ impl IotdaClient {
         url: &Url,
         timeout: Option<Duration>,
     ) -> Result<InstanceTask, ApiError> {
+        let local = SystemTime::now();
+        let offset_ms = self.inner.clock_offset_ms.load(Ordering::Relaxed);
         let mut request = reqwest::Request::new(reqwest::Method::GET, url.clone());
-        *request.headers_mut() = self.signed_headers(url, self.server_now());
+        *request.headers_mut() = self.signed_headers(url, shift(local, offset_ms));
         *request.timeout_mut() = timeout;
         let response = self
             .inner
@@ -167,7 +169,13 @@ impl IotdaClient {
             .execute(request)
             .await
             .map_err(transport_error)?;
-        self.read_response(response).await
+        let answer = self.read_response(response).await;
+        answer.map_err(|mut error| {
+            if error.kind() == ApiErrorKind::Unauthorized {
+                self.learn_clock(&mut error, local, offset_ms);
+            }
+            error
+        })
     }
 
     /// The headers of a GET of `url` signed at `now`: `Host`, `X-Sdk-Date`, `X-Project-Id`,
@@ -254,41 +262,30 @@ impl IotdaClient {
         let mut error = error_from(&response, classify(status, error_code.as_deref()));
         error.parts.error_code = error_code;
         error.parts.error_msg = error_msg;
-        if error.kind() == ApiErrorKind::Unauthorized {
-            self.learn_clock(&mut error);
-        }
         Err(error)
     }
 
-    /// Our clock, corrected by what a refused signature taught us about the server's.
-    fn server_now(&self) -> SystemTime {
-        shift(
-            SystemTime::now(),
-            self.inner.clock_offset_ms.load(Ordering::Relaxed),
-        )
-    }
-
-    /// A signature refused while the answer's `Date` is far from our (corrected) clock: the
-    /// gateway refuses a stale `X-Sdk-Date`, so later requests are signed at the server's time
-    /// and this one is worth retrying.
-    fn learn_clock(&self, error: &mut ApiError) {
+    /// A signature refused while the answer's `Date` is far from the time the request was
+    /// signed at (`local` plus the offset then in use): the gateway refuses a stale
+    /// `X-Sdk-Date`, so later requests are signed at the server's time and this one is worth
+    /// retrying. Comparing with the signing time, not the clock now, lets every request signed
+    /// before the correction learn it too.
+    fn learn_clock(&self, error: &mut ApiError, local: SystemTime, offset_ms: i64) {
         let Some(server) = error.server_date() else {
             return;
         };
-        let ours = self.server_now();
-        let skew_ms = match server.duration_since(ours) {
+        let millis = |since: Result<Duration, std::time::SystemTimeError>| match since {
             Ok(ahead) => i64::try_from(ahead.as_millis()).unwrap_or(i64::MAX),
-            Err(behind) => -i64::try_from(behind.duration().as_millis()).unwrap_or(i64::MAX),
+            Err(behind) => i64::try_from(behind.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
         };
+        let skew_ms = millis(server.duration_since(shift(local, offset_ms)));
         if skew_ms.unsigned_abs() < MAX_CLOCK_SKEW.as_millis() as u64 {
             return;
         }
-        let offset = self
-            .inner
+        let absolute = millis(server.duration_since(local));
+        self.inner
             .clock_offset_ms
-            .load(Ordering::Relaxed)
-            .saturating_add(skew_ms);
-        self.inner.clock_offset_ms.store(offset, Ordering::Relaxed);
+            .store(absolute, Ordering::Relaxed);
         tracing::warn!(
             skew_ms,
             "signature refused with the server's clock far from ours; correcting X-Sdk-Date"
@@ -296,8 +293,8 @@ impl IotdaClient {
         error.parts.kind = ApiErrorKind::ClockSkew;
         error.parts.detail = Some(format!(
             "the server's clock is {:.0} s {} ours; X-Sdk-Date is corrected from now on",
-            skew_ms.unsigned_abs() as f64 / 1000.0,
-            if skew_ms > 0 { "ahead of" } else { "behind" }
+            absolute.unsigned_abs() as f64 / 1000.0,
+            if absolute > 0 { "ahead of" } else { "behind" }
         ));
     }
 }

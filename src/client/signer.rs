@@ -119,8 +119,10 @@ pub fn canonical_uri(path: &str) -> String {
     out
 }
 
-/// Query pairs sorted by key, then by value, each side percent-encoded, joined by `&`.
+/// Query pairs sorted by key, then by value (as decoded text), each side percent-encoded,
+/// joined by `&`.
 pub fn canonical_query(url: &Url) -> String {
+    // Sorted as decoded text, then encoded: the official signers sort the raw keys and values.
     let mut pairs: Vec<(String, String)> = url
         .query()
         .unwrap_or("")
@@ -128,7 +130,7 @@ pub fn canonical_query(url: &Url) -> String {
         .filter(|p| !p.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (encode(&decode_query(k)), encode(&decode_query(v)))
+            (decode_query(k), decode_query(v))
         })
         .collect();
     pairs.sort();
@@ -137,9 +139,9 @@ pub fn canonical_query(url: &Url) -> String {
         if i > 0 {
             out.push('&');
         }
-        out.push_str(k);
+        out.extend(utf8_percent_encode(k, ENCODE));
         out.push('=');
-        out.push_str(v);
+        out.extend(utf8_percent_encode(v, ENCODE));
     }
     out
 }
@@ -360,6 +362,16 @@ mod tests {
             canonical_query(&url),
             "enable=true&limit=1&multi=1&multi=2&multi=3&path=%2Ftmp%2F123&test=%E4%B8%80%20%28%26%3D%3F%21%23%25.%2A%29"
         );
+    }
+
+    #[test]
+    fn query_values_sort_before_they_are_encoded() {
+        let mut url: Url = "https://example.com/".parse().unwrap();
+        url.query_pairs_mut()
+            .append_pair("k", "{")
+            .append_pair("k", "a");
+        // 'a' sorts before '{' as text, though "%7B" would sort before "a".
+        assert_eq!(canonical_query(&url), "k=a&k=%7B");
     }
 
     #[test]

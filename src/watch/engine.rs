@@ -9,9 +9,8 @@
 //!    window is closed sleeps until just before it opens (`WaitingForWindow`), or fails at once
 //!    when the window opens after the deadline;
 //! 4. a transient failure waits at least as long as the server's `Retry-After`;
-//! 5. a poll that starts at or after the deadline is never sent: after a poll that ends at or
-//!    past it the wait times out, and otherwise the next delay is clamped so that the last poll
-//!    lands on the deadline.
+//! 5. no poll is planned after the deadline: the next delay is clamped so that the last poll
+//!    lands on it, and after a poll that ends at or past it the wait times out.
 //!
 //! Events are emitted as soon as a poll's answer is in; the sleep before the next poll only
 //! starts when the consumer asks for the next event, and ends at an absolute instant, so a slow
@@ -33,6 +32,10 @@ use super::state::{Clock, SavedSchedule, WaitState};
 use super::window::next_opening;
 use super::{Outcome, Settings, TaskEvent};
 use crate::{ApiError, ApiErrorKind, InstanceTask, TaskSource, TaskStatus, WaitError};
+
+/// How late after the deadline a planned poll may still go out: tokio's timer has millisecond
+/// slots, so a sleep until the deadline can end just after it.
+const LATE_WAKE: Duration = Duration::from_millis(50);
 
 pub(crate) struct Engine<S> {
     source: S,
@@ -161,11 +164,13 @@ impl<S: TaskSource> Engine<S> {
                 Some(permit) => permit.ok(),
             },
         };
-        if Instant::now() > self.deadline {
-            // A permit that came too late, or a wait resumed after its deadline.
+        // The last poll is planned on the deadline and a timer may wake a moment after it; a
+        // poll much later than that (a permit that came late, a wait resumed after its
+        // deadline) is not sent.
+        if self.next_poll > self.deadline || Instant::now() > self.deadline + LATE_WAKE {
             return self.timed_out();
         }
-        self.polls += 1;
+        self.polls = self.polls.saturating_add(1);
         let timeout = self.request_timeout;
         // Boxed so that a sleeping watcher does not carry the size of a request in flight.
         let fetch = Box::pin(tokio::time::timeout(timeout, self.source.fetch()));
@@ -291,7 +296,7 @@ impl<S: TaskSource> Engine<S> {
             let last = self.last.clone();
             return self.finish(Err(WaitError::Api { error, last }));
         }
-        self.failures += 1;
+        self.failures = self.failures.saturating_add(1);
         let wanted = self
             .schedule
             .after_failure()

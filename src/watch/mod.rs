@@ -70,7 +70,10 @@ enum Stop {
 impl Stop {
     fn deadline(self, started: Instant, clock: &state::Clock) -> Instant {
         match self {
-            Self::After(timeout) => started + timeout,
+            // A timeout too long for the clock is as good as none.
+            Self::After(timeout) => started
+                .checked_add(timeout)
+                .unwrap_or_else(|| state::far_future(started)),
             Self::At(instant) => instant,
             Self::AtWallClock(when) => clock.instant(when),
         }
@@ -391,7 +394,10 @@ impl Stream for TaskEvents {
                             Poll::Pending
                         }
                         Poll::Ready((Some(event), engine)) => {
-                            self.state = Events::Idle(engine);
+                            // After the final event there is nothing left to save.
+                            if event.outcome().is_none() {
+                                self.state = Events::Idle(engine);
+                            }
                             Poll::Ready(Some(event))
                         }
                         Poll::Ready((None, _)) => Poll::Ready(None),

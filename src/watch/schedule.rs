@@ -147,7 +147,9 @@ impl Schedule {
         let mut schedule = Self::new(config);
         schedule.resets = state.resets;
         schedule.delays = config.builder(state.resets).build();
-        for _ in 0..state.steps {
+        // Replaying more steps than it takes any sane factor to reach the cap changes
+        // nothing, and a hostile saved state cannot make this loop long.
+        for _ in 0..state.steps.min(1024) {
             schedule.backoff();
         }
         schedule.track = state.track;
@@ -228,7 +230,7 @@ impl Schedule {
 
     /// Starts the backoff again from the minimum delay.
     pub(crate) fn restart(&mut self) {
-        self.resets += 1;
+        self.resets = self.resets.saturating_add(1);
         self.steps = 0;
         self.delays = self.config.builder(self.resets).build();
     }

@@ -104,6 +104,11 @@ async fn run(
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let reporter = Reporter::new(args.output, &task_ids, terminal, color);
 
+    // A resumed wait reports no `Observed`: its last snapshot comes from the saved state.
+    let mut last: Vec<Option<InstanceTask>> = saved
+        .iter()
+        .map(|s| s.as_ref().and_then(|s| s.last().cloned()))
+        .collect();
     let limiter = Arc::new(Semaphore::new(args.max_in_flight.max(1)));
     let streams = task_ids
         .iter()
@@ -126,7 +131,6 @@ async fn run(
             let file = args.state_dir.as_ref().map(|dir| state::path(dir, id));
             state::Saving::new(watcher.events(), file).map(move |event| (i, event))
         });
-    let mut last: Vec<Option<InstanceTask>> = vec![None; task_ids.len()];
     let mut outcomes = Vec::with_capacity(task_ids.len());
     let mut events = futures::stream::select_all(streams);
     while let Some((i, event)) = events.next().await {
