@@ -410,6 +410,14 @@ fn error(status: u16, code: &str, msg: &str) -> ResponseTemplate {
     )
 }
 
+fn no_such_api() -> ResponseTemplate {
+    error(
+        404,
+        "APIGW.0101",
+        "The API does not exist or has not been published in the environment",
+    )
+}
+
 fn answer(
     shared: &Shared,
     request: &Request,
@@ -423,24 +431,10 @@ fn answer(
         .split('/')
         .collect();
     let ["v5", "iot", project, "iotda-instances", instance, "tasks", task] = segments[..] else {
-        return (
-            error(
-                404,
-                "APIGW.0101",
-                "The API does not exist or has not been published in the environment",
-            ),
-            Duration::ZERO,
-        );
+        return (no_such_api(), Duration::ZERO);
     };
     if request.method.as_str() != "GET" {
-        return (
-            error(
-                404,
-                "APIGW.0101",
-                "The API does not exist or has not been published in the environment",
-            ),
-            Duration::ZERO,
-        );
+        return (no_such_api(), Duration::ZERO);
     }
     if let Err(why) = authenticate(shared, request, server_now) {
         return (

@@ -395,6 +395,13 @@ async fn a_deadline_in_the_past_times_out_without_a_request() {
     assert_eq!(out.code, 2, "{}", out.stderr);
 }
 
+/// A state directory of this test process's own, and its path as an argument.
+fn state_dir(name: &str) -> (std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("iotda-wait-{name}-{}", std::process::id()));
+    let arg = dir.to_str().unwrap().to_owned();
+    (dir, arg)
+}
+
 /// Starts a wait, reads its first JSON line, and stops it with SIGTERM.
 #[cfg(unix)]
 async fn start_and_stop(cmd: &mut Command) -> (i32, Value) {
@@ -427,8 +434,7 @@ async fn a_second_process_resumes_the_wait_from_the_state_dir() {
             .running_for(Duration::from_millis(600))
             .succeed(),
     );
-    let dir = std::env::temp_dir().join(format!("iotda-wait-state-{}", std::process::id()));
-    let dir_arg = dir.to_str().unwrap().to_owned();
+    let (dir, dir_arg) = state_dir("state");
     let one = task(1).to_string();
     let args = [
         "--output",
@@ -476,8 +482,7 @@ async fn a_resumed_wait_keeps_the_first_deadline() {
         &task(1),
         TaskScript::new(TaskType::Modify).running(1_000_000),
     );
-    let dir = std::env::temp_dir().join(format!("iotda-wait-deadline-{}", std::process::id()));
-    let dir_arg = dir.to_str().unwrap().to_owned();
+    let (dir, dir_arg) = state_dir("deadline");
     let one = task(1).to_string();
     let first = [
         "--output",
@@ -505,7 +510,7 @@ async fn a_resumed_wait_keeps_the_first_deadline() {
 #[tokio::test]
 async fn a_state_file_that_cannot_be_used_is_refused() {
     let sim = Simulator::start().await;
-    let dir = std::env::temp_dir().join(format!("iotda-wait-bad-{}", std::process::id()));
+    let (dir, _) = state_dir("bad");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(format!("{}.json", task(1))), "not json").unwrap();
     let out = run(command(

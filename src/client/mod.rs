@@ -194,19 +194,14 @@ impl IotdaClient {
                 security_token,
             } => {
                 let date = sdk_date(now);
-                let mut signed: [(&str, &str); 4] = [
-                    ("host", &inner.host),
+                let signed = [
+                    ("host", inner.host.as_str()),
                     ("x-project-id", inner.project_id.as_str()),
-                    ("x-sdk-date", &date),
-                    ("x-security-token", ""),
+                    ("x-sdk-date", date.as_str()),
+                    ("x-security-token", security_token.unwrap_or_default()),
                 ];
-                let count = match security_token {
-                    Some(token) => {
-                        signed[3].1 = token;
-                        4
-                    }
-                    None => 3,
-                };
+                // The token is signed when there is one.
+                let count = if security_token.is_some() { 4 } else { 3 };
                 let request = signer::SignRequest {
                     method: "GET",
                     url,
