@@ -230,8 +230,9 @@ impl<S: TaskSource> TaskWatcher<S> {
         self
     }
 
-    /// Lets the task's progress lengthen sleeps while its estimated end is far (half of the
-    /// time left, at most `max_progress_delay`); near and after the end the backoff cadence
+    /// Lets the task's progress set the delays once it has risen: half of the time left to its
+    /// estimated end while that is far (at most `max_progress_delay`), every `near_end_delay`
+    /// around it, sparser the later the task runs against it. Without it, the backoff alone
     /// applies. See [`Backoff::progress_guided`]. Default on.
     pub fn progress_guided(mut self, on: bool) -> Self {
         self.settings.backoff.progress_guided = on;
@@ -242,6 +243,13 @@ impl<S: TaskSource> TaskWatcher<S> {
     /// than its progress promised is still seen within this time. Default 5 minutes.
     pub fn max_progress_delay(mut self, delay: Duration) -> Self {
         self.settings.backoff.max_progress_delay = delay;
+        self
+    }
+
+    /// How often a task is polled around the end its progress predicts (kept between
+    /// `min_delay` and `max_delay`). Default 10 s.
+    pub fn near_end_delay(mut self, delay: Duration) -> Self {
+        self.settings.backoff.near_end_delay = delay;
         self
     }
 

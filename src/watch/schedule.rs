@@ -4,16 +4,17 @@
 //! `max_delay`, from `min_delay` again after a status change. It is what the watcher does when
 //! the task says nothing about its end, and after failed polls.
 //!
-//! **Progress** can only lengthen a sleep. Once the progress has risen while the status stayed
-//! the same, the schedule estimates when the task ends: the average rate since the first value
-//! seen in this status, with each new value taken as reached halfway between the poll that
-//! showed it and the poll before, extrapolated to 100 %. While that end is far, the watcher
-//! sleeps half of the time left instead of the backoff delay, but never longer than the time
-//! over which the rate was measured (an early, noisy estimate cannot send it away for long) nor
-//! than `max_progress_delay`. Near and after the estimated end the backoff cadence applies, so a
-//! good estimate saves requests without costing promptness, and a bad one costs at most one
-//! long sleep. Averaging over the whole run copes with noisy and uneven reports; a jump brings
-//! the estimate closer; a value that goes backwards starts it again.
+//! **Progress** takes over once it has risen while the status stayed the same. The schedule
+//! fits a least-squares line through the values seen in this status, each taken as reached
+//! halfway between the poll that showed it and the poll before, and reads off when the line
+//! reaches 100 %. While that end is far, the watcher sleeps half of the time left, but never
+//! longer than the time the line was measured over (an early, noisy estimate cannot send it
+//! away for long) nor than `max_progress_delay`. Around the estimated end it polls every
+//! `near_end_delay`, so the end is seen promptly; a task that runs late against the estimate
+//! is polled more sparsely the later it is (a tenth of the overrun), up to `max_delay`, so a
+//! task stuck at 99 % is not hammered. Fitting every value copes with noisy and uneven
+//! reports; each new value moves the line (one reached after a stall pushes the end out, a
+//! jump brings it in); a value that goes backwards starts the line again.
 //!
 //! The delay policy is a value of its own, apart from the stop policy (the deadline), which the
 //! engine applies by clamping whatever delay this returns.
@@ -37,12 +38,15 @@ pub struct Backoff {
     pub jitter: bool,
     /// Seeds the jitter, for reproducible delays in tests. Default: a random seed.
     pub jitter_seed: Option<u64>,
-    /// Lets the task's progress lengthen sleeps while its estimated end is far: fewer requests
-    /// for long tasks, the same promptness near the end. Default on.
+    /// Lets the task's progress set the delays once it has risen: sparse while its estimated
+    /// end is far, every `near_end_delay` around it. Default on.
     pub progress_guided: bool,
     /// The longest progress-guided sleep: a task that ends far earlier than its progress
     /// promised is still seen within this time. Default 5 minutes.
     pub max_progress_delay: Duration,
+    /// How often a task is polled around its estimated end (kept between `min_delay` and
+    /// `max_delay`). Default 10 s.
+    pub near_end_delay: Duration,
 }
 
 impl Default for Backoff {
@@ -55,6 +59,7 @@ impl Default for Backoff {
             jitter_seed: None,
             progress_guided: true,
             max_progress_delay: Duration::from_secs(5 * 60),
+            near_end_delay: Duration::from_secs(10),
         }
     }
 }
@@ -82,31 +87,69 @@ impl Backoff {
     }
 }
 
-/// Progress seen in the current status: the first value, and when the current value was
-/// first seen.
+/// Progress seen in the current status, and a least-squares line through it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Track {
-    pub(crate) first: (Instant, u8),
-    /// The current value, and when it was reached: halfway between the poll that first
-    /// showed it and the poll before.
-    pub(crate) current: (Instant, u8),
-    /// The latest poll that showed a progress.
+    /// When the first value was seen; the line's times are seconds after it.
+    pub(crate) origin: Instant,
+    /// The latest poll that showed a progress, and the value it showed.
     pub(crate) seen: Instant,
+    pub(crate) last: u8,
+    pub(crate) line: Line,
+}
+
+/// A least-squares line through (seconds, percent) points, kept as running means and
+/// co-moments (Welford's update): constant size, and stable however long the task runs.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct Line {
+    pub(crate) n: u32,
+    pub(crate) mean_x: f64,
+    pub(crate) mean_y: f64,
+    pub(crate) cxx: f64,
+    pub(crate) cxy: f64,
+}
+
+impl Line {
+    fn add(&mut self, x: f64, y: f64) {
+        self.n = self.n.saturating_add(1);
+        let n = f64::from(self.n);
+        let dx = x - self.mean_x;
+        self.mean_x += dx / n;
+        self.mean_y += (y - self.mean_y) / n;
+        self.cxx += dx * (x - self.mean_x);
+        self.cxy += dx * (y - self.mean_y);
+    }
+
+    /// Seconds after the origin at which the line reaches 100 %, when it rises.
+    fn reaches_100(&self) -> Option<f64> {
+        let slope = self.cxy / self.cxx;
+        let at = self.mean_x + (100.0 - self.mean_y) / slope;
+        (self.n >= 2 && self.cxx > 0.0 && slope > 0.0 && at.is_finite()).then_some(at.max(0.0))
+    }
 }
 
 impl Track {
-    /// When the task should reach 100 %, at the average rate since the first value.
-    fn predicted_end(&self) -> Option<Instant> {
-        let ((t0, p0), (t1, p1)) = (self.first, self.current);
-        let elapsed = t1.checked_duration_since(t0)?.as_secs_f64();
-        if p1 <= p0 || elapsed <= 0.0 {
-            return None;
+    fn new(now: Instant, p: u8) -> Self {
+        let mut line = Line::default();
+        line.add(0.0, f64::from(p));
+        Self {
+            origin: now,
+            seen: now,
+            last: p,
+            line,
         }
-        let rate = f64::from(p1 - p0) / elapsed;
-        let left = f64::from(100 - p1.min(100)) / rate;
-        Some(t1 + Duration::try_from_secs_f64(left).unwrap_or(Duration::MAX / 4))
+    }
+
+    /// When the task should reach 100 %, on the line through the values seen so far.
+    fn predicted_end(&self) -> Option<Instant> {
+        let after = Duration::try_from_secs_f64(self.line.reaches_100()?).ok()?;
+        self.origin.checked_add(after)
     }
 }
+
+/// A task late against its estimate by `t` is polled every `t / OVERRUN_SHARE` (within the
+/// near-end delay and `max_delay`).
+const OVERRUN_SHARE: u32 = 10;
 
 /// The delay sequence of one wait.
 #[derive(Debug)]
@@ -180,16 +223,28 @@ impl Schedule {
             return backoff;
         }
         self.observe(now, progress);
-        let guided = self.track.and_then(|track| {
-            let left = track.predicted_end()?.checked_duration_since(now)?;
-            // Trust the estimate no further ahead than it was measured: an early, noisy rate
-            // cannot send the watcher away for long.
-            let measured = now.saturating_duration_since(track.first.0);
-            Some((left / 2).min(measured).min(self.config.max_progress_delay))
-        });
-        // Progress only ever lengthens a sleep: near and after the estimated end, the backoff's
-        // cadence applies, so a good estimate saves requests without costing promptness.
-        guided.map_or(backoff, |guided| guided.max(backoff))
+        let Some(track) = self.track else {
+            return backoff;
+        };
+        let Some(end) = track.predicted_end() else {
+            return backoff;
+        };
+        let config = &self.config;
+        let cap = config.max_delay.max(config.min_delay);
+        let near = config.near_end_delay.clamp(config.min_delay, cap);
+        match end
+            .checked_duration_since(now)
+            .filter(|left| !left.is_zero())
+        {
+            // Far from the end: half of the time left, trusted no further ahead than the line
+            // was measured (an early, noisy estimate cannot send the watcher away for long).
+            Some(left) => (left / 2)
+                .min(now.saturating_duration_since(track.origin))
+                .min(config.max_progress_delay)
+                .max(near),
+            // Late against the estimate: the later, the sparser.
+            None => (now.saturating_duration_since(end) / OVERRUN_SHARE).clamp(near, cap),
+        }
     }
 
     /// The delay after a failed poll.
@@ -201,24 +256,23 @@ impl Schedule {
         let Some(p) = progress else {
             return;
         };
-        let fresh = Track {
-            first: (now, p),
-            current: (now, p),
-            seen: now,
-        };
         self.track = Some(match self.track {
             // The first value, or one that went backwards: start again from here.
-            None => fresh,
-            Some(track) if p < track.current.1 => fresh,
-            Some(track) if p > track.current.1 => {
-                let reached = track.seen + now.saturating_duration_since(track.seen) / 2;
-                Track {
-                    current: (reached, p),
-                    seen: now,
-                    ..track
+            None => Track::new(now, p),
+            Some(track) if p < track.last => Track::new(now, p),
+            Some(mut track) => {
+                if p > track.last {
+                    // Reached somewhere between the poll before and this one: halfway.
+                    let reached = track.seen + now.saturating_duration_since(track.seen) / 2;
+                    let x = reached
+                        .saturating_duration_since(track.origin)
+                        .as_secs_f64();
+                    track.line.add(x, f64::from(p));
+                    track.last = p;
                 }
+                track.seen = now;
+                track
             }
-            Some(track) => Track { seen: now, ..track },
         });
     }
 
@@ -299,35 +353,42 @@ mod tests {
     }
 
     #[test]
-    fn progress_lengthens_sleeps_while_the_end_is_far() {
+    fn progress_sleeps_long_while_the_end_is_far_and_short_around_it() {
         let mut s = Schedule::new(plain());
         let t0 = Instant::now();
         let at = |secs: u64| t0 + Duration::from_secs(secs);
-        assert_eq!(
-            s.after_snapshot(at(0), false, Some(0)),
-            Duration::from_secs(1)
-        );
-        // 10 % reached around 5 s (halfway between the polls): 2 %/s, the end at 50 s. Half of
-        // the 40 s left is 20 s, but the rate was measured over 10 s only.
-        assert_eq!(
-            s.after_snapshot(at(10), false, Some(10)),
-            Duration::from_secs(10)
-        );
+        let mut after = |secs: u64, p: u8| s.after_snapshot(at(secs), false, Some(p)).as_secs_f64();
+        // One value says nothing yet: backoff.
+        assert_eq!(after(0, 0), 1.0);
+        // 10 % reached around 10 s (halfway between the polls): 1 %/s, the end at 100 s. Half
+        // of the 80 s left is 40 s, but the line was measured over 20 s only.
+        assert_eq!(after(20, 10), 20.0);
+        // 30 % around 30 s: still 1 %/s; half of the 60 s left.
+        assert_eq!(after(40, 30), 30.0);
         // No news: the estimate stands; half of the 30 s left.
-        assert_eq!(
-            s.after_snapshot(at(20), false, Some(10)),
-            Duration::from_secs(15)
-        );
-        // Near the end the backoff's cadence (8 s) is longer than half of the 15 s left.
-        assert_eq!(
-            s.after_snapshot(at(35), false, Some(10)),
-            Duration::from_secs(8)
-        );
-        // Past the estimated end: backoff.
-        assert_eq!(
-            s.after_snapshot(at(60), false, Some(10)),
-            Duration::from_secs(16)
-        );
+        assert_eq!(after(70, 30), 15.0);
+        // Around the end: every near_end_delay (10 s), even though the backoff is at 16 s.
+        assert_eq!(after(85, 30), 10.0);
+        assert_eq!(after(100, 30), 10.0);
+        // Late against the estimate: a tenth of the overrun, within 10 s and max_delay.
+        assert_eq!(after(200, 30), 10.0);
+        assert_eq!(after(300, 30), 20.0);
+        assert_eq!(after(1000, 30), 30.0);
+    }
+
+    #[test]
+    fn noisy_values_are_fitted_not_chased() {
+        let mut s = Schedule::new(plain());
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        // Values scattered around 1 %/s (reached around 10, 30, 50 and 70 s; the end at 100 s).
+        for (t, p) in [(0, 0), (20, 14), (40, 26), (60, 54), (80, 66)] {
+            s.after_snapshot(at(t), false, Some(p));
+        }
+        let end = s.state().track.unwrap().predicted_end().unwrap();
+        let end = end.duration_since(t0).as_secs_f64();
+        // The fit says 103.5 s; the last two values alone would say 127 s, the first two 71 s.
+        assert!((100.0..=107.0).contains(&end), "estimated end {end}");
     }
 
     #[test]
@@ -344,26 +405,40 @@ mod tests {
     }
 
     #[test]
+    fn the_near_end_delay_stays_within_the_backoff_bounds() {
+        let mut s = Schedule::new(Backoff {
+            max_delay: Duration::from_secs(4),
+            ..plain()
+        });
+        let t0 = Instant::now();
+        s.after_snapshot(t0, false, Some(0));
+        // 90 % by about 5 s: the end is due; near_end_delay (10 s) is cut to max_delay.
+        let sleep = s.after_snapshot(t0 + Duration::from_secs(10), false, Some(90));
+        assert_eq!(sleep, Duration::from_secs(4));
+    }
+
+    #[test]
     fn a_jump_brings_the_estimate_closer_and_a_drop_starts_over() {
         let mut s = Schedule::new(plain());
         let t0 = Instant::now();
         let at = |secs: u64| t0 + Duration::from_secs(secs);
         s.after_snapshot(at(0), false, Some(0));
         assert_eq!(
-            s.after_snapshot(at(10), false, Some(10)),
+            s.after_snapshot(at(20), false, Some(10)),
+            Duration::from_secs(20)
+        );
+        // 90 % by about 25 s: the end is due, so the watcher polls every near_end_delay.
+        assert_eq!(
+            s.after_snapshot(at(30), false, Some(90)),
             Duration::from_secs(10)
         );
-        // 90 % by about 15 s: the end is due, so the backoff's cadence applies.
+        // Back to 5 %: the line starts over, and says nothing yet: backoff (fourth step).
         assert_eq!(
-            s.after_snapshot(at(20), false, Some(90)),
-            Duration::from_secs(4)
-        );
-        // Back to 5 %: the estimate starts over, and says nothing yet.
-        assert_eq!(
-            s.after_snapshot(at(24), false, Some(5)),
+            s.after_snapshot(at(40), false, Some(5)),
             Duration::from_secs(8)
         );
-        assert_eq!(s.state().track.unwrap().first, (at(24), 5));
+        let track = s.state().track.unwrap();
+        assert_eq!((track.origin, track.last, track.line.n), (at(40), 5, 1));
     }
 
     #[test]
@@ -373,14 +448,45 @@ mod tests {
         let at = |secs: u64| t0 + Duration::from_secs(secs);
         s.after_snapshot(at(0), false, Some(0));
         assert_eq!(
-            s.after_snapshot(at(10), false, Some(10)),
-            Duration::from_secs(10)
+            s.after_snapshot(at(20), false, Some(10)),
+            Duration::from_secs(20)
         );
         assert_eq!(
-            s.after_snapshot(at(11), true, Some(50)),
+            s.after_snapshot(at(21), true, Some(50)),
             Duration::from_secs(1)
         );
-        assert_eq!(s.state().track.unwrap().first, (at(11), 50));
+        let track = s.state().track.unwrap();
+        assert_eq!((track.origin, track.last, track.line.n), (at(21), 50, 1));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_delay_stays_within_the_configured_bounds(
+            polls in proptest::collection::vec((0u64..100_000, proptest::option::of(0u8..=100), proptest::bool::weighted(0.05)), 1..200),
+        ) {
+            let config = Backoff { jitter_seed: Some(1), ..Backoff::default() };
+            let longest = config.max_delay.max(config.max_progress_delay);
+            let mut s = Schedule::new(config);
+            let mut now = Instant::now();
+            for (gap_ms, progress, changed) in polls {
+                now += Duration::from_millis(gap_ms);
+                let delay = s.after_snapshot(now, changed, progress);
+                proptest::prop_assert!(delay >= config.min_delay && delay <= longest, "{delay:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_line_that_does_not_rise_says_nothing() {
+        let mut line = Line::default();
+        assert_eq!(line.reaches_100(), None);
+        line.add(0.0, 40.0);
+        assert_eq!(line.reaches_100(), None);
+        // Two values at one instant: no time to measure a rate over.
+        line.add(0.0, 50.0);
+        assert_eq!(line.reaches_100(), None);
+        line.add(10.0, 60.0);
+        assert!(line.reaches_100().is_some_and(|at| at > 10.0));
     }
 
     #[test]

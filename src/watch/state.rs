@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::schedule::{ScheduleState, Track};
+use super::schedule::{Line, ScheduleState, Track};
 use crate::{InstanceId, InstanceTask, TaskId};
 
 /// Maps tokio's clock to wall-clock time: `wall(origin) == wall_origin`. Under a paused tokio
@@ -144,11 +144,15 @@ pub(crate) struct SavedSchedule {
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct SavedTrack {
-    first_at: Timestamp,
-    first: u8,
-    current_at: Timestamp,
-    current: u8,
+    origin: Timestamp,
     seen_at: Timestamp,
+    last: u8,
+    /// The fitted line: points, means and co-moments, times in seconds after `origin`.
+    n: u32,
+    mean_x: f64,
+    mean_y: f64,
+    cxx: f64,
+    cxy: f64,
 }
 
 impl SavedSchedule {
@@ -157,11 +161,14 @@ impl SavedSchedule {
             resets: state.resets,
             steps: state.steps,
             progress: state.track.map(|t| SavedTrack {
-                first_at: clock.timestamp(t.first.0),
-                first: t.first.1,
-                current_at: clock.timestamp(t.current.0),
-                current: t.current.1,
+                origin: clock.timestamp(t.origin),
                 seen_at: clock.timestamp(t.seen),
+                last: t.last,
+                n: t.line.n,
+                mean_x: t.line.mean_x,
+                mean_y: t.line.mean_y,
+                cxx: t.line.cxx,
+                cxy: t.line.cxy,
             }),
         }
     }
@@ -172,9 +179,16 @@ impl SavedSchedule {
             resets: self.resets,
             steps: self.steps,
             track: self.progress.map(|t| Track {
-                first: (at(t.first_at), t.first),
-                current: (at(t.current_at), t.current),
+                origin: at(t.origin),
                 seen: at(t.seen_at),
+                last: t.last,
+                line: Line {
+                    n: t.n,
+                    mean_x: t.mean_x,
+                    mean_y: t.mean_y,
+                    cxx: t.cxx,
+                    cxy: t.cxy,
+                },
             }),
         }
     }
