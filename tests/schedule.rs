@@ -393,7 +393,7 @@ async fn there_is_nothing_to_save_after_the_final_event() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hostile_saved_state_neither_hangs_nor_panics() {
-    let source = Timed::new(0.0, 5.0, None);
+    let source = Timed::new(0.0, 5.0, Some(1.0));
     let mut events = watcher(&source).events();
     events.next().await.unwrap();
     let mut state = serde_json::to_value(events.checkpoint().unwrap()).unwrap();
@@ -405,13 +405,23 @@ async fn a_hostile_saved_state_neither_hangs_nor_panics() {
     // A progress line no real wait could have fitted.
     let at = state["started_at"].clone();
     state["schedule"]["progress"] = serde_json::json!({
-        "origin": at, "seen_at": at, "last": 255, "n": u32::MAX,
+        "origin": at, "seen_at": at, "last": 0, "n": u32::MAX,
         "mean_x": 1e308, "mean_y": -1e308, "cxx": 1e-308, "cxy": 1e308,
     });
     let state: iotda_task_watcher::WaitState = serde_json::from_value(state).unwrap();
-    let outcome = TaskWatcher::from_source(source.clone())
+    let mut events = TaskWatcher::from_source(source.clone())
         .jitter(false)
         .resume_from(state)
-        .await;
-    assert!(outcome.is_ok(), "{outcome:?}");
+        .events();
+    events.next().await.unwrap();
+    let saved = serde_json::to_value(events.checkpoint().unwrap()).unwrap();
+    assert_eq!(
+        saved["schedule"]["progress"]["n"], 1,
+        "the line starts again: {saved}"
+    );
+    let rest: Vec<TaskEvent> = events.collect().await;
+    assert!(
+        matches!(rest.last(), Some(TaskEvent::Done(Ok(_)))),
+        "{rest:?}"
+    );
 }

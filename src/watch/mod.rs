@@ -239,8 +239,9 @@ impl<S: TaskSource> TaskWatcher<S> {
         self
     }
 
-    /// The longest sleep the progress estimate may ask for: a task that ends much earlier
-    /// than its progress promised is still seen within this time. Default 5 minutes.
+    /// The longest sleep while the end the progress predicts is far (never shorter than the
+    /// near-end delay): a task that ends much earlier than its progress promised is still
+    /// seen within this time. Default 5 minutes.
     pub fn max_progress_delay(mut self, delay: Duration) -> Self {
         self.settings.backoff.max_progress_delay = delay;
         self

@@ -5,12 +5,13 @@
 //! the task says nothing about its end, and after failed polls.
 //!
 //! **Progress** takes over once it has risen while the status stayed the same. The schedule
-//! fits a least-squares line through the values seen in this status, each taken as reached
-//! halfway between the poll that showed it and the poll before, and reads off when the line
-//! reaches 100 %. While that end is far, the watcher sleeps half of the time left, but never
-//! longer than the time the line was measured over (an early, noisy estimate cannot send it
-//! away for long) nor than `max_progress_delay`. Around the estimated end it polls every
-//! `near_end_delay`, so the end is seen promptly; a task that runs late against the estimate
+//! fits a least-squares line through the values seen in this status (the first one at the poll
+//! that showed it, each later one taken as reached halfway between the poll that showed it and
+//! the poll before) and reads off when the line reaches 100 %. While that end is far, the
+//! watcher sleeps half of the time left, but never longer than the time since the first value
+//! (an early, noisy estimate cannot send it away for long) nor than `max_progress_delay`.
+//! Around the estimated end it polls every `near_end_delay` (kept between `min_delay` and
+//! `max_delay`), so the end is seen promptly; a task that runs late against the estimate
 //! is polled more sparsely the later it is (a tenth of the overrun), up to `max_delay`, so a
 //! task stuck at 99 % is not hammered. Fitting every value copes with noisy and uneven
 //! reports; each new value moves the line (one reached after a stall pushes the end out, a
@@ -34,15 +35,17 @@ pub struct Backoff {
     /// How much each backoff delay grows over the one before. Default 2.
     pub factor: f32,
     /// Adds a random part of up to 100 % to each backoff delay (capped at `max_delay`), so that
-    /// many waiters started together spread out. Default on.
+    /// many waiters started together spread out. Delays set by progress follow each task's own
+    /// estimate and are not jittered. Default on.
     pub jitter: bool,
     /// Seeds the jitter, for reproducible delays in tests. Default: a random seed.
     pub jitter_seed: Option<u64>,
     /// Lets the task's progress set the delays once it has risen: sparse while its estimated
     /// end is far, every `near_end_delay` around it. Default on.
     pub progress_guided: bool,
-    /// The longest progress-guided sleep: a task that ends far earlier than its progress
-    /// promised is still seen within this time. Default 5 minutes.
+    /// The longest sleep while the estimated end is far (never shorter than the near-end
+    /// delay): a task that ends far earlier than its progress promised is still seen within
+    /// this time. Default 5 minutes.
     pub max_progress_delay: Duration,
     /// How often a task is polled around its estimated end (kept between `min_delay` and
     /// `max_delay`). Default 10 s.
@@ -236,8 +239,9 @@ impl Schedule {
             .checked_duration_since(now)
             .filter(|left| !left.is_zero())
         {
-            // Far from the end: half of the time left, trusted no further ahead than the line
-            // was measured (an early, noisy estimate cannot send the watcher away for long).
+            // Far from the end: half of the time left, trusted no further ahead than the time
+            // since the first value (an early, noisy estimate cannot send the watcher away for
+            // long).
             Some(left) => (left / 2)
                 .min(now.saturating_duration_since(track.origin))
                 .min(config.max_progress_delay)
@@ -462,16 +466,44 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn every_delay_stays_within_the_configured_bounds(
-            polls in proptest::collection::vec((0u64..100_000, proptest::option::of(0u8..=100), proptest::bool::weighted(0.05)), 1..200),
+            bounds in (1u64..60_000, 0u64..600_000, 0u64..600_000, 0u64..1_000_000),
+            line in proptest::prelude::any::<(u32, f64, f64, f64, f64)>(),
+            last in proptest::prelude::any::<u8>(),
+            polls in proptest::collection::vec(
+                (0u64..100_000, proptest::option::of(0u8..=100), proptest::bool::weighted(0.05)),
+                1..100,
+            ),
         ) {
-            let config = Backoff { jitter_seed: Some(1), ..Backoff::default() };
-            let longest = config.max_delay.max(config.max_progress_delay);
-            let mut s = Schedule::new(config);
+            let ms = Duration::from_millis;
+            let config = Backoff {
+                min_delay: ms(bounds.0),
+                max_delay: ms(bounds.1),
+                near_end_delay: ms(bounds.2),
+                max_progress_delay: ms(bounds.3),
+                jitter_seed: Some(1),
+                ..Backoff::default()
+            };
+            let cap = config.max_delay.max(config.min_delay);
+            let near = config.near_end_delay.clamp(config.min_delay, cap);
+            let longest = cap.max(config.max_progress_delay.max(near));
+            // Whatever line a saved state brings, sane or not.
+            let (n, mean_x, mean_y, cxx, cxy) = line;
             let mut now = Instant::now();
+            let track = Track {
+                origin: now,
+                seen: now,
+                last,
+                line: Line { n, mean_x, mean_y, cxx, cxy },
+            };
+            let state = ScheduleState { resets: 0, steps: 0, track: Some(track) };
+            let mut s = Schedule::resume(config, state);
             for (gap_ms, progress, changed) in polls {
-                now += Duration::from_millis(gap_ms);
+                now += ms(gap_ms);
                 let delay = s.after_snapshot(now, changed, progress);
-                proptest::prop_assert!(delay >= config.min_delay && delay <= longest, "{delay:?}");
+                proptest::prop_assert!(
+                    delay >= config.min_delay && delay <= longest,
+                    "{delay:?} outside {:?}..={longest:?}", config.min_delay
+                );
             }
         }
     }

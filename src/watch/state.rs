@@ -155,6 +155,21 @@ struct SavedTrack {
     cxy: f64,
 }
 
+impl SavedTrack {
+    /// What a real wait can have saved: values within 0 to 100 %, at most one point per
+    /// percent, finite numbers, and the latest poll no earlier than the first value.
+    fn is_sane(&self) -> bool {
+        let numbers = [self.mean_x, self.mean_y, self.cxx, self.cxy];
+        numbers.iter().all(|v| v.is_finite())
+            && self.last <= 100
+            && (1..=101).contains(&self.n)
+            && self.mean_x >= 0.0
+            && (0.0..=100.0).contains(&self.mean_y)
+            && self.cxx >= 0.0
+            && self.seen_at >= self.origin
+    }
+}
+
 impl SavedSchedule {
     pub(crate) fn save(state: ScheduleState, clock: &Clock) -> Self {
         Self {
@@ -178,7 +193,8 @@ impl SavedSchedule {
         ScheduleState {
             resets: self.resets,
             steps: self.steps,
-            track: self.progress.map(|t| Track {
+            // A line no wait could have saved starts again from the next value.
+            track: self.progress.filter(SavedTrack::is_sane).map(|t| Track {
                 origin: at(t.origin),
                 seen: at(t.seen_at),
                 last: t.last,
