@@ -467,7 +467,14 @@ mod tests {
         #[test]
         fn every_delay_stays_within_the_configured_bounds(
             bounds in (1u64..60_000, 0u64..600_000, 0u64..600_000, 0u64..1_000_000),
-            line in proptest::prelude::any::<(u32, f64, f64, f64, f64)>(),
+            // Any floats, infinities and NaN included.
+            line in (
+                proptest::prelude::any::<u32>(),
+                proptest::num::f64::ANY,
+                proptest::num::f64::ANY,
+                proptest::num::f64::ANY,
+                proptest::num::f64::ANY,
+            ),
             last in proptest::prelude::any::<u8>(),
             polls in proptest::collection::vec(
                 (0u64..100_000, proptest::option::of(0u8..=100), proptest::bool::weighted(0.05)),
