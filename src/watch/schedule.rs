@@ -421,16 +421,20 @@ mod tests {
         assert_eq!(sleep, Duration::from_secs(4));
     }
 
+    /// A schedule that saw 0 % at `t0` and 10 % 20 s later: 1 %/s, the end at 100 s.
+    fn rising(t0: Instant) -> Schedule {
+        let mut s = Schedule::new(plain());
+        s.after_snapshot(t0, false, Some(0));
+        let sleep = s.after_snapshot(t0 + Duration::from_secs(20), false, Some(10));
+        assert_eq!(sleep, Duration::from_secs(20));
+        s
+    }
+
     #[test]
     fn a_jump_brings_the_estimate_closer_and_a_drop_starts_over() {
-        let mut s = Schedule::new(plain());
         let t0 = Instant::now();
         let at = |secs: u64| t0 + Duration::from_secs(secs);
-        s.after_snapshot(at(0), false, Some(0));
-        assert_eq!(
-            s.after_snapshot(at(20), false, Some(10)),
-            Duration::from_secs(20)
-        );
+        let mut s = rising(t0);
         // 90 % by about 25 s: the end is due, so the watcher polls every near_end_delay.
         assert_eq!(
             s.after_snapshot(at(30), false, Some(90)),
@@ -447,14 +451,9 @@ mod tests {
 
     #[test]
     fn a_status_change_forgets_the_progress_of_the_status_before() {
-        let mut s = Schedule::new(plain());
         let t0 = Instant::now();
         let at = |secs: u64| t0 + Duration::from_secs(secs);
-        s.after_snapshot(at(0), false, Some(0));
-        assert_eq!(
-            s.after_snapshot(at(20), false, Some(10)),
-            Duration::from_secs(20)
-        );
+        let mut s = rising(t0);
         assert_eq!(
             s.after_snapshot(at(21), true, Some(50)),
             Duration::from_secs(1)
