@@ -375,15 +375,21 @@ async fn a_permanent_error_ends_the_wait_with_the_last_state_and_what_to_act_on(
     assert_eq!(script.poll_count(), 2);
 }
 
-#[tokio::test(start_paused = true)]
-async fn cancellation_mid_sleep_is_prompt() {
-    let script = Script::new([at("RUNNING", 10)]);
+/// A token that a spawned task cancels after `delay`.
+fn cancelled_after(delay: Duration) -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(5_500)).await;
+        tokio::time::sleep(delay).await;
         t.cancel();
     });
+    token
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancellation_mid_sleep_is_prompt() {
+    let script = Script::new([at("RUNNING", 10)]);
+    let token = cancelled_after(Duration::from_millis(5_500));
     let started = Instant::now();
     let err = watcher(&script)
         .cancel_token(token)
@@ -401,12 +407,7 @@ async fn cancellation_mid_sleep_is_prompt() {
 #[tokio::test(start_paused = true)]
 async fn cancellation_mid_request_is_prompt() {
     let script = Script::new([at("RUNNING", 10), Step::Hang]);
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(1_200)).await;
-        t.cancel();
-    });
+    let token = cancelled_after(Duration::from_millis(1_200));
     let started = Instant::now();
     let err = watcher(&script)
         .cancel_token(token)
