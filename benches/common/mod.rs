@@ -77,12 +77,17 @@ pub fn median(values: &mut [f64]) -> f64 {
 
 /// Writes `value` to `target/bench/<name>.json` and says where.
 pub fn write_json(name: &str, value: &serde_json::Value) {
-    let dir = target_dir().join("bench");
-    std::fs::create_dir_all(&dir).expect("target/bench can be created");
-    let path = dir.join(format!("{name}.json"));
+    let path = bench_dir().join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_string_pretty(value).unwrap() + "\n")
         .expect("the JSON can be written");
     println!("wrote {}", path.display());
+}
+
+/// `target/bench`, created if need be.
+pub fn bench_dir() -> PathBuf {
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir).expect("target/bench can be created");
+    dir
 }
 
 fn target_dir() -> PathBuf {

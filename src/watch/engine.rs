@@ -5,9 +5,10 @@
 //!    and a progress change each give one event;
 //! 2. SUCCESS and FAILED end the wait; so does an error that retrying cannot fix, except a 404
 //!    in the first polls of a task not yet seen;
-//! 3. the schedule (`schedule.rs`) says how long to sleep; a PENDING task whose maintenance
-//!    window is closed sleeps until just before it opens (`WaitingForWindow`), or fails at once
-//!    when the window opens after the deadline;
+//! 3. the schedule (`schedule.rs`) says how long to sleep; for a PENDING task whose
+//!    maintenance window is closed it stretches the sleeps gradually and lands a poll just after
+//!    the window opens (`WaitingForWindow` says the task may be waiting for it); only with
+//!    `fail_fast_on_window` does a window that opens after the deadline end the wait;
 //! 4. a transient failure waits at least as long as the server's `Retry-After`;
 //! 5. no poll is planned after the deadline: the next delay is clamped so that the last poll
 //!    lands on it, and after a poll that ends at or past it the wait times out.
@@ -42,6 +43,8 @@ pub(crate) struct Engine<S> {
     request_timeout: Duration,
     not_found_tolerance: u32,
     window_fail_fast: bool,
+    /// The window opening last reported with `WaitingForWindow`, in this status.
+    window_noted: Option<jiff::Timestamp>,
     cancel: Option<CancellationToken>,
     limiter: Option<Arc<Semaphore>>,
     schedule: Schedule,
@@ -79,6 +82,7 @@ impl<S: TaskSource> Engine<S> {
             request_timeout: settings.request_timeout,
             not_found_tolerance: settings.not_found_tolerance,
             window_fail_fast: settings.window_fail_fast,
+            window_noted: None,
             cancel: settings.cancel,
             limiter: settings.limiter,
             schedule: Schedule::new(settings.backoff),
@@ -244,20 +248,29 @@ impl<S: TaskSource> Engine<S> {
             return self.finish(outcome);
         }
         let now = Instant::now();
-        let delay = self.schedule.after_snapshot(now, status_changed, progress);
-        if pending && self.wait_for_window(now, delay) {
-            return;
+        let mut delay = self.schedule.after_snapshot(now, status_changed, progress);
+        if status_changed {
+            self.window_noted = None;
+        }
+        if pending {
+            match self.behind_window(now, delay) {
+                Some(stretched) => delay = stretched,
+                None if self.finished => return,
+                None => {}
+            }
         }
         self.plan(delay);
     }
 
-    /// For a PENDING task whose maintenance window is closed: sleeps until just before it
-    /// opens, or fails when it opens after the deadline. True when it took over the planning.
-    fn wait_for_window(&mut self, now: Instant, delay: Duration) -> bool {
+    /// For a PENDING task whose maintenance window is closed: the task may be waiting for it
+    /// (a resize made with `delay=true`) or may start at any moment (anything else), so the
+    /// window only stretches the sleeps (see [`Schedule::behind_window`]) and says so once
+    /// per opening with `WaitingForWindow`. With `fail_fast_on_window`, a window that opens
+    /// after the deadline ends the wait instead. `None` when the window is open or unknown,
+    /// or when the wait ended.
+    fn behind_window(&mut self, now: Instant, delay: Duration) -> Option<Duration> {
         let window = self.last.as_ref().and_then(|t| t.operate_window.as_ref());
-        let Some(opens) = window.and_then(|w| next_opening(w, self.clock.timestamp(now))) else {
-            return false;
-        };
+        let opens = window.and_then(|w| next_opening(w, self.clock.timestamp(now)))?;
         let opens_at = self.clock.instant(opens.into());
         if opens_at > self.deadline && self.window_fail_fast {
             let task = self.last.clone().unwrap_or_default();
@@ -267,24 +280,19 @@ impl<S: TaskSource> Engine<S> {
                 opens_at: opens,
                 deadline: self.clock.timestamp(self.deadline),
             }));
-            return true;
+            return None;
         }
-        // Wake a little before the window opens, then poll closely from there.
-        let wake = opens_at
-            .checked_sub(self.schedule.config().min_delay)
-            .unwrap_or(opens_at);
-        let Some(sleep) = wake.checked_duration_since(now).filter(|s| *s > delay) else {
-            return false;
-        };
-        self.schedule.restart();
-        if let Some(delay) = self.plan(sleep) {
-            tracing::info!(%opens, ?delay, "waiting for the maintenance window");
+        let delay = self.schedule.behind_window(now, opens_at, delay);
+        if self.window_noted != Some(opens) {
+            self.window_noted = Some(opens);
+            let planned = delay.min(self.deadline.saturating_duration_since(now));
+            tracing::info!(%opens, ?planned, "the task may be waiting for its maintenance window");
             self.pending.push_back(TaskEvent::WaitingForWindow {
                 opens_at: opens,
-                delay,
+                delay: planned,
             });
         }
-        true
+        Some(delay)
     }
 
     fn failed(&mut self, error: ApiError) {

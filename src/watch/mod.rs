@@ -169,7 +169,7 @@ impl<S: TaskSource> TaskWatcher<S> {
                 not_found_tolerance: DEFAULT_NOT_FOUND_TOLERANCE,
                 cancel: None,
                 limiter: None,
-                window_fail_fast: true,
+                window_fail_fast: false,
                 wall_clock: None,
                 resume: None,
             },
@@ -240,10 +240,11 @@ impl<S: TaskSource> TaskWatcher<S> {
     }
 
     /// The longest sleep while the end the progress predicts is far (never shorter than the
-    /// near-end delay): a task that ends much earlier than its progress promised is still
-    /// seen within this time. Default 5 minutes.
+    /// near-end delay): a task that ends or fails much earlier than its progress promised is
+    /// still seen within this time. Default: twice `max_delay` (60 s). See
+    /// [`Backoff::max_lateness`].
     pub fn max_progress_delay(mut self, delay: Duration) -> Self {
-        self.settings.backoff.max_progress_delay = delay;
+        self.settings.backoff.max_progress_delay = Some(delay);
         self
     }
 
@@ -254,9 +255,21 @@ impl<S: TaskSource> TaskWatcher<S> {
         self
     }
 
-    /// When a PENDING task's maintenance window opens after the deadline, ends the wait at
-    /// once with [`WaitError::WindowAfterDeadline`] (the default), or, with `false`, sleeps
-    /// until the deadline and times out.
+    /// The longest sleep while a PENDING task's maintenance window is closed. The window is a
+    /// hint: the task may be waiting for it (a resize made with `delay=true`) or may start at
+    /// any moment, so the sleeps grow from the normal backoff only after the task has been
+    /// PENDING for a while (a quarter of that time, up to this), and a poll lands just after
+    /// the window opens. Default 5 minutes.
+    pub fn max_window_delay(mut self, delay: Duration) -> Self {
+        self.settings.backoff.max_window_delay = delay;
+        self
+    }
+
+    /// With `true`, a PENDING task whose maintenance window opens after the deadline ends the
+    /// wait at once with [`WaitError::WindowAfterDeadline`]. Default `false`: the window is
+    /// only a hint, since only a resize made with `delay=true` waits for it, and the task
+    /// does not say which kind it is; turn this on only for tasks known to wait for their
+    /// window.
     pub fn fail_fast_on_window(mut self, on: bool) -> Self {
         self.settings.window_fail_fast = on;
         self

@@ -5,17 +5,26 @@
 //! the task says nothing about its end, and after failed polls.
 //!
 //! **Progress** takes over once it has risen while the status stayed the same. The schedule
-//! fits a least-squares line through the values seen in this status (the first one at the poll
-//! that showed it, each later one taken as reached halfway between the poll that showed it and
-//! the poll before) and reads off when the line reaches 100 %. While that end is far, the
-//! watcher sleeps half of the time left, but never longer than the time since the first value
-//! (an early, noisy estimate cannot send it away for long) nor than `max_progress_delay`.
-//! Around the estimated end it polls every `near_end_delay` (kept between `min_delay` and
-//! `max_delay`), so the end is seen promptly; a task that runs late against the estimate
-//! is polled more sparsely the later it is (a tenth of the overrun), up to `max_delay`, so a
-//! task stuck at 99 % is not hammered. Fitting every value copes with noisy and uneven
-//! reports; each new value moves the line (one reached after a stall pushes the end out, a
-//! jump brings it in); a value that goes backwards starts the line again.
+//! fits a line through the values seen in this status, weighting recent values more (each new
+//! value counts [`FORGET`] times less for every value after it), so a task that slows down
+//! or speeds up is followed within a few reports. Each value is taken as reached halfway
+//! between the poll that showed it and the poll before. A value that has not moved for longer
+//! than the line expects lowers the rate the line may claim (a stall pushes the end out,
+//! however the values before it ran); a value that goes backwards starts the line again.
+//!
+//! From the line's end estimate:
+//! - far from it, the watcher sleeps half of the time left, never longer than the time since
+//!   the first value (an early estimate cannot send it away for long) nor than the far cap;
+//! - around it, it polls every `near_end_delay`;
+//! - late against it, a tenth of the overrun, within `near_end_delay` and `max_delay`.
+//!
+//! **The lateness promise.** Every sleep this returns is at most
+//! [`Backoff::max_lateness`]: `max_delay`, or with progress guidance the far cap
+//! (`max_progress_delay`, by default twice `max_delay`) when that is longer. A task that ends
+//! (SUCCESS or FAILED, at any progress) is therefore seen within that time of its end, plus
+//! the time of the request that sees it, while the service answers. The engine adds only two
+//! exceptions: a server's `Retry-After`, and the stretched sleeps of a PENDING task whose
+//! maintenance window is closed ([`Schedule::behind_window`], at most `max_window_delay`).
 //!
 //! The delay policy is a value of its own, apart from the stop policy (the deadline), which the
 //! engine applies by clamping whatever delay this returns.
@@ -26,13 +35,21 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio::time::Instant;
 
 /// How the delays between polls are chosen.
+///
+/// Whatever the settings, no sleep the schedule plans is longer than
+/// [`max_lateness`](Backoff::max_lateness) (60 s by default), except a server's `Retry-After`
+/// and the sleeps of a PENDING task behind a closed maintenance window (at most
+/// `max_window_delay`). So a task that ends, at whatever progress, is seen at most that long
+/// after its end, plus the time of one request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     /// The first delay, and the delay after a status change. Default 1 s.
     pub min_delay: Duration,
-    /// The longest delay of the exponential backoff, jitter included. Default 30 s.
+    /// The longest delay of the exponential backoff, jitter included; below `min_delay` it
+    /// counts as `min_delay`. Default 30 s.
     pub max_delay: Duration,
-    /// How much each backoff delay grows over the one before. Default 2.
+    /// How much each backoff delay grows over the one before; below 1, NaN or infinite counts
+    /// as 1. Default 2.
     pub factor: f32,
     /// Adds a random part of up to 100 % to each backoff delay (capped at `max_delay`), so that
     /// many waiters started together spread out. Delays set by progress follow each task's own
@@ -44,12 +61,16 @@ pub struct Backoff {
     /// end is far, every `near_end_delay` around it. Default on.
     pub progress_guided: bool,
     /// The longest sleep while the estimated end is far (never shorter than the near-end
-    /// delay): a task that ends far earlier than its progress promised is still seen within
-    /// this time. Default 5 minutes.
-    pub max_progress_delay: Duration,
+    /// delay): a task that ends, or fails, far earlier than its progress promised is still
+    /// seen within this time. `None` (the default) is twice `max_delay`: 60 s by default.
+    pub max_progress_delay: Option<Duration>,
     /// How often a task is polled around its estimated end (kept between `min_delay` and
     /// `max_delay`). Default 10 s.
     pub near_end_delay: Duration,
+    /// The longest sleep while a PENDING task's maintenance window is closed (never shorter
+    /// than the backoff). The sleeps stretch towards it only after the task has been PENDING
+    /// for a while, and never past the window's opening. Default 5 minutes.
+    pub max_window_delay: Duration,
 }
 
 impl Default for Backoff {
@@ -61,18 +82,68 @@ impl Default for Backoff {
             jitter: true,
             jitter_seed: None,
             progress_guided: true,
-            max_progress_delay: Duration::from_secs(5 * 60),
+            max_progress_delay: None,
             near_end_delay: Duration::from_secs(10),
+            max_window_delay: Duration::from_secs(5 * 60),
         }
     }
 }
 
 impl Backoff {
+    /// The longest sleep of the backoff: `max_delay`, or `min_delay` when that is longer.
+    fn cap(&self) -> Duration {
+        self.max_delay.max(self.min_delay)
+    }
+
+    /// How often a task is polled around its estimated end.
+    fn near(&self) -> Duration {
+        self.near_end_delay.clamp(self.min_delay, self.cap())
+    }
+
+    /// The longest sleep while the estimated end is far.
+    fn far(&self) -> Duration {
+        self.max_progress_delay
+            .unwrap_or_else(|| self.cap().saturating_mul(2))
+            .max(self.near())
+    }
+
+    /// The longest a task's end can go unseen while the service answers, apart from a
+    /// server's `Retry-After` and the sleeps of a PENDING task behind a closed maintenance
+    /// window: every sleep the schedule plans is at most this long.
+    ///
+    /// It is `max_delay` (or `min_delay` when that is longer), and with progress guidance
+    /// the far cap when that is longer: `max_progress_delay`, by default twice `max_delay`.
+    /// With the defaults, 60 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use iotda_task_watcher::Backoff;
+    /// assert_eq!(Backoff::default().max_lateness(), Duration::from_secs(60));
+    /// let fast = Backoff { max_delay: Duration::from_secs(5), ..Backoff::default() };
+    /// assert_eq!(fast.max_lateness(), Duration::from_secs(10));
+    /// let plain = Backoff { progress_guided: false, ..Backoff::default() };
+    /// assert_eq!(plain.max_lateness(), Duration::from_secs(30));
+    /// ```
+    #[must_use]
+    pub fn max_lateness(&self) -> Duration {
+        if self.progress_guided {
+            self.cap().max(self.far())
+        } else {
+            self.cap()
+        }
+    }
+
+    /// The longest sleep behind a closed maintenance window: `max_window_delay`, never
+    /// shorter than the backoff's longest sleep.
+    fn window_cap(&self) -> Duration {
+        self.max_window_delay.max(self.max_lateness())
+    }
+
     fn builder(&self, resets: u64) -> ExponentialBuilder {
         let min = self.min_delay;
         let mut builder = ExponentialBuilder::default()
             .with_min_delay(min)
-            .with_max_delay(self.max_delay.max(min))
+            .with_max_delay(self.cap())
             .with_factor(if self.factor.is_finite() {
                 self.factor.max(1.0)
             } else {
@@ -90,21 +161,29 @@ impl Backoff {
     }
 }
 
-/// Progress seen in the current status, and a least-squares line through it.
+/// How much less each value weighs for every value reported after it: the line follows about
+/// the last five values, enough to average out noise and few enough to follow a change of pace.
+pub(crate) const FORGET: f64 = 0.8;
+
+/// Progress seen in the current status, and a line through it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Track {
     /// When the first value was seen; the line's times are seconds after it.
     pub(crate) origin: Instant,
+    /// The first value.
+    pub(crate) first: u8,
     /// The latest poll that showed a progress, and the value it showed.
     pub(crate) seen: Instant,
     pub(crate) last: u8,
     pub(crate) line: Line,
 }
 
-/// A least-squares line through (seconds, percent) points, kept as running means and
-/// co-moments (Welford's update): constant size, and stable however long the task runs.
+/// A weighted least-squares line through (seconds, percent) points, kept as weighted means and
+/// co-moments (West's update, with older points fading by [`FORGET`] at each new one): constant
+/// size, and stable however long the task runs.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub(crate) struct Line {
+    /// How many points were added.
     pub(crate) n: u32,
     pub(crate) mean_x: f64,
     pub(crate) mean_y: f64,
@@ -113,21 +192,25 @@ pub(crate) struct Line {
 }
 
 impl Line {
-    fn add(&mut self, x: f64, y: f64) {
-        self.n = self.n.saturating_add(1);
-        let n = f64::from(self.n);
-        let dx = x - self.mean_x;
-        self.mean_x += dx / n;
-        self.mean_y += (y - self.mean_y) / n;
-        self.cxx += dx * (x - self.mean_x);
-        self.cxy += dx * (y - self.mean_y);
+    /// The total weight of `n` points: 1 for the newest, `FORGET` for the one before, ...
+    fn weight(n: u32) -> f64 {
+        (1.0 - FORGET.powf(f64::from(n))) / (1.0 - FORGET)
     }
 
-    /// Seconds after the origin at which the line reaches 100 %, when it rises.
-    fn reaches_100(&self) -> Option<f64> {
+    fn add(&mut self, x: f64, y: f64) {
+        self.n = self.n.saturating_add(1);
+        let weight = Self::weight(self.n);
+        let dx = x - self.mean_x;
+        self.mean_x += dx / weight;
+        self.mean_y += (y - self.mean_y) / weight;
+        self.cxx = FORGET * self.cxx + dx * (x - self.mean_x);
+        self.cxy = FORGET * self.cxy + dx * (y - self.mean_y);
+    }
+
+    /// The line's slope in percent per second, when it rises.
+    fn slope(&self) -> Option<f64> {
         let slope = self.cxy / self.cxx;
-        let at = self.mean_x + (100.0 - self.mean_y) / slope;
-        (self.n >= 2 && self.cxx > 0.0 && slope > 0.0 && at.is_finite()).then_some(at.max(0.0))
+        (self.n >= 2 && self.cxx > 0.0 && slope > 0.0 && slope.is_finite()).then_some(slope)
     }
 }
 
@@ -137,6 +220,7 @@ impl Track {
         line.add(0.0, f64::from(p));
         Self {
             origin: now,
+            first: p,
             seen: now,
             last: p,
             line,
@@ -144,8 +228,24 @@ impl Track {
     }
 
     /// When the task should reach 100 %, on the line through the values seen so far.
+    ///
+    /// The line's slope is the rate; but when the latest value has stood still for longer than
+    /// that rate allows (the next step, of the size the steps so far had, would have shown by
+    /// the latest poll), the rate is at most what reaches that next step at that poll.
     fn predicted_end(&self) -> Option<Instant> {
-        let after = Duration::try_from_secs_f64(self.line.reaches_100()?).ok()?;
+        let line = &self.line;
+        let mut slope = line.slope()?;
+        let seen = self.seen.saturating_duration_since(self.origin).as_secs_f64();
+        let rises = f64::from(line.n.saturating_sub(1).max(1));
+        let step = (f64::from(self.last.saturating_sub(self.first)) / rises).max(1.0);
+        if seen > line.mean_x {
+            let stalled = (f64::from(self.last) + step - line.mean_y) / (seen - line.mean_x);
+            if stalled > 0.0 {
+                slope = slope.min(stalled);
+            }
+        }
+        let at = line.mean_x + (100.0 - line.mean_y) / slope;
+        let after = Duration::try_from_secs_f64(at.max(0.0)).ok()?;
         self.origin.checked_add(after)
     }
 }
@@ -153,6 +253,11 @@ impl Track {
 /// A task late against its estimate by `t` is polled every `t / OVERRUN_SHARE` (within the
 /// near-end delay and `max_delay`).
 const OVERRUN_SHARE: u32 = 10;
+
+/// Behind a closed window, a task PENDING for `t` is polled every `t / WINDOW_SHARE` at most
+/// (within the backoff and `max_window_delay`): the normal backoff for the first two minutes
+/// with the defaults, and the full stretch only after twenty.
+const WINDOW_SHARE: u32 = 4;
 
 /// The delay sequence of one wait.
 #[derive(Debug)]
@@ -162,6 +267,8 @@ pub(crate) struct Schedule {
     resets: u64,
     /// Backoff delays taken since the last reset (to rebuild the sequence on resume).
     steps: u32,
+    /// When the current status was first seen.
+    status_since: Option<Instant>,
     track: Option<Track>,
 }
 
@@ -170,6 +277,7 @@ pub(crate) struct Schedule {
 pub(crate) struct ScheduleState {
     pub(crate) resets: u64,
     pub(crate) steps: u32,
+    pub(crate) status_since: Option<Instant>,
     pub(crate) track: Option<Track>,
 }
 
@@ -180,12 +288,9 @@ impl Schedule {
             config,
             resets: 0,
             steps: 0,
+            status_since: None,
             track: None,
         }
-    }
-
-    pub(crate) fn config(&self) -> &Backoff {
-        &self.config
     }
 
     /// A schedule that goes on from `state`.
@@ -198,6 +303,7 @@ impl Schedule {
         for _ in 0..state.steps.min(1024) {
             schedule.backoff();
         }
+        schedule.status_since = state.status_since;
         schedule.track = state.track;
         schedule
     }
@@ -206,6 +312,7 @@ impl Schedule {
         ScheduleState {
             resets: self.resets,
             steps: self.steps,
+            status_since: self.status_since,
             track: self.track,
         }
     }
@@ -220,34 +327,50 @@ impl Schedule {
         if status_changed {
             self.restart();
             self.track = None;
+            self.status_since = None;
         }
+        self.status_since.get_or_insert(now);
         let backoff = self.backoff();
         if !self.config.progress_guided {
             return backoff;
         }
         self.observe(now, progress);
-        let Some(track) = self.track else {
+        let Some(end) = self.track.and_then(|t| t.predicted_end()) else {
             return backoff;
         };
-        let Some(end) = track.predicted_end() else {
-            return backoff;
-        };
+        let origin = self.track.map_or(now, |t| t.origin);
         let config = &self.config;
-        let cap = config.max_delay.max(config.min_delay);
-        let near = config.near_end_delay.clamp(config.min_delay, cap);
+        let near = config.near();
         match end
             .checked_duration_since(now)
             .filter(|left| !left.is_zero())
         {
             // Far from the end: half of the time left, trusted no further ahead than the time
-            // since the first value (an early, noisy estimate cannot send the watcher away for
-            // long).
+            // since the first value, and never longer than the far cap.
             Some(left) => (left / 2)
-                .min(now.saturating_duration_since(track.origin))
-                .min(config.max_progress_delay)
+                .min(now.saturating_duration_since(origin))
+                .min(config.far())
                 .max(near),
             // Late against the estimate: the later, the sparser.
-            None => (now.saturating_duration_since(end) / OVERRUN_SHARE).clamp(near, cap),
+            None => (now.saturating_duration_since(end) / OVERRUN_SHARE).clamp(near, config.cap()),
+        }
+    }
+
+    /// The delay for a PENDING task whose maintenance window is closed until `opens`, given
+    /// the `delay` [`after_snapshot`](Self::after_snapshot) chose: stretched the longer the
+    /// task has been PENDING (up to `max_window_delay`), and cut so that a poll lands just
+    /// after the window opens, from where the backoff starts again.
+    pub(crate) fn behind_window(&mut self, now: Instant, opens: Instant, delay: Duration) -> Duration {
+        let pending_for = now.saturating_duration_since(self.status_since.unwrap_or(now));
+        let stretched = delay.max((pending_for / WINDOW_SHARE).min(self.config.window_cap()));
+        let opening = opens
+            .saturating_duration_since(now)
+            .saturating_add(self.config.min_delay);
+        if stretched >= opening {
+            self.restart();
+            opening
+        } else {
+            stretched
         }
     }
 
@@ -281,7 +404,7 @@ impl Schedule {
     }
 
     fn backoff(&mut self) -> Duration {
-        let cap = self.config.max_delay.max(self.config.min_delay);
+        let cap = self.config.cap();
         self.steps = self.steps.saturating_add(1);
         self.delays.next().unwrap_or(cap).min(cap)
     }

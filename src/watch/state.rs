@@ -138,6 +138,9 @@ impl WaitState {
 pub(crate) struct SavedSchedule {
     resets: u64,
     steps: u32,
+    /// When the current status was first seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status_since: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     progress: Option<SavedTrack>,
 }
@@ -145,9 +148,12 @@ pub(crate) struct SavedSchedule {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct SavedTrack {
     origin: Timestamp,
+    #[serde(default)]
+    first: u8,
     seen_at: Timestamp,
     last: u8,
-    /// The fitted line: points, means and co-moments, times in seconds after `origin`.
+    /// The fitted line: points, weighted means and co-moments, times in seconds after
+    /// `origin`.
     n: u32,
     mean_x: f64,
     mean_y: f64,
@@ -162,6 +168,7 @@ impl SavedTrack {
         let numbers = [self.mean_x, self.mean_y, self.cxx, self.cxy];
         numbers.iter().all(|v| v.is_finite())
             && self.last <= 100
+            && self.first <= self.last
             && (1..=101).contains(&self.n)
             && self.mean_x >= 0.0
             && (0.0..=100.0).contains(&self.mean_y)
@@ -175,8 +182,10 @@ impl SavedSchedule {
         Self {
             resets: state.resets,
             steps: state.steps,
+            status_since: state.status_since.map(|t| clock.timestamp(t)),
             progress: state.track.map(|t| SavedTrack {
                 origin: clock.timestamp(t.origin),
+                first: t.first,
                 seen_at: clock.timestamp(t.seen),
                 last: t.last,
                 n: t.line.n,
@@ -193,9 +202,11 @@ impl SavedSchedule {
         ScheduleState {
             resets: self.resets,
             steps: self.steps,
+            status_since: self.status_since.map(at),
             // A line no wait could have saved starts again from the next value.
             track: self.progress.filter(SavedTrack::is_sane).map(|t| Track {
                 origin: at(t.origin),
+                first: t.first,
                 seen: at(t.seen_at),
                 last: t.last,
                 line: Line {
