@@ -252,7 +252,8 @@ fn workload_b() -> Workload {
                 BACK => {
                     let runs = log_uniform(&mut rng, 60.0, 1800.0);
                     let count = rng.usize(5..=30);
-                    let steps = reports(&mut rng, starts, runs, count, 3.0, false, |u| 100.0 * u * u);
+                    let steps =
+                        reports(&mut rng, starts, runs, count, 3.0, false, |u| 100.0 * u * u);
                     (runs, steps)
                 }
                 STALL => {
@@ -294,7 +295,11 @@ fn workload_b() -> Workload {
             };
             // Failures at any point of the run, the progress frozen where it stood.
             let fails = rng.f64() < 0.12;
-            let runs = if fails { runs * rng.f64().max(0.01) } else { runs };
+            let runs = if fails {
+                runs * rng.f64().max(0.01)
+            } else {
+                runs
+            };
             let ends = starts + runs;
             let steps = steps.into_iter().filter(|s| s.0 < ends).collect();
             Model {
@@ -607,12 +612,17 @@ fn run(workload: &Workload) -> Value {
     for (policy, f) in ours.iter().chain(&anchors) {
         print!("{:<22}", policy.name());
         for c in &f.classes {
-            print!(" {:>20}", format!("{:.1} / {:.1} / {:.0}", c.requests, c.p95, c.max));
+            print!(
+                " {:>20}",
+                format!("{:.1} / {:.1} / {:.0}", c.requests, c.p95, c.max)
+            );
         }
         println!();
     }
 
-    println!("\nagainst each anchor: the cheapest ours with fewer requests, p50 and p95 within {SLACK}x");
+    println!(
+        "\nagainst each anchor: the cheapest ours with fewer requests, p50 and p95 within {SLACK}x"
+    );
     let mut ratios = Vec::new();
     let mut beaten = Vec::new();
     for (anchor, f) in &anchors {
@@ -682,7 +692,10 @@ fn run(workload: &Workload) -> Value {
 /// labelled points, ours' sweep as a labelled line.
 fn plot(workload: &Workload, ours: &[(Policy, Figures)], anchors: &[(Policy, Figures)]) {
     let path = common::bench_dir().join(format!("efficiency_{}.svg", workload.name));
-    let points = ours.iter().chain(anchors).map(|(_, f)| (f.all.requests, f.all.p95));
+    let points = ours
+        .iter()
+        .chain(anchors)
+        .map(|(_, f)| (f.all.requests, f.all.p95));
     let (mut x_hi, mut y_hi) = (1.0f64, 1.0f64);
     let (mut x_lo, mut y_lo) = (f64::MAX, f64::MAX);
     for (x, y) in points {

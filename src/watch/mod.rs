@@ -230,7 +230,7 @@ impl<S: TaskSource> TaskWatcher<S> {
         self
     }
 
-    /// Lets the task's progress set the delays once it has risen: half of the time left to its
+    /// Lets the task's progress set the delays once it has risen: a third of the time left to its
     /// estimated end while that is far (at most `max_progress_delay`), every `near_end_delay`
     /// around it, sparser the later the task runs against it. Without it, the backoff alone
     /// applies. See [`Backoff::progress_guided`]. Default on.
@@ -241,7 +241,7 @@ impl<S: TaskSource> TaskWatcher<S> {
 
     /// The longest sleep while the end the progress predicts is far (never shorter than the
     /// near-end delay): a task that ends or fails much earlier than its progress promised is
-    /// still seen within this time. Default: twice `max_delay` (60 s). See
+    /// still seen within this time. Default: 1.5 times `max_delay` (45 s). See
     /// [`Backoff::max_lateness`].
     pub fn max_progress_delay(mut self, delay: Duration) -> Self {
         self.settings.backoff.max_progress_delay = Some(delay);
@@ -249,9 +249,9 @@ impl<S: TaskSource> TaskWatcher<S> {
     }
 
     /// How often a task is polled around the end its progress predicts (kept between
-    /// `min_delay` and `max_delay`). Default 10 s.
+    /// `min_delay` and `max_delay`). Default: half of `max_delay` (15 s).
     pub fn near_end_delay(mut self, delay: Duration) -> Self {
-        self.settings.backoff.near_end_delay = delay;
+        self.settings.backoff.near_end_delay = Some(delay);
         self
     }
 

@@ -13,14 +13,17 @@
 //! however the values before it ran); a value that goes backwards starts the line again.
 //!
 //! From the line's end estimate:
-//! - far from it, the watcher sleeps half of the time left, never longer than the time since
+//! - far from it, the watcher sleeps a third of the time left, never longer than the time since
 //!   the first value (an early estimate cannot send it away for long) nor than the far cap;
 //! - around it, it polls every `near_end_delay`;
-//! - late against it, a tenth of the overrun, within `near_end_delay` and `max_delay`.
+//! - late against it, a tenth of the overrun, within `near_end_delay` and `max_delay`; and
+//!   each poll that finds the task late with no new value doubles the near-end delay for the
+//!   rest of the status (up to `max_delay`), so an estimate that keeps slipping costs no more
+//!   than the backoff.
 //!
 //! **The lateness promise.** Every sleep this returns is at most
 //! [`Backoff::max_lateness`]: `max_delay`, or with progress guidance the far cap
-//! (`max_progress_delay`, by default twice `max_delay`) when that is longer. A task that ends
+//! (`max_progress_delay`, by default 1.5 times `max_delay`) when that is longer. A task that ends
 //! (SUCCESS or FAILED, at any progress) is therefore seen within that time of its end, plus
 //! the time of the request that sees it, while the service answers. The engine adds only two
 //! exceptions: a server's `Retry-After`, and the stretched sleeps of a PENDING task whose
@@ -37,7 +40,7 @@ use tokio::time::Instant;
 /// How the delays between polls are chosen.
 ///
 /// Whatever the settings, no sleep the schedule plans is longer than
-/// [`max_lateness`](Backoff::max_lateness) (60 s by default), except a server's `Retry-After`
+/// [`max_lateness`](Backoff::max_lateness) (45 s by default), except a server's `Retry-After`
 /// and the sleeps of a PENDING task behind a closed maintenance window (at most
 /// `max_window_delay`). So a task that ends, at whatever progress, is seen at most that long
 /// after its end, plus the time of one request.
@@ -62,11 +65,11 @@ pub struct Backoff {
     pub progress_guided: bool,
     /// The longest sleep while the estimated end is far (never shorter than the near-end
     /// delay): a task that ends, or fails, far earlier than its progress promised is still
-    /// seen within this time. `None` (the default) is twice `max_delay`: 60 s by default.
+    /// seen within this time. `None` (the default) is 1.5 times `max_delay`: 45 s by default.
     pub max_progress_delay: Option<Duration>,
     /// How often a task is polled around its estimated end (kept between `min_delay` and
-    /// `max_delay`). Default 10 s.
-    pub near_end_delay: Duration,
+    /// `max_delay`). `None` (the default) is half of `max_delay`: 15 s by default.
+    pub near_end_delay: Option<Duration>,
     /// The longest sleep while a PENDING task's maintenance window is closed (never shorter
     /// than the backoff). The sleeps stretch towards it only after the task has been PENDING
     /// for a while, and never past the window's opening. Default 5 minutes.
@@ -83,7 +86,7 @@ impl Default for Backoff {
             jitter_seed: None,
             progress_guided: true,
             max_progress_delay: None,
-            near_end_delay: Duration::from_secs(10),
+            near_end_delay: None,
             max_window_delay: Duration::from_secs(5 * 60),
         }
     }
@@ -97,13 +100,15 @@ impl Backoff {
 
     /// How often a task is polled around its estimated end.
     fn near(&self) -> Duration {
-        self.near_end_delay.clamp(self.min_delay, self.cap())
+        self.near_end_delay
+            .unwrap_or_else(|| self.cap() / 2)
+            .clamp(self.min_delay, self.cap())
     }
 
     /// The longest sleep while the estimated end is far.
     fn far(&self) -> Duration {
         self.max_progress_delay
-            .unwrap_or_else(|| self.cap().saturating_mul(2))
+            .unwrap_or_else(|| self.cap().saturating_mul(3) / 2)
             .max(self.near())
     }
 
@@ -112,15 +117,15 @@ impl Backoff {
     /// window: every sleep the schedule plans is at most this long.
     ///
     /// It is `max_delay` (or `min_delay` when that is longer), and with progress guidance
-    /// the far cap when that is longer: `max_progress_delay`, by default twice `max_delay`.
-    /// With the defaults, 60 s.
+    /// the far cap when that is longer: `max_progress_delay`, by default 1.5 times
+    /// `max_delay`. With the defaults, 45 s.
     ///
     /// ```
     /// use std::time::Duration;
     /// use iotda_task_watcher::Backoff;
-    /// assert_eq!(Backoff::default().max_lateness(), Duration::from_secs(60));
-    /// let fast = Backoff { max_delay: Duration::from_secs(5), ..Backoff::default() };
-    /// assert_eq!(fast.max_lateness(), Duration::from_secs(10));
+    /// assert_eq!(Backoff::default().max_lateness(), Duration::from_secs(45));
+    /// let fast = Backoff { max_delay: Duration::from_secs(10), ..Backoff::default() };
+    /// assert_eq!(fast.max_lateness(), Duration::from_secs(15));
     /// let plain = Backoff { progress_guided: false, ..Backoff::default() };
     /// assert_eq!(plain.max_lateness(), Duration::from_secs(30));
     /// ```
@@ -162,7 +167,8 @@ impl Backoff {
 }
 
 /// How much less each value weighs for every value reported after it: the line follows about
-/// the last five values, enough to average out noise and few enough to follow a change of pace.
+/// the last three values, enough to average out noise and few enough to follow a change of
+/// pace.
 pub(crate) const FORGET: f64 = 0.8;
 
 /// Progress seen in the current status, and a line through it.
@@ -170,8 +176,13 @@ pub(crate) const FORGET: f64 = 0.8;
 pub(crate) struct Track {
     /// When the first value was seen; the line's times are seconds after it.
     pub(crate) origin: Instant,
-    /// The first value.
-    pub(crate) first: u8,
+    /// The size of the latest rise, in percent.
+    pub(crate) step: u8,
+    /// How many polls found the task late against its estimate, with no new value to refresh
+    /// it: each doubles the near-end
+    /// delay (up to `max_delay`), so an estimate that keeps slipping costs no more than the
+    /// backoff.
+    pub(crate) slips: u8,
     /// The latest poll that showed a progress, and the value it showed.
     pub(crate) seen: Instant,
     pub(crate) last: u8,
@@ -220,7 +231,8 @@ impl Track {
         line.add(0.0, f64::from(p));
         Self {
             origin: now,
-            first: p,
+            step: 1,
+            slips: 0,
             seen: now,
             last: p,
             line,
@@ -230,14 +242,16 @@ impl Track {
     /// When the task should reach 100 %, on the line through the values seen so far.
     ///
     /// The line's slope is the rate; but when the latest value has stood still for longer than
-    /// that rate allows (the next step, of the size the steps so far had, would have shown by
-    /// the latest poll), the rate is at most what reaches that next step at that poll.
+    /// that rate allows (a next step as large as the latest would have shown by the latest
+    /// poll), the rate is at most what reaches that next step at that poll.
     fn predicted_end(&self) -> Option<Instant> {
         let line = &self.line;
         let mut slope = line.slope()?;
-        let seen = self.seen.saturating_duration_since(self.origin).as_secs_f64();
-        let rises = f64::from(line.n.saturating_sub(1).max(1));
-        let step = (f64::from(self.last.saturating_sub(self.first)) / rises).max(1.0);
+        let seen = self
+            .seen
+            .saturating_duration_since(self.origin)
+            .as_secs_f64();
+        let step = f64::from(self.step.max(1));
         if seen > line.mean_x {
             let stalled = (f64::from(self.last) + step - line.mean_y) / (seen - line.mean_x);
             if stalled > 0.0 {
@@ -334,25 +348,36 @@ impl Schedule {
         if !self.config.progress_guided {
             return backoff;
         }
-        self.observe(now, progress);
+        let rose = self.observe(now, progress);
         let Some(end) = self.track.and_then(|t| t.predicted_end()) else {
             return backoff;
         };
-        let origin = self.track.map_or(now, |t| t.origin);
+        let Some(track) = self.track.as_mut() else {
+            return backoff;
+        };
         let config = &self.config;
-        let near = config.near();
+        let near = config
+            .near()
+            .saturating_mul(1 << track.slips.min(16))
+            .min(config.cap());
         match end
             .checked_duration_since(now)
             .filter(|left| !left.is_zero())
         {
-            // Far from the end: half of the time left, trusted no further ahead than the time
+            // Far from the end: a third of the time left, trusted no further ahead than the time
             // since the first value, and never longer than the far cap.
-            Some(left) => (left / 2)
-                .min(now.saturating_duration_since(origin))
+            Some(left) => (left / 3)
+                .min(now.saturating_duration_since(track.origin))
                 .min(config.far())
                 .max(near),
-            // Late against the estimate: the later, the sparser.
-            None => (now.saturating_duration_since(end) / OVERRUN_SHARE).clamp(near, config.cap()),
+            // Late against the estimate: the later, the sparser. Without a new value to
+            // refresh it, the estimate has slipped.
+            None => {
+                if !rose {
+                    track.slips = track.slips.saturating_add(1);
+                }
+                (now.saturating_duration_since(end) / OVERRUN_SHARE).clamp(near, config.cap())
+            }
         }
     }
 
@@ -360,7 +385,12 @@ impl Schedule {
     /// the `delay` [`after_snapshot`](Self::after_snapshot) chose: stretched the longer the
     /// task has been PENDING (up to `max_window_delay`), and cut so that a poll lands just
     /// after the window opens, from where the backoff starts again.
-    pub(crate) fn behind_window(&mut self, now: Instant, opens: Instant, delay: Duration) -> Duration {
+    pub(crate) fn behind_window(
+        &mut self,
+        now: Instant,
+        opens: Instant,
+        delay: Duration,
+    ) -> Duration {
         let pending_for = now.saturating_duration_since(self.status_since.unwrap_or(now));
         let stretched = delay.max((pending_for / WINDOW_SHARE).min(self.config.window_cap()));
         let opening = opens
@@ -379,10 +409,12 @@ impl Schedule {
         self.backoff()
     }
 
-    fn observe(&mut self, now: Instant, progress: Option<u8>) {
+    /// Takes in the progress a poll showed; true when it rose.
+    fn observe(&mut self, now: Instant, progress: Option<u8>) -> bool {
         let Some(p) = progress else {
-            return;
+            return false;
         };
+        let rose = self.track.is_some_and(|t| p > t.last);
         self.track = Some(match self.track {
             // The first value, or one that went backwards: start again from here.
             None => Track::new(now, p),
@@ -395,18 +427,24 @@ impl Schedule {
                         .saturating_duration_since(track.origin)
                         .as_secs_f64();
                     track.line.add(x, f64::from(p));
+                    track.step = p - track.last;
                     track.last = p;
                 }
                 track.seen = now;
                 track
             }
         });
+        rose
     }
 
     fn backoff(&mut self) -> Duration {
         let cap = self.config.cap();
         self.steps = self.steps.saturating_add(1);
-        self.delays.next().unwrap_or(cap).min(cap)
+        // Clamped again: backon computes in f32, which can land a hair outside the bounds.
+        self.delays
+            .next()
+            .unwrap_or(cap)
+            .clamp(self.config.min_delay, cap)
     }
 
     /// Starts the backoff again from the minimum delay.
@@ -479,28 +517,98 @@ mod tests {
         assert_eq!(s.after_failure(), Duration::from_secs(5));
     }
 
+    /// Feeds `(seconds, progress)` polls to a fresh schedule; the delays it chose.
+    fn delays(config: Backoff, polls: &[(u64, u8)]) -> Vec<f64> {
+        let mut s = Schedule::new(config);
+        let t0 = Instant::now();
+        polls
+            .iter()
+            .map(|&(t, p)| {
+                s.after_snapshot(t0 + Duration::from_secs(t), false, Some(p))
+                    .as_secs_f64()
+            })
+            .collect()
+    }
+
     #[test]
     fn progress_sleeps_long_while_the_end_is_far_and_short_around_it() {
+        // 1 %/s from 0 s: the end at 100 s.
+        let got = delays(
+            plain(),
+            &[(0, 0), (20, 10), (40, 30), (70, 60), (85, 75), (95, 85)],
+        );
+        // One value says nothing yet: backoff. Then a third of the time left, but no further
+        // ahead than the time since the first value (20 s) and never past the far cap (45 s).
+        assert_eq!(got[0], 1.0);
+        assert_eq!(got[1], 80.0f64.min(20.0 * 3.0) / 3.0);
+        let got = delays(
+            plain(),
+            &[(0, 0), (100, 10), (200, 20), (300, 30), (400, 40)],
+        );
+        // 0.1 %/s: 600 s left; a third is 200 s, capped at 1.5 x max_delay.
+        assert_eq!(got[4], 45.0);
+        // Around the end: every half max_delay (15 s).
+        let got = delays(plain(), &[(0, 0), (50, 50), (90, 90)]);
+        assert_eq!(got[2], 15.0);
+    }
+
+    #[test]
+    fn a_task_late_against_its_estimate_is_polled_more_sparsely_the_later_it_is() {
         let mut s = Schedule::new(plain());
         let t0 = Instant::now();
         let at = |secs: u64| t0 + Duration::from_secs(secs);
-        let mut after = |secs: u64, p: u8| s.after_snapshot(at(secs), false, Some(p)).as_secs_f64();
-        // One value says nothing yet: backoff.
-        assert_eq!(after(0, 0), 1.0);
-        // 10 % reached around 10 s (halfway between the polls): 1 %/s, the end at 100 s. Half
-        // of the 80 s left is 40 s, but the line was measured over 20 s only.
-        assert_eq!(after(20, 10), 20.0);
-        // 30 % around 30 s: still 1 %/s; half of the 60 s left.
-        assert_eq!(after(40, 30), 30.0);
-        // No news: the estimate stands; half of the 30 s left.
-        assert_eq!(after(70, 30), 15.0);
-        // Around the end: every near_end_delay (10 s), even though the backoff is at 16 s.
-        assert_eq!(after(85, 30), 10.0);
-        assert_eq!(after(100, 30), 10.0);
-        // Late against the estimate: a tenth of the overrun, within 10 s and max_delay.
-        assert_eq!(after(200, 30), 10.0);
-        assert_eq!(after(300, 30), 20.0);
-        assert_eq!(after(1000, 30), 30.0);
+        s.after_snapshot(at(0), false, Some(0));
+        s.after_snapshot(at(40), false, Some(40));
+        s.after_snapshot(at(80), false, Some(80));
+        s.after_snapshot(at(100), false, Some(99));
+        let mut after = |t: u64| s.after_snapshot(at(t), false, Some(99)).as_secs_f64();
+        // At 99 % the end was due around 100 s: near-end polls, then sparser with the
+        // overrun, up to max_delay.
+        let got: Vec<f64> = [110, 300, 600, 1000, 3000]
+            .into_iter()
+            .map(&mut after)
+            .collect();
+        assert_eq!(got[0], 15.0);
+        assert!(got.windows(2).all(|w| w[0] <= w[1]), "{got:?}");
+        assert_eq!(got[4], 30.0);
+    }
+
+    #[test]
+    fn a_stall_pushes_the_estimated_end_out() {
+        let mut s = Schedule::new(plain());
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        // 30 % at once, 40 % around 10 s (between the polls): 1 %/s, the end at about 70 s.
+        s.after_snapshot(at(0), false, Some(30));
+        s.after_snapshot(at(20), false, Some(40));
+        let end = |s: &Schedule| {
+            let end = s.state().track.unwrap().predicted_end().unwrap();
+            end.duration_since(t0).as_secs_f64()
+        };
+        let before = end(&s);
+        assert!((60.0..=80.0).contains(&before), "{before}");
+        // Still 40 % at 200 s: the next step would have shown long ago, so the end moves out.
+        s.after_snapshot(at(200), false, Some(40));
+        assert!(end(&s) > 400.0, "{}", end(&s));
+    }
+
+    #[test]
+    fn a_front_loaded_task_is_followed_by_its_recent_pace() {
+        let mut s = Schedule::new(plain());
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        // 80 % in the first 100 s, then 2 % per 100 s.
+        for (t, p) in [(0, 0), (25, 20), (50, 40), (75, 60), (100, 80)] {
+            s.after_snapshot(at(t), false, Some(p));
+        }
+        for k in 1..=6u64 {
+            s.after_snapshot(at(100 + 100 * k), false, Some(80 + 2 * k as u8));
+        }
+        // 92 % at 700 s, 2 % per 100 s: the end is some 400 s away. A line weighting all the
+        // values alike would have it due at 575 s, already past.
+        let end = s.state().track.unwrap().predicted_end().unwrap();
+        let left = end.saturating_duration_since(at(700)).as_secs_f64();
+        assert!(left > 100.0, "{left}");
     }
 
     #[test]
@@ -514,82 +622,165 @@ mod tests {
         }
         let end = s.state().track.unwrap().predicted_end().unwrap();
         let end = end.duration_since(t0).as_secs_f64();
-        // The fit says 103.5 s; the last two values alone would say 127 s, the first two 71 s.
-        assert!((100.0..=107.0).contains(&end), "estimated end {end}");
+        // The last two values alone would say 127 s, the first two 71 s.
+        assert!((90.0..=120.0).contains(&end), "estimated end {end}");
     }
 
     #[test]
-    fn the_longest_progress_sleep_is_bounded() {
-        let mut s = Schedule::new(Backoff {
-            max_progress_delay: Duration::from_secs(60),
-            ..plain()
-        });
-        let t0 = Instant::now();
-        s.after_snapshot(t0, false, Some(0));
-        // 1 % in 1,000 s: the end is half a day away, yet the watcher is back within a minute.
-        let sleep = s.after_snapshot(t0 + Duration::from_secs(1000), false, Some(1));
-        assert_eq!(sleep, Duration::from_secs(60));
-    }
-
-    #[test]
-    fn the_near_end_delay_stays_within_the_backoff_bounds() {
-        let mut s = Schedule::new(Backoff {
-            max_delay: Duration::from_secs(4),
-            ..plain()
-        });
-        let t0 = Instant::now();
-        s.after_snapshot(t0, false, Some(0));
-        // 90 % by about 5 s: the end is due; near_end_delay (10 s) is cut to max_delay.
-        let sleep = s.after_snapshot(t0 + Duration::from_secs(10), false, Some(90));
-        assert_eq!(sleep, Duration::from_secs(4));
-    }
-
-    /// A schedule that saw 0 % at `t0` and 10 % 20 s later: 1 %/s, the end at 100 s.
-    fn rising(t0: Instant) -> Schedule {
+    fn a_drop_starts_over_and_a_status_change_forgets() {
         let mut s = Schedule::new(plain());
-        s.after_snapshot(t0, false, Some(0));
-        let sleep = s.after_snapshot(t0 + Duration::from_secs(20), false, Some(10));
-        assert_eq!(sleep, Duration::from_secs(20));
-        s
-    }
-
-    #[test]
-    fn a_jump_brings_the_estimate_closer_and_a_drop_starts_over() {
         let t0 = Instant::now();
         let at = |secs: u64| t0 + Duration::from_secs(secs);
-        let mut s = rising(t0);
-        // 90 % by about 25 s: the end is due, so the watcher polls every near_end_delay.
-        assert_eq!(
-            s.after_snapshot(at(30), false, Some(90)),
-            Duration::from_secs(10)
-        );
-        // Back to 5 %: the line starts over, and says nothing yet: backoff (fourth step).
-        assert_eq!(
-            s.after_snapshot(at(40), false, Some(5)),
-            Duration::from_secs(8)
-        );
+        s.after_snapshot(at(0), false, Some(0));
+        s.after_snapshot(at(20), false, Some(10));
+        s.after_snapshot(at(30), false, Some(5));
         let track = s.state().track.unwrap();
-        assert_eq!((track.origin, track.last, track.line.n), (at(40), 5, 1));
-    }
-
-    #[test]
-    fn a_status_change_forgets_the_progress_of_the_status_before() {
-        let t0 = Instant::now();
-        let at = |secs: u64| t0 + Duration::from_secs(secs);
-        let mut s = rising(t0);
+        assert_eq!((track.origin, track.last, track.line.n), (at(30), 5, 1));
         assert_eq!(
-            s.after_snapshot(at(21), true, Some(50)),
+            s.after_snapshot(at(31), true, Some(50)),
             Duration::from_secs(1)
         );
         let track = s.state().track.unwrap();
-        assert_eq!((track.origin, track.last, track.line.n), (at(21), 50, 1));
+        assert_eq!((track.origin, track.last, track.line.n), (at(31), 50, 1));
+    }
+
+    #[test]
+    fn a_line_that_does_not_rise_says_nothing() {
+        let mut line = Line::default();
+        assert_eq!(line.slope(), None);
+        line.add(0.0, 40.0);
+        assert_eq!(line.slope(), None);
+        // Two values at one instant: no time to measure a rate over.
+        line.add(0.0, 50.0);
+        assert_eq!(line.slope(), None);
+        line.add(10.0, 60.0);
+        assert!(line.slope().is_some_and(|r| r > 0.0));
+    }
+
+    #[test]
+    fn progress_guidance_can_be_turned_off() {
+        let config = Backoff {
+            progress_guided: false,
+            ..plain()
+        };
+        assert_eq!(delays(config, &[(0, 0), (100, 10)]), [1.0, 2.0]);
+        assert_eq!(config.max_lateness(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn behind_a_closed_window_the_sleeps_stretch_only_after_a_while() {
+        let mut s = Schedule::new(plain());
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let opens = at(3 * 3600);
+        let mut step = |t: u64| {
+            let delay = s.after_snapshot(at(t), false, Some(0));
+            s.behind_window(at(t), opens, delay).as_secs_f64()
+        };
+        // The first two minutes: the backoff, as if there were no window.
+        let early: Vec<f64> = [0, 1, 3, 7, 15, 31, 61, 91]
+            .into_iter()
+            .map(&mut step)
+            .collect();
+        assert_eq!(early, [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]);
+        // Then a quarter of the time PENDING, up to max_window_delay (5 min).
+        assert_eq!(step(240), 60.0);
+        assert_eq!(step(3600), 300.0);
+        // Never past the opening: a poll lands a second after it.
+        assert_eq!(step(3 * 3600 - 100), 101.0);
+        // And the backoff starts again from there.
+        assert_eq!(
+            s.after_snapshot(at(3 * 3600 + 1), false, Some(0)),
+            Duration::from_secs(1)
+        );
+    }
+
+    /// Random settings, some absurd: delays from 0 to 10 min, any factor.
+    fn settings() -> impl proptest::strategy::Strategy<Value = Backoff> {
+        use proptest::prelude::*;
+        let ms = || (0u64..600_000).prop_map(Duration::from_millis);
+        (
+            (
+                ms(),
+                ms(),
+                proptest::option::of(ms()),
+                proptest::option::of(ms()),
+                ms(),
+            ),
+            (any::<f32>(), any::<bool>(), any::<bool>()),
+        )
+            .prop_map(
+                |((min, max, near, far, window), (factor, jitter, guided))| Backoff {
+                    min_delay: min,
+                    max_delay: max,
+                    near_end_delay: near,
+                    max_progress_delay: far,
+                    max_window_delay: window,
+                    factor,
+                    jitter,
+                    jitter_seed: Some(1),
+                    progress_guided: guided,
+                },
+            )
+    }
+
+    /// A task's history as its polls see it: progress that rises in jumps, stalls, goes
+    /// backwards, or is missing, and status changes now and then.
+    fn history() -> impl proptest::strategy::Strategy<Value = Vec<(u64, Option<i16>, bool)>> {
+        proptest::collection::vec(
+            (
+                0u64..200_000,
+                proptest::option::weighted(0.9, -20i16..=60),
+                proptest::bool::weighted(0.05),
+            ),
+            1..120,
+        )
     }
 
     proptest::proptest! {
+        /// The lateness promise: whatever the settings and the task's history, no planned
+        /// sleep is longer than `max_lateness`, and none behind a closed window longer than
+        /// `max_window_delay` (or `max_lateness`, when that is longer) or past the opening
+        /// by more than `min_delay`.
         #[test]
-        fn every_delay_stays_within_the_configured_bounds(
-            bounds in (1u64..60_000, 0u64..600_000, 0u64..600_000, 0u64..1_000_000),
-            // Any floats, infinities and NaN included.
+        fn no_sleep_exceeds_the_lateness_promise(
+            config in settings(),
+            polls in history(),
+            window in proptest::option::of(0u64..3_600_000),
+        ) {
+            let bound = config.max_lateness();
+            let floor = config.min_delay.min(bound);
+            let mut s = Schedule::new(config);
+            let mut now = Instant::now();
+            let mut progress: i16 = 0;
+            for (gap_ms, change, status_changed) in polls {
+                now += Duration::from_millis(gap_ms);
+                // Rises, stalls (a change of 0) and drops; clamped to what the model reports.
+                let shown = change.map(|c| {
+                    progress = (progress + c).clamp(0, 100);
+                    u8::try_from(progress).unwrap()
+                });
+                let delay = s.after_snapshot(now, status_changed, shown);
+                proptest::prop_assert!(
+                    delay >= floor && delay <= bound,
+                    "{delay:?} outside {floor:?}..={bound:?}"
+                );
+                if let Some(opens_ms) = window {
+                    let opens = now + Duration::from_millis(opens_ms);
+                    let stretched = s.behind_window(now, opens, delay);
+                    let cap = config.max_window_delay.max(bound);
+                    let latest = opens.duration_since(now) + config.min_delay;
+                    proptest::prop_assert!(
+                        stretched <= cap && stretched <= latest.max(delay),
+                        "{stretched:?} behind a window opening in {opens_ms} ms"
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn every_delay_stays_within_the_bounds_whatever_line_a_saved_state_brings(
+            config in settings(),
             line in (
                 proptest::prelude::any::<u32>(),
                 proptest::num::f64::ANY,
@@ -597,71 +788,29 @@ mod tests {
                 proptest::num::f64::ANY,
                 proptest::num::f64::ANY,
             ),
-            last in proptest::prelude::any::<u8>(),
-            polls in proptest::collection::vec(
-                (0u64..100_000, proptest::option::of(0u8..=100), proptest::bool::weighted(0.05)),
-                1..100,
-            ),
+            (step, last) in (proptest::prelude::any::<u8>(), proptest::prelude::any::<u8>()),
+            polls in history(),
         ) {
-            let ms = Duration::from_millis;
-            let config = Backoff {
-                min_delay: ms(bounds.0),
-                max_delay: ms(bounds.1),
-                near_end_delay: ms(bounds.2),
-                max_progress_delay: ms(bounds.3),
-                jitter_seed: Some(1),
-                ..Backoff::default()
-            };
-            let cap = config.max_delay.max(config.min_delay);
-            let near = config.near_end_delay.clamp(config.min_delay, cap);
-            let longest = cap.max(config.max_progress_delay.max(near));
-            // Whatever line a saved state brings, sane or not.
+            let bound = config.max_lateness();
             let (n, mean_x, mean_y, cxx, cxy) = line;
             let mut now = Instant::now();
             let track = Track {
                 origin: now,
+                step,
+                slips: 0,
                 seen: now,
                 last,
                 line: Line { n, mean_x, mean_y, cxx, cxy },
             };
-            let state = ScheduleState { resets: 0, steps: 0, track: Some(track) };
+            let state = ScheduleState { resets: 0, steps: 0, status_since: None, track: Some(track) };
             let mut s = Schedule::resume(config, state);
-            for (gap_ms, progress, changed) in polls {
-                now += ms(gap_ms);
-                let delay = s.after_snapshot(now, changed, progress);
-                proptest::prop_assert!(
-                    delay >= config.min_delay && delay <= longest,
-                    "{delay:?} outside {:?}..={longest:?}", config.min_delay
-                );
+            for (gap_ms, change, changed) in polls {
+                now += Duration::from_millis(gap_ms);
+                let shown = change.map(|c| u8::try_from(c.clamp(0, 100)).unwrap());
+                let delay = s.after_snapshot(now, changed, shown);
+                proptest::prop_assert!(delay <= bound, "{delay:?} over {bound:?}");
             }
         }
-    }
-
-    #[test]
-    fn a_line_that_does_not_rise_says_nothing() {
-        let mut line = Line::default();
-        assert_eq!(line.reaches_100(), None);
-        line.add(0.0, 40.0);
-        assert_eq!(line.reaches_100(), None);
-        // Two values at one instant: no time to measure a rate over.
-        line.add(0.0, 50.0);
-        assert_eq!(line.reaches_100(), None);
-        line.add(10.0, 60.0);
-        assert!(line.reaches_100().is_some_and(|at| at > 10.0));
-    }
-
-    #[test]
-    fn progress_guidance_can_be_turned_off() {
-        let mut s = Schedule::new(Backoff {
-            progress_guided: false,
-            ..plain()
-        });
-        let t0 = Instant::now();
-        s.after_snapshot(t0, false, Some(0));
-        assert_eq!(
-            s.after_snapshot(t0 + Duration::from_secs(100), false, Some(10)),
-            Duration::from_secs(2)
-        );
     }
 
     #[test]

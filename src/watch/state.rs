@@ -148,8 +148,12 @@ pub(crate) struct SavedSchedule {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct SavedTrack {
     origin: Timestamp,
+    /// The size of the latest rise.
     #[serde(default)]
-    first: u8,
+    step: u8,
+    /// How often the estimate slipped.
+    #[serde(default)]
+    slips: u8,
     seen_at: Timestamp,
     last: u8,
     /// The fitted line: points, weighted means and co-moments, times in seconds after
@@ -168,7 +172,7 @@ impl SavedTrack {
         let numbers = [self.mean_x, self.mean_y, self.cxx, self.cxy];
         numbers.iter().all(|v| v.is_finite())
             && self.last <= 100
-            && self.first <= self.last
+            && self.step <= self.last
             && (1..=101).contains(&self.n)
             && self.mean_x >= 0.0
             && (0.0..=100.0).contains(&self.mean_y)
@@ -185,7 +189,8 @@ impl SavedSchedule {
             status_since: state.status_since.map(|t| clock.timestamp(t)),
             progress: state.track.map(|t| SavedTrack {
                 origin: clock.timestamp(t.origin),
-                first: t.first,
+                step: t.step,
+                slips: t.slips,
                 seen_at: clock.timestamp(t.seen),
                 last: t.last,
                 n: t.line.n,
@@ -206,7 +211,8 @@ impl SavedSchedule {
             // A line no wait could have saved starts again from the next value.
             track: self.progress.filter(SavedTrack::is_sane).map(|t| Track {
                 origin: at(t.origin),
-                first: t.first,
+                step: t.step,
+                slips: t.slips,
                 seen: at(t.seen_at),
                 last: t.last,
                 line: Line {

@@ -63,6 +63,18 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub max_delay: Duration,
 
+    /// The longest delay between polls of a PENDING task whose maintenance window is closed:
+    /// the delays grow towards it only after the task has been PENDING for a while, and a poll
+    /// lands just after the window opens.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub max_window_delay: Duration,
+
+    /// Exit 3 at once when a PENDING task's maintenance window opens after the deadline.
+    /// Only a resize made with `delay=true` waits for its window; any other task may start
+    /// at once, so use this only for tasks known to wait for their window.
+    #[arg(long)]
+    pub fail_fast_on_window: bool,
+
     /// The timeout of each request.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,

@@ -119,6 +119,8 @@ async fn run(
                 .timeout(args.timeout)
                 .min_delay(args.min_delay)
                 .max_delay(args.max_delay)
+                .max_window_delay(args.max_window_delay)
+                .fail_fast_on_window(args.fail_fast_on_window)
                 .request_timeout(args.request_timeout)
                 .request_limiter(limiter.clone())
                 .cancel_token(token.clone());

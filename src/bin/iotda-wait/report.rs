@@ -125,7 +125,9 @@ impl Reporter {
                         ));
                     }
                     TaskEvent::WaitingForWindow { opens_at, .. } => {
-                        bar.set_message(format!("PENDING until the window opens at {opens_at}"));
+                        bar.set_message(format!(
+                            "PENDING; may be waiting for its window, which opens at {opens_at}"
+                        ));
                     }
                     TaskEvent::Done(outcome) => match outcome {
                         Ok(_) => {
@@ -163,7 +165,7 @@ impl Reporter {
                         delay.as_secs_f64()
                     ),
                     TaskEvent::WaitingForWindow { opens_at, delay } => format!(
-                        "PENDING until the maintenance window opens at {opens_at}; next poll in {:.0}s",
+                        "PENDING; it may be waiting for its maintenance window, which opens at {opens_at}; next poll in {:.0}s",
                         delay.as_secs_f64()
                     ),
                     TaskEvent::Done(Ok(_)) => "SUCCESS".into(),
