@@ -721,6 +721,11 @@ fn plot(workload: &Workload, ours: &[(Policy, Figures)], anchors: &[(Policy, Fig
         .unwrap();
     chart
         .configure_mesh()
+        .max_light_lines(0)
+        .x_labels(12)
+        .y_labels(12)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .x_desc("requests per task (log)")
         .y_desc("p95 detection delay, s (log)")
         .draw()
@@ -744,10 +749,12 @@ fn plot(workload: &Workload, ours: &[(Policy, Figures)], anchors: &[(Policy, Fig
         }))
         .unwrap();
     chart
-        .draw_series(anchors.iter().map(|(p, f)| {
+        .draw_series(anchors.iter().enumerate().map(|(i, (p, f))| {
+            // Staggered, so that anchors close together keep readable labels.
+            let dy = [-16, 2, 16][i % 3];
             EmptyElement::at((f.all.requests, f.all.p95))
                 + TriangleMarker::new((0, 0), 5, red.filled())
-                + Text::new(p.name(), (6, 2), ("sans-serif", 12).into_font().color(&red))
+                + Text::new(p.name(), (7, dy), ("sans-serif", 12).into_font().color(&red))
         }))
         .unwrap()
         .label("anchors")
