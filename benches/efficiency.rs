@@ -754,7 +754,11 @@ fn plot(workload: &Workload, ours: &[(Policy, Figures)], anchors: &[(Policy, Fig
             let dy = [-16, 2, 16][i % 3];
             EmptyElement::at((f.all.requests, f.all.p95))
                 + TriangleMarker::new((0, 0), 5, red.filled())
-                + Text::new(p.name(), (7, dy), ("sans-serif", 12).into_font().color(&red))
+                + Text::new(
+                    p.name(),
+                    (7, dy),
+                    ("sans-serif", 12).into_font().color(&red),
+                )
         }))
         .unwrap()
         .label("anchors")

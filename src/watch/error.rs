@@ -38,10 +38,12 @@ pub enum WaitError {
         /// The last snapshot seen, if any.
         last: Option<InstanceTask>,
     },
-    /// The task waits for a maintenance window that opens after the deadline: failing now
-    /// saves polling to a certain timeout. The task itself is untouched and will run then.
+    /// Only with [`fail_fast_on_window`](crate::TaskWatcher::fail_fast_on_window): the task is
+    /// PENDING and its maintenance window opens after the deadline. If it waits for the window
+    /// (a resize made with `delay=true`), failing now saves polling to a certain timeout; the
+    /// task itself is untouched and will run then.
     #[error(
-        "task {} is PENDING until its maintenance window opens at {opens_at}, after the wait's \
+        "task {} is PENDING and its maintenance window opens at {opens_at}, after the wait's \
          deadline ({deadline}); wait with a later deadline",
         Id(task)
     )]

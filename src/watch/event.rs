@@ -43,12 +43,14 @@ pub enum TaskEvent {
         /// The delay before the next poll.
         delay: Duration,
     },
-    /// The task is PENDING until its maintenance window opens, and the watcher sleeps until
-    /// just before then instead of polling all along.
+    /// The task is PENDING while its maintenance window is closed: it *may* be waiting for the
+    /// window (a resize made with `delay=true`), or may start at any moment. Said once per
+    /// opening; the watcher goes on polling, with sleeps that stretch the longer the task stays
+    /// PENDING (up to `max_window_delay`), and lands a poll just after the window opens.
     WaitingForWindow {
         /// When the window opens.
         opens_at: jiff::Timestamp,
-        /// How long the watcher sleeps (at most until the deadline).
+        /// The next sleep (at most until the deadline).
         delay: Duration,
     },
     /// The wait is over. Nothing follows this event.
