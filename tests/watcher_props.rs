@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::script::*;
 use futures::StreamExt;
-use iotda_task_watcher::{ApiError, ApiErrorKind, TaskEvent, TaskWatcher};
+use iotda_task_watcher::{ApiError, ApiErrorKind, Backoff, TaskEvent, TaskWatcher};
 use proptest::prelude::*;
 
 fn step() -> impl Strategy<Value = Step> {
@@ -96,6 +96,99 @@ proptest! {
             let final_event = events.last().unwrap().outcome().unwrap();
             prop_assert_eq!(format!("{final_event:?}"), format!("{outcome:?}"));
             prop_assert_eq!(again.polls(), polls);
+            Ok(())
+        })?;
+    }
+}
+
+/// Settings from sane to odd: any delays from 0.5 s to 2 min, any factor, with and without
+/// jitter and progress guidance.
+fn settings() -> impl Strategy<Value = Backoff> {
+    let ms = |lo: u64, hi: u64| (lo..hi).prop_map(Duration::from_millis);
+    (
+        (
+            ms(500, 5_000),
+            ms(500, 120_000),
+            prop::option::of(ms(0, 120_000)),
+        ),
+        (
+            prop::option::of(ms(0, 300_000)),
+            0.5f32..4.0,
+            any::<bool>(),
+            any::<bool>(),
+        ),
+    )
+        .prop_map(
+            |((min, max, near), (far, factor, jitter, guided))| Backoff {
+                min_delay: min,
+                max_delay: max,
+                near_end_delay: near,
+                max_progress_delay: far,
+                factor,
+                jitter,
+                progress_guided: guided,
+                ..Backoff::default()
+            },
+        )
+}
+
+/// A task's progress as (seconds after the start, percent) reports: rises, jumps, stalls (long
+/// gaps), values that go backwards and values out of range.
+fn shape() -> impl Strategy<Value = Vec<(f64, i64)>> {
+    prop::collection::vec((0u64..900, -15i64..50), 0..30).prop_map(|steps| {
+        let (mut t, mut p) = (0.0, 0);
+        steps
+            .into_iter()
+            .map(|(gap, delta)| {
+                t += gap as f64;
+                p += delta;
+                (t, p)
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// The lateness promise, end to end: whatever the settings and the task's progress, a task
+    /// that ends (SUCCESS or FAILED, at any point of its run) is seen at most
+    /// `Backoff::max_lateness` after its end.
+    #[test]
+    fn every_end_is_seen_within_the_lateness_promise(
+        backoff in settings(),
+        points in shape(),
+        ends in 0.0f64..7_200.0,
+        fails in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        rt.block_on(async {
+            let origin = tokio::time::Instant::now();
+            let source = move || {
+                let t = origin.elapsed().as_secs_f64();
+                let task = if t >= ends {
+                    snapshot(if fails { "FAILED" } else { "SUCCESS" }, Some(100))
+                } else {
+                    let p = points.iter().take_while(|(at, _)| *at <= t).last().map_or(0, |s| s.1);
+                    snapshot("RUNNING", Some(p))
+                };
+                async move { Ok::<_, ApiError>(task) }
+            };
+            let outcome = TaskWatcher::from_source(source)
+                .backoff(backoff)
+                .jitter_seed(seed)
+                .timeout(Duration::from_secs(4 * 3600))
+                .await;
+            let seen = origin.elapsed().as_secs_f64();
+            prop_assert_eq!(outcome.is_ok(), !fails, "{:?}", outcome);
+            let late = seen - ends;
+            let bound = backoff.max_lateness().as_secs_f64();
+            // tokio's timer has millisecond slots.
+            prop_assert!(
+                (0.0..=bound + 0.002).contains(&late),
+                "seen {late:.3} s after the end; the promise is {bound} s"
+            );
             Ok(())
         })?;
     }
