@@ -340,3 +340,65 @@ async fn every_request_signed_before_the_clock_correction_learns_it() {
         assert!(outcome.is_ok(), "{outcome:?}");
     }
 }
+
+/// The errors from `error` down its `source()` chain.
+fn chain<'e>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> Vec<&'e (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source()).collect()
+}
+
+#[tokio::test]
+async fn a_failure_keeps_its_cause_as_the_error_source() {
+    // A refused connection: the wait times out, and its chain reaches reqwest's error.
+    let addr = raw::serve(vec![Act::Json(RUNNING_40.into()), Act::Refuse]).await;
+    let refused = fast(&format!("http://{addr}"))
+        .timeout(Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, WaitError::TimedOut { .. }), "{refused:?}");
+    let links = chain(&refused);
+    assert!(
+        links[1]
+            .downcast_ref::<iotda_task_watcher::ApiError>()
+            .is_some(),
+        "the ApiError is the wait's source"
+    );
+    assert!(
+        links
+            .iter()
+            .any(|e| e.downcast_ref::<reqwest::Error>().is_some()),
+        "{links:?}"
+    );
+
+    // A body that is not a task: the chain reaches serde_json's error.
+    let server = sequence_server(vec![
+        running(),
+        ResponseTemplate::new(200).set_body_string("{\"status\": RUNNING}"),
+    ])
+    .await;
+    let unreadable = fast(&server.uri())
+        .timeout(Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    let links = chain(&unreadable);
+    assert!(
+        links
+            .iter()
+            .any(|e| e.downcast_ref::<serde_json::Error>().is_some()),
+        "{links:?}"
+    );
+    // Display still says it all in one line.
+    assert!(
+        unreadable.to_string().contains("did not decode"),
+        "{unreadable}"
+    );
+
+    // A permanent error is the source of `WaitError::Api`.
+    let server = sequence_server(vec![error(403, "IOTDA.000005")]).await;
+    let forbidden = fast(&server.uri()).await.unwrap_err();
+    let api = std::error::Error::source(&forbidden)
+        .and_then(|e| e.downcast_ref::<iotda_task_watcher::ApiError>())
+        .expect("the ApiError is the source");
+    assert_eq!(api.kind(), ApiErrorKind::Forbidden);
+}

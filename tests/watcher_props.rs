@@ -118,18 +118,21 @@ fn settings() -> impl Strategy<Value = Backoff> {
             any::<bool>(),
         ),
     )
-        .prop_map(
-            |((min, max, near), (far, factor, jitter, guided))| Backoff {
-                min_delay: min,
-                max_delay: max,
-                near_end_delay: near,
-                max_progress_delay: far,
-                factor,
-                jitter,
-                progress_guided: guided,
-                ..Backoff::default()
-            },
-        )
+        .prop_map(|((min, max, near), (far, factor, jitter, guided))| {
+            let mut backoff = Backoff::default()
+                .with_min_delay(min)
+                .with_max_delay(max)
+                .with_factor(factor)
+                .with_jitter(jitter)
+                .with_progress_guided(guided);
+            if let Some(near) = near {
+                backoff = backoff.with_near_end_delay(near);
+            }
+            if let Some(far) = far {
+                backoff = backoff.with_max_progress_delay(far);
+            }
+            backoff
+        })
 }
 
 /// A task's progress as (seconds after the start, percent) reports: rises, jumps, stalls (long

@@ -1,6 +1,7 @@
 //! What a failed call says, and whether trying again can help.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
@@ -92,6 +93,8 @@ pub(crate) struct Parts {
     pub(crate) retry_after: Option<Duration>,
     pub(crate) server_date: Option<SystemTime>,
     pub(crate) detail: Option<String>,
+    /// The underlying error: the transport's, or the decoder's.
+    pub(crate) source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl ApiError {
@@ -108,6 +111,7 @@ impl ApiError {
                 retry_after: None,
                 server_date: None,
                 detail: None,
+                source: None,
             }),
         }
     }
@@ -115,6 +119,12 @@ impl ApiError {
     /// Adds a description of a failure that had no error body.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.parts.detail = Some(detail.into());
+        self
+    }
+
+    /// Adds the underlying error, returned by [`source`](std::error::Error::source).
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.parts.source = Some(Arc::new(source));
         self
     }
 
@@ -221,7 +231,15 @@ impl fmt::Debug for ApiError {
     }
 }
 
-impl std::error::Error for ApiError {}
+/// The underlying error, when there is one: a [`reqwest::Error`] for a failed transport, a
+/// [`serde_json::Error`] for a body that did not decode. `Display` already says what it says.
+impl std::error::Error for ApiError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let source: &(dyn std::error::Error + Send + Sync + 'static) =
+            self.parts.source.as_deref()?;
+        Some(source)
+    }
+}
 
 /// The kind of an answer with a non-success status, from the status and the error code.
 pub(crate) fn classify(status: StatusCode, code: Option<&str>) -> ApiErrorKind {

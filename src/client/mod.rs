@@ -249,7 +249,7 @@ impl IotdaClient {
             };
             let error = error_from(&response, ApiErrorKind::Decode);
             return Err(match why {
-                Ok(why) => error.with_detail(why),
+                Ok(why) => why.into_error(error),
                 Err(e) => e.into_error(error),
             });
         }
@@ -314,18 +314,41 @@ fn error_from(response: &reqwest::Response, kind: ApiErrorKind) -> ApiError {
     error
 }
 
+/// Why a body did not decode as a task.
+#[derive(Debug)]
+pub(crate) struct DecodeError {
+    detail: String,
+    source: Option<serde_json::Error>,
+}
+
+impl DecodeError {
+    /// Fills `base` with what went wrong, the decoder's error as its source.
+    fn into_error(self, base: ApiError) -> ApiError {
+        let error = base.with_detail(self.detail);
+        match self.source {
+            Some(source) => error.with_source(source),
+            None => error,
+        }
+    }
+}
+
 /// Decodes a task; the body must be a JSON object (serde would also take an array as a struct).
-pub(crate) fn decode_task(body: &[u8]) -> Result<InstanceTask, String> {
+pub(crate) fn decode_task(body: &[u8]) -> Result<InstanceTask, DecodeError> {
     if body.trim_ascii_start().first() != Some(&b'{') {
         let shown = if body.is_empty() {
             "empty"
         } else {
             "not a JSON object"
         };
-        return Err(format!("the body is {shown} ({} bytes)", body.len()));
+        return Err(DecodeError {
+            detail: format!("the body is {shown} ({} bytes)", body.len()),
+            source: None,
+        });
     }
-    serde_json::from_slice(body)
-        .map_err(|e| format!("the task did not decode: {e} ({} bytes)", body.len()))
+    serde_json::from_slice(body).map_err(|e| DecodeError {
+        detail: format!("the task did not decode: {e} ({} bytes)", body.len()),
+        source: Some(e),
+    })
 }
 
 /// Why a body could not be read in full.
@@ -346,6 +369,7 @@ impl BodyError {
                 let mut error = base;
                 error.parts.kind = transport.parts.kind;
                 error.parts.detail = transport.parts.detail;
+                error.parts.source = transport.parts.source;
                 error
             }
         }
@@ -384,7 +408,7 @@ fn transport_error(e: reqwest::Error) -> ApiError {
         detail.push_str(&s.to_string());
         source = s.source();
     }
-    ApiError::new(kind).with_detail(detail)
+    ApiError::new(kind).with_detail(detail).with_source(e)
 }
 
 /// How far the server's `Date` may be from our clock before a refused signature is blamed on
@@ -450,7 +474,8 @@ impl IotdaClientBuilder {
         self
     }
 
-    /// The timeout of each request, from connecting to the end of the body. Default 10 s.
+    /// The timeout of each request, from connecting to the end of the body. Default 10 s;
+    /// zero is refused by [`build`](Self::build) with [`BuildError::ZeroTimeout`].
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -479,6 +504,9 @@ impl IotdaClientBuilder {
         };
         let credentials = self.credentials.ok_or(BuildError::MissingCredentials)?;
         let project_id = self.project_id.ok_or(BuildError::MissingProjectId)?;
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(BuildError::ZeroTimeout);
+        }
         let http = match self.http {
             Some(http) => http,
             None => reqwest::Client::builder()
@@ -486,7 +514,7 @@ impl IotdaClientBuilder {
                 .connect_timeout(Duration::from_secs(5))
                 .https_only(false)
                 .build()
-                .map_err(|e| BuildError::Http(e.to_string()))?,
+                .map_err(|e| BuildError::Http(Arc::new(e)))?,
         };
         let token_value = match credentials.auth() {
             Auth::AkSk {
@@ -530,7 +558,7 @@ fn secret_value(secret: &str) -> Result<HeaderValue, BuildError> {
 }
 
 /// Why a client could not be built.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
     /// Neither a region nor an endpoint was given.
@@ -548,9 +576,12 @@ pub enum BuildError {
     /// The credentials cannot be sent (the secret itself is never shown).
     #[error("invalid credentials: {0}")]
     InvalidCredentials(&'static str),
-    /// The HTTP client could not be built.
+    /// The request timeout is zero: every request would time out before it is sent.
+    #[error("the request timeout is zero")]
+    ZeroTimeout,
+    /// The HTTP client could not be built; the source is reqwest's error.
     #[error("the HTTP client could not be built: {0}")]
-    Http(String),
+    Http(#[source] Arc<reqwest::Error>),
 }
 
 #[cfg(test)]
@@ -567,26 +598,34 @@ mod tests {
     fn build_refuses_what_is_missing() {
         let creds = || Credentials::aksk("a", "b");
         let project = || ProjectId::new("p").unwrap();
-        assert_eq!(
+        assert!(matches!(
             IotdaClient::builder().build().unwrap_err(),
             BuildError::MissingEndpoint
-        );
-        assert_eq!(
+        ));
+        assert!(matches!(
             IotdaClient::builder()
                 .region("cn-north-4")
                 .project_id(project())
                 .build()
                 .unwrap_err(),
             BuildError::MissingCredentials
-        );
-        assert_eq!(
+        ));
+        assert!(matches!(
             IotdaClient::builder()
                 .region("cn-north-4")
                 .credentials(creds())
                 .build()
                 .unwrap_err(),
             BuildError::MissingProjectId
-        );
+        ));
+        let zero = IotdaClient::builder()
+            .region("cn-north-4")
+            .credentials(creds())
+            .project_id(project())
+            .timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert!(matches!(zero, BuildError::ZeroTimeout), "{zero}");
         let err = IotdaClient::builder()
             .endpoint("http://example.com")
             .credentials(creds())

@@ -328,7 +328,10 @@ impl<S: TaskSource> Engine<S> {
             self.timed_out();
             return None;
         }
-        let delay = delay.min(self.deadline - now);
+        // Never a busy loop, whatever the settings; never past the deadline.
+        let delay = delay
+            .max(super::schedule::MIN_DELAY_FLOOR)
+            .min(self.deadline - now);
         self.next_poll = now + delay;
         Some(delay)
     }

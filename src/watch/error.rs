@@ -29,7 +29,8 @@ pub enum WaitError {
         elapsed: Duration,
         /// How many polls were sent.
         polls: u32,
-        /// The error of the last poll, when it failed.
+        /// The error of the last poll, when it failed; also the [`source`](std::error::Error::source).
+        #[source]
         last_error: Option<ApiError>,
     },
     /// The wait's cancellation token was cancelled. The task itself goes on.
@@ -58,7 +59,8 @@ pub enum WaitError {
     /// The service answered with an error that trying again cannot fix.
     #[error("{error}; {}", Last(last.as_ref()))]
     Api {
-        /// The error.
+        /// The error; also the [`source`](std::error::Error::source).
+        #[source]
         error: ApiError,
         /// The last snapshot seen, if any.
         last: Option<InstanceTask>,

@@ -194,37 +194,42 @@ impl<S: TaskSource> TaskWatcher<S> {
         self
     }
 
-    /// The first delay, and the delay after a status change. Default 1 s.
+    /// The first delay, and the delay after a status change. Default 1 s; below 1 ms counts as
+    /// 1 ms. See [`Backoff::with_min_delay`].
     pub fn min_delay(mut self, delay: Duration) -> Self {
-        self.settings.backoff.min_delay = delay;
+        self.settings.backoff = self.settings.backoff.with_min_delay(delay);
         self
     }
 
-    /// The longest delay between polls. Default 30 s.
+    /// The longest delay of the backoff. Default 30 s; below `min_delay` it counts as
+    /// `min_delay`. It also sets the far-end and near-end delays of progress guidance unless
+    /// they are set (1.5 and 0.5 times it), and so the lateness promise,
+    /// [`Backoff::max_lateness`].
     pub fn max_delay(mut self, delay: Duration) -> Self {
-        self.settings.backoff.max_delay = delay;
+        self.settings.backoff = self.settings.backoff.with_max_delay(delay);
         self
     }
 
-    /// How much each delay grows over the one before; below 1 counts as 1. Default 2.
+    /// How much each delay grows over the one before. Default 2; see [`Backoff::with_factor`]
+    /// for odd values.
     pub fn factor(mut self, factor: f32) -> Self {
-        self.settings.backoff.factor = factor;
+        self.settings.backoff = self.settings.backoff.with_factor(factor);
         self
     }
 
     /// Turns jitter on or off. Default on.
     pub fn jitter(mut self, on: bool) -> Self {
-        self.settings.backoff.jitter = on;
+        self.settings.backoff = self.settings.backoff.with_jitter(on);
         self
     }
 
-    /// Seeds the jitter so that delays repeat from run to run (for tests).
+    /// Seeds the jitter so that delays repeat from run to run. Meant for tests and simulations.
     pub fn jitter_seed(mut self, seed: u64) -> Self {
-        self.settings.backoff.jitter_seed = Some(seed);
+        self.settings.backoff = self.settings.backoff.with_jitter_seed(seed);
         self
     }
 
-    /// Sets all the delay settings at once.
+    /// Sets all the delay settings at once, replacing those set before.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.settings.backoff = backoff;
         self
@@ -235,7 +240,7 @@ impl<S: TaskSource> TaskWatcher<S> {
     /// around it, sparser the later the task runs against it. Without it, the backoff alone
     /// applies. See [`Backoff::progress_guided`]. Default on.
     pub fn progress_guided(mut self, on: bool) -> Self {
-        self.settings.backoff.progress_guided = on;
+        self.settings.backoff = self.settings.backoff.with_progress_guided(on);
         self
     }
 
@@ -244,14 +249,14 @@ impl<S: TaskSource> TaskWatcher<S> {
     /// still seen within this time. Default: 1.5 times `max_delay` (45 s). See
     /// [`Backoff::max_lateness`].
     pub fn max_progress_delay(mut self, delay: Duration) -> Self {
-        self.settings.backoff.max_progress_delay = Some(delay);
+        self.settings.backoff = self.settings.backoff.with_max_progress_delay(delay);
         self
     }
 
     /// How often a task is polled around the end its progress predicts (kept between
     /// `min_delay` and `max_delay`). Default: half of `max_delay` (15 s).
     pub fn near_end_delay(mut self, delay: Duration) -> Self {
-        self.settings.backoff.near_end_delay = Some(delay);
+        self.settings.backoff = self.settings.backoff.with_near_end_delay(delay);
         self
     }
 
@@ -261,7 +266,7 @@ impl<S: TaskSource> TaskWatcher<S> {
     /// PENDING for a while (a quarter of that time, up to this), and a poll lands just after
     /// the window opens. Default 5 minutes.
     pub fn max_window_delay(mut self, delay: Duration) -> Self {
-        self.settings.backoff.max_window_delay = delay;
+        self.settings.backoff = self.settings.backoff.with_max_window_delay(delay);
         self
     }
 
@@ -295,9 +300,9 @@ impl<S: TaskSource> TaskWatcher<S> {
     }
 
     /// The timeout of each poll. Default: the client's (10 s). A poll in flight at the deadline
-    /// ends within it.
+    /// ends within it. Below 1 ms it counts as 1 ms.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.request_timeout = timeout;
+        self.settings.request_timeout = timeout.max(schedule::MIN_DELAY_FLOOR);
         self
     }
 

@@ -37,43 +37,140 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio::time::Instant;
 
-/// How the delays between polls are chosen.
+/// How the delays between polls are chosen: a value to build with the `with_*` methods and
+/// hand to [`TaskWatcher::backoff`](crate::TaskWatcher::backoff) (or set piece by piece on the
+/// watcher).
 ///
 /// Whatever the settings, no sleep the schedule plans is longer than
 /// [`max_lateness`](Backoff::max_lateness) (45 s by default), except a server's `Retry-After`
 /// and the sleeps of a PENDING task behind a closed maintenance window (at most
 /// `max_window_delay`). So a task that ends, at whatever progress, is seen at most that long
 /// after its end, plus the time of one request.
+///
+/// Odd settings are clamped, never refused, each as its setter says: delays below 1 ms count
+/// as 1 ms (no setting makes a wait poll in a busy loop), a `max_delay` below `min_delay`
+/// counts as `min_delay`, and a factor below 1 or NaN as 1.
+///
+/// ```
+/// use std::time::Duration;
+/// use iotda_task_watcher::Backoff;
+/// let backoff = Backoff::default()
+///     .with_max_delay(Duration::from_secs(10))
+///     .with_jitter(false);
+/// assert_eq!(backoff.max_lateness(), Duration::from_secs(15));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct Backoff {
-    /// The first delay, and the delay after a status change. Default 1 s.
-    pub min_delay: Duration,
-    /// The longest delay of the exponential backoff, jitter included; below `min_delay` it
-    /// counts as `min_delay`. Default 30 s.
-    pub max_delay: Duration,
-    /// How much each backoff delay grows over the one before; below 1, NaN or infinite counts
-    /// as 1. Default 2.
-    pub factor: f32,
+    pub(crate) min_delay: Duration,
+    pub(crate) max_delay: Duration,
+    pub(crate) factor: f32,
+    pub(crate) jitter: bool,
+    pub(crate) jitter_seed: Option<u64>,
+    pub(crate) progress_guided: bool,
+    pub(crate) max_progress_delay: Option<Duration>,
+    pub(crate) near_end_delay: Option<Duration>,
+    pub(crate) max_window_delay: Duration,
+}
+
+/// The shortest delay any setting can ask for: shorter ones count as this.
+pub(crate) const MIN_DELAY_FLOOR: Duration = Duration::from_millis(1);
+
+impl Backoff {
+    /// The first delay, and the delay after a status change. Default 1 s; below 1 ms counts
+    /// as 1 ms.
+    #[must_use]
+    pub fn with_min_delay(mut self, delay: Duration) -> Self {
+        self.min_delay = delay.max(MIN_DELAY_FLOOR);
+        self
+    }
+
+    /// The longest delay of the exponential backoff, jitter included. Default 30 s; below
+    /// `min_delay` it counts as `min_delay` (whichever is set first).
+    #[must_use]
+    pub fn with_max_delay(mut self, delay: Duration) -> Self {
+        self.max_delay = delay.max(MIN_DELAY_FLOOR);
+        self
+    }
+
+    /// How much each backoff delay grows over the one before. Default 2; below 1 and NaN count
+    /// as 1 (a constant delay), infinity as a jump to `max_delay` after the first delay.
+    #[must_use]
+    pub fn with_factor(mut self, factor: f32) -> Self {
+        self.factor = if factor.is_nan() {
+            1.0
+        } else {
+            factor.max(1.0)
+        };
+        self
+    }
+
     /// Adds a random part of up to 100 % to each backoff delay (capped at `max_delay`), so that
     /// many waiters started together spread out. Delays set by progress follow each task's own
     /// estimate and are not jittered. Default on.
-    pub jitter: bool,
-    /// Seeds the jitter, for reproducible delays in tests. Default: a random seed.
-    pub jitter_seed: Option<u64>,
+    #[must_use]
+    pub fn with_jitter(mut self, on: bool) -> Self {
+        self.jitter = on;
+        self
+    }
+
+    /// Seeds the jitter, so that delays repeat from run to run. Meant for tests and
+    /// simulations; by default each wait draws its own seed.
+    #[must_use]
+    pub fn with_jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter_seed = Some(seed);
+        self
+    }
+
     /// Lets the task's progress set the delays once it has risen: sparse while its estimated
     /// end is far, every `near_end_delay` around it. Default on.
-    pub progress_guided: bool,
+    #[must_use]
+    pub fn with_progress_guided(mut self, on: bool) -> Self {
+        self.progress_guided = on;
+        self
+    }
+
     /// The longest sleep while the estimated end is far (never shorter than the near-end
     /// delay): a task that ends, or fails, far earlier than its progress promised is still
-    /// seen within this time. `None` (the default) is 1.5 times `max_delay`: 45 s by default.
-    pub max_progress_delay: Option<Duration>,
+    /// seen within this time. Default 1.5 times `max_delay` (45 s).
+    #[must_use]
+    pub fn with_max_progress_delay(mut self, delay: Duration) -> Self {
+        self.max_progress_delay = Some(delay);
+        self
+    }
+
     /// How often a task is polled around its estimated end (kept between `min_delay` and
-    /// `max_delay`). `None` (the default) is half of `max_delay`: 15 s by default.
-    pub near_end_delay: Option<Duration>,
+    /// `max_delay`). Default half of `max_delay` (15 s).
+    #[must_use]
+    pub fn with_near_end_delay(mut self, delay: Duration) -> Self {
+        self.near_end_delay = Some(delay);
+        self
+    }
+
     /// The longest sleep while a PENDING task's maintenance window is closed (never shorter
-    /// than the backoff). The sleeps stretch towards it only after the task has been PENDING
-    /// for a while, and never past the window's opening. Default 5 minutes.
-    pub max_window_delay: Duration,
+    /// than [`max_lateness`](Self::max_lateness)). The sleeps stretch towards it only after the
+    /// task has been PENDING for a while, and never past the window's opening. Default 5
+    /// minutes.
+    #[must_use]
+    pub fn with_max_window_delay(mut self, delay: Duration) -> Self {
+        self.max_window_delay = delay;
+        self
+    }
+
+    /// The first delay.
+    pub fn min_delay(&self) -> Duration {
+        self.min_delay
+    }
+
+    /// The longest delay of the backoff: `max_delay`, or `min_delay` when that is longer.
+    pub fn max_delay(&self) -> Duration {
+        self.cap()
+    }
+
+    /// Whether progress sets the delays.
+    pub fn progress_guided(&self) -> bool {
+        self.progress_guided
+    }
 }
 
 impl Default for Backoff {
@@ -124,9 +221,9 @@ impl Backoff {
     /// use std::time::Duration;
     /// use iotda_task_watcher::Backoff;
     /// assert_eq!(Backoff::default().max_lateness(), Duration::from_secs(45));
-    /// let fast = Backoff { max_delay: Duration::from_secs(10), ..Backoff::default() };
+    /// let fast = Backoff::default().with_max_delay(Duration::from_secs(10));
     /// assert_eq!(fast.max_lateness(), Duration::from_secs(15));
-    /// let plain = Backoff { progress_guided: false, ..Backoff::default() };
+    /// let plain = Backoff::default().with_progress_guided(false);
     /// assert_eq!(plain.max_lateness(), Duration::from_secs(30));
     /// ```
     #[must_use]
@@ -149,10 +246,10 @@ impl Backoff {
         let mut builder = ExponentialBuilder::default()
             .with_min_delay(min)
             .with_max_delay(self.cap())
-            .with_factor(if self.factor.is_finite() {
-                self.factor.max(1.0)
-            } else {
-                1.0
+            .with_factor(match self.factor {
+                f if f.is_nan() => 1.0,
+                f if f.is_infinite() && f > 0.0 => f32::MAX,
+                f => f.max(1.0),
             })
             .without_max_times();
         if self.jitter {
