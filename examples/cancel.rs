@@ -41,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .cancel_token(token)
         .await;
     match outcome {
-        Err(WaitError::Cancelled { last }) => {
+        Err(WaitError::Cancelled { last, .. }) => {
             let progress = last.as_ref().and_then(|t| t.progress_percent());
             println!("cancelled; the task was last at {progress:?}% and goes on without us");
         }

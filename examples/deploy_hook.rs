@@ -46,7 +46,7 @@ async fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(WaitError::Failed { task }) => {
+        Err(WaitError::Failed { task, .. }) => {
             eprintln!(
                 "the change failed: {}",
                 task.status_detail.unwrap_or_default()

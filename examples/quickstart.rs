@@ -45,7 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .events();
     while let Some(event) = events.next().await {
         match event {
-            TaskEvent::Observed { task } | TaskEvent::StatusChanged { task, .. } => {
+            TaskEvent::Observed { task, .. } | TaskEvent::StatusChanged { task, .. } => {
                 bar.set_message(task.status_or_unknown().to_string());
                 bar.set_position(task.progress_percent().unwrap_or(0).into());
             }

@@ -83,7 +83,11 @@ macro_rules! open_enum {
         $name:ident { $( $(#[$vdoc:meta])* $variant:ident = $wire:literal, )* }
     ) => {
         $(#[$doc])*
+        ///
+        /// Values the service adds appear as `Unknown` until this crate names them; naming
+        /// one later is not a breaking change, so match with a `_` arm.
         #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
         pub enum $name {
             $( $(#[$vdoc])* $variant, )*
             /// A value this crate does not know, kept as sent.

@@ -71,7 +71,7 @@ async fn permanent(fault: ResponseTemplate, kind: ApiErrorKind) {
     let server = sequence_server(vec![running(), fault, task_json("SUCCESS", 100)]).await;
     let events = events(fast(&server.uri())).await;
     match events.last() {
-        Some(TaskEvent::Done(Err(WaitError::Api { error, last }))) => {
+        Some(TaskEvent::Done(Err(WaitError::Api { error, last, .. }))) => {
             assert_eq!(error.kind(), kind);
             assert_eq!(error.request_id(), Some("req-fault"));
             assert_eq!(
@@ -100,7 +100,7 @@ async fn first_retry(watcher: TaskWatcher) -> (ApiErrorKind, Duration) {
                 retry = Some((error.kind(), delay));
                 token.cancel();
             }
-            TaskEvent::Done(Err(WaitError::Cancelled { last })) => {
+            TaskEvent::Done(Err(WaitError::Cancelled { last, .. })) => {
                 assert_eq!(last.unwrap().progress, Some(40), "the last state is kept");
             }
             TaskEvent::Done(other) => panic!("{other:?}"),
@@ -244,7 +244,7 @@ async fn odd_but_readable_answers_keep_the_wait_going() {
         .iter()
         .filter_map(|e| match e {
             TaskEvent::StatusChanged { from, to, .. } => Some(format!("{from}->{to}")),
-            TaskEvent::ProgressChanged { from, to } => Some(format!("{from:?}->{to:?}")),
+            TaskEvent::ProgressChanged { from, to, .. } => Some(format!("{from:?}->{to:?}")),
             _ => None,
         })
         .collect();

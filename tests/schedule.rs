@@ -140,7 +140,9 @@ async fn a_pending_task_behind_a_closed_window_is_polled_sparsely_and_seen_as_it
     let waiting: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
-            TaskEvent::WaitingForWindow { opens_at, delay } => Some((*opens_at, *delay)),
+            TaskEvent::WaitingForWindow {
+                opens_at, delay, ..
+            } => Some((*opens_at, *delay)),
             _ => None,
         })
         .collect();
@@ -215,6 +217,7 @@ async fn a_window_after_the_deadline_keeps_polling_unless_told_to_fail_fast() {
             task,
             opens_at,
             deadline,
+            ..
         } => {
             assert_eq!(task.status, Some(TaskStatus::Pending));
             assert_eq!(

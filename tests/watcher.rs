@@ -38,6 +38,7 @@ async fn the_first_poll_is_immediate_and_delays_double_up_to_the_cap() {
             elapsed,
             polls,
             last_error,
+            ..
         } => {
             assert_eq!(last.unwrap().status, Some(TaskStatus::Running));
             assert_eq!(elapsed, Duration::from_secs(100));
@@ -127,6 +128,7 @@ async fn a_longer_retry_after_wins_and_a_shorter_one_does_not() {
                 attempt,
                 delay,
                 error,
+                ..
             } => Some((*attempt, *delay, error.kind())),
             _ => None,
         })
@@ -222,7 +224,7 @@ async fn a_new_task_may_be_missing_for_its_first_polls() {
         at("SUCCESS", 100),
     ]);
     match watcher(&script).wait().await.unwrap_err() {
-        WaitError::Api { error, last } => {
+        WaitError::Api { error, last, .. } => {
             assert_eq!(error.kind(), ApiErrorKind::NotFound);
             assert!(last.is_none());
         }
@@ -247,7 +249,7 @@ async fn once_seen_a_404_is_permanent_and_keeps_the_last_state() {
         at("SUCCESS", 100),
     ]);
     match watcher(&script).wait().await.unwrap_err() {
-        WaitError::Api { error, last } => {
+        WaitError::Api { error, last, .. } => {
             assert_eq!(error.kind(), ApiErrorKind::NotFound);
             assert_eq!(last.unwrap().progress, Some(40));
         }
@@ -271,9 +273,9 @@ async fn events_come_once_each_in_order_and_end_with_done() {
     let shown: Vec<String> = events
         .iter()
         .map(|e| match e {
-            TaskEvent::Observed { task } => format!("observed {}", task.status_or_unknown()),
+            TaskEvent::Observed { task, .. } => format!("observed {}", task.status_or_unknown()),
             TaskEvent::StatusChanged { from, to, .. } => format!("status {from}->{to}"),
-            TaskEvent::ProgressChanged { from, to } => format!("progress {from:?}->{to:?}"),
+            TaskEvent::ProgressChanged { from, to, .. } => format!("progress {from:?}->{to:?}"),
             TaskEvent::Retrying { attempt, .. } => format!("retrying {attempt}"),
             TaskEvent::Done(outcome) => format!("done {}", outcome.is_ok()),
             other => format!("{other:?}"),
@@ -399,7 +401,7 @@ async fn cancellation_mid_sleep_is_prompt() {
     assert_eq!(started.elapsed(), Duration::from_millis(5_500));
     assert_eq!(script.polls(), secs(&[0.0, 1.0, 3.0]));
     match err {
-        WaitError::Cancelled { last } => assert_eq!(last.unwrap().progress, Some(10)),
+        WaitError::Cancelled { last, .. } => assert_eq!(last.unwrap().progress, Some(10)),
         other => panic!("{other:?}"),
     }
 }
@@ -416,7 +418,7 @@ async fn cancellation_mid_request_is_prompt() {
         .unwrap_err();
     assert_eq!(started.elapsed(), Duration::from_millis(1_200));
     assert_eq!(script.poll_count(), 2);
-    assert!(matches!(err, WaitError::Cancelled { last: Some(_) }));
+    assert!(matches!(err, WaitError::Cancelled { last: Some(_), .. }));
     assert_eq!(err.to_string(), "cancelled; last seen RUNNING at 10%");
 }
 
@@ -430,7 +432,7 @@ async fn a_token_cancelled_before_the_start_sends_nothing() {
         .wait()
         .await
         .unwrap_err();
-    assert!(matches!(err, WaitError::Cancelled { last: None }));
+    assert!(matches!(err, WaitError::Cancelled { last: None, .. }));
     assert_eq!(script.poll_count(), 0);
 }
 

@@ -102,7 +102,7 @@ async fn a_bad_signature_ends_the_wait_at_once() {
         .await
         .unwrap_err();
     match &err {
-        WaitError::Api { error, last } => {
+        WaitError::Api { error, last, .. } => {
             assert_eq!(error.kind(), ApiErrorKind::Unauthorized);
             assert!(last.is_none());
         }
@@ -154,7 +154,9 @@ async fn cancelling_mid_request_ends_the_wait_and_sends_nothing_more() {
     let rest: Vec<TaskEvent> = events.collect().await;
     canceller.await.unwrap();
     match rest.as_slice() {
-        [TaskEvent::Done(Err(WaitError::Cancelled { last: Some(task) }))] => {
+        [TaskEvent::Done(Err(WaitError::Cancelled {
+            last: Some(task), ..
+        }))] => {
             assert_eq!(task.progress, Some(10));
         }
         other => panic!("{other:?}"),

@@ -80,8 +80,8 @@ proptest! {
             let mut progress: Option<Option<u8>> = None;
             for e in &events {
                 match e {
-                    TaskEvent::Observed { task } => progress = Some(task.progress_percent()),
-                    TaskEvent::ProgressChanged { from, to } => {
+                    TaskEvent::Observed { task, .. } => progress = Some(task.progress_percent()),
+                    TaskEvent::ProgressChanged { from, to, .. } => {
                         prop_assert_ne!(from, to);
                         prop_assert_eq!(progress, Some(*from));
                         progress = Some(*to);

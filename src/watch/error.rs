@@ -6,11 +6,16 @@ use std::time::Duration;
 use crate::{ApiError, InstanceTask};
 
 /// Why a wait did not end in SUCCESS.
+///
+/// Room to grow: new reasons may be added and every variant may gain fields, so match with a
+/// `_` arm and with `..` in struct patterns; [`WaitError::last`] reads the last snapshot
+/// whatever the variant.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum WaitError {
     /// The task reached FAILED.
     #[error("task {} FAILED{}", Id(task), Detail(task))]
+    #[non_exhaustive]
     Failed {
         /// The final snapshot; `status_detail` says why.
         task: InstanceTask,
@@ -22,6 +27,7 @@ pub enum WaitError {
         Last(last.as_ref()),
         LastError(last_error.as_ref())
     )]
+    #[non_exhaustive]
     TimedOut {
         /// The last snapshot seen, if any.
         last: Option<InstanceTask>,
@@ -35,6 +41,7 @@ pub enum WaitError {
     },
     /// The wait's cancellation token was cancelled. The task itself goes on.
     #[error("cancelled; {}", Last(last.as_ref()))]
+    #[non_exhaustive]
     Cancelled {
         /// The last snapshot seen, if any.
         last: Option<InstanceTask>,
@@ -48,6 +55,7 @@ pub enum WaitError {
          deadline ({deadline}); wait with a later deadline",
         Id(task)
     )]
+    #[non_exhaustive]
     WindowAfterDeadline {
         /// The last snapshot, with its `operate_window`.
         task: InstanceTask,
@@ -58,6 +66,7 @@ pub enum WaitError {
     },
     /// The service answered with an error that trying again cannot fix.
     #[error("{error}; {}", Last(last.as_ref()))]
+    #[non_exhaustive]
     Api {
         /// The error; also the [`source`](std::error::Error::source).
         #[source]

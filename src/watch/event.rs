@@ -9,15 +9,20 @@ pub type Outcome = Result<InstanceTask, WaitError>;
 
 /// One thing that happened during a wait. A stream of them starts with [`TaskEvent::Observed`]
 /// (unless the first polls fail) and ends with exactly one [`TaskEvent::Done`].
+///
+/// Room to grow: new kinds of events may be added, and the struct variants may gain fields, so
+/// match with a `_` arm and with `..` in struct patterns. `Done` stays as it is.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum TaskEvent {
     /// The task was seen for the first time.
+    #[non_exhaustive]
     Observed {
         /// The snapshot.
         task: InstanceTask,
     },
     /// The status changed. Statuses this crate does not know appear here too.
+    #[non_exhaustive]
     StatusChanged {
         /// The status before (`Unknown("")` when the service sent none).
         from: TaskStatus,
@@ -28,6 +33,7 @@ pub enum TaskEvent {
     },
     /// The progress changed. `None` is a progress the service did not send, or sent outside
     /// `0..=100`.
+    #[non_exhaustive]
     ProgressChanged {
         /// The progress before, in percent.
         from: Option<u8>,
@@ -35,6 +41,7 @@ pub enum TaskEvent {
         to: Option<u8>,
     },
     /// A poll failed in a way that trying again may fix; the next poll comes after `delay`.
+    #[non_exhaustive]
     Retrying {
         /// What went wrong.
         error: ApiError,
@@ -47,6 +54,7 @@ pub enum TaskEvent {
     /// window (a resize made with `delay=true`), or may start at any moment. Said once per
     /// opening; the watcher goes on polling, with sleeps that stretch the longer the task stays
     /// PENDING (up to `max_window_delay`), and lands a poll just after the window opens.
+    #[non_exhaustive]
     WaitingForWindow {
         /// When the window opens.
         opens_at: jiff::Timestamp,

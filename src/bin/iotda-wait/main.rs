@@ -137,7 +137,7 @@ async fn run(
     let mut events = futures::stream::select_all(streams);
     while let Some((i, event)) = events.next().await {
         match &event {
-            TaskEvent::Observed { task } | TaskEvent::StatusChanged { task, .. } => {
+            TaskEvent::Observed { task, .. } | TaskEvent::StatusChanged { task, .. } => {
                 last[i] = Some(task.clone())
             }
             TaskEvent::ProgressChanged { to, .. } => {

@@ -91,7 +91,7 @@ impl Reporter {
             Output::Text => {
                 if let TaskEvent::Done(outcome) = event {
                     let status = match outcome {
-                        Ok(task) | Err(WaitError::Failed { task }) => {
+                        Ok(task) | Err(WaitError::Failed { task, .. }) => {
                             task.status_or_unknown().to_string()
                         }
                         Err(WaitError::TimedOut { .. } | WaitError::WindowAfterDeadline { .. }) => {
@@ -111,7 +111,7 @@ impl Reporter {
             People::Bars { bars, .. } => {
                 let bar = &bars[index];
                 match event {
-                    TaskEvent::Observed { task } | TaskEvent::StatusChanged { task, .. } => {
+                    TaskEvent::Observed { task, .. } | TaskEvent::StatusChanged { task, .. } => {
                         bar.set_message(task.status_or_unknown().to_string());
                         if let Some(p) = task.progress_percent() {
                             bar.set_position(p.into());
@@ -134,7 +134,7 @@ impl Reporter {
                             bar.set_position(100);
                             bar.finish_with_message("SUCCESS");
                         }
-                        Err(WaitError::Failed { task }) => {
+                        Err(WaitError::Failed { task, .. }) => {
                             let detail = task.status_detail.as_deref().unwrap_or("no detail");
                             bar.abandon_with_message(format!("FAILED: {detail}"));
                         }
@@ -145,14 +145,14 @@ impl Reporter {
             }
             People::Lines => {
                 let line = match event {
-                    TaskEvent::Observed { task } => {
+                    TaskEvent::Observed { task, .. } => {
                         format!(
                             "{}{}",
                             task.status_or_unknown(),
                             percent(task.progress_percent())
                         )
                     }
-                    TaskEvent::StatusChanged { from, to, task } => {
+                    TaskEvent::StatusChanged { from, to, task, .. } => {
                         format!("{from} -> {to}{}", percent(task.progress_percent()))
                     }
                     TaskEvent::ProgressChanged { to, .. } => format!("progress{}", percent(*to)),
@@ -160,11 +160,12 @@ impl Reporter {
                         error,
                         attempt,
                         delay,
+                        ..
                     } => format!(
                         "retrying in {:.1}s (attempt {attempt}): {error}",
                         delay.as_secs_f64()
                     ),
-                    TaskEvent::WaitingForWindow { opens_at, delay } => format!(
+                    TaskEvent::WaitingForWindow { opens_at, delay, .. } => format!(
                         "PENDING; it may be waiting for its maintenance window, which opens at {opens_at}; next poll in {:.0}s",
                         delay.as_secs_f64()
                     ),
@@ -202,7 +203,7 @@ impl Reporter {
 fn json_line(id: &TaskId, event: &TaskEvent, last: Option<&InstanceTask>) -> Option<Value> {
     let mut line = Map::new();
     let (name, task) = match event {
-        TaskEvent::Observed { task } => ("observed", Some(task)),
+        TaskEvent::Observed { task, .. } => ("observed", Some(task)),
         TaskEvent::StatusChanged { from, task, .. } => {
             line.insert("from".into(), json!(from.as_str()));
             ("status", Some(task))
@@ -215,13 +216,16 @@ fn json_line(id: &TaskId, event: &TaskEvent, last: Option<&InstanceTask>) -> Opt
             error,
             attempt,
             delay,
+            ..
         } => {
             line.insert("error".into(), json!(error.to_string()));
             line.insert("attempt".into(), json!(attempt));
             line.insert("delay_ms".into(), json!(delay.as_millis() as u64));
             ("retrying", last)
         }
-        TaskEvent::WaitingForWindow { opens_at, delay } => {
+        TaskEvent::WaitingForWindow {
+            opens_at, delay, ..
+        } => {
             line.insert("opens_at".into(), json!(opens_at.to_string()));
             line.insert("delay_ms".into(), json!(delay.as_millis() as u64));
             ("window", last)
