@@ -8,6 +8,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::env::EnvError;
+
 /// What was wrong with an identifier.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {kind} {value:?}: {problem}")]
@@ -182,7 +184,7 @@ id_type!(
     /// use iotda_task_watcher::ProjectId;
     /// let id: ProjectId = "0123456789abcdef0123456789abcdef".parse()?;
     /// assert!("../x".parse::<ProjectId>().is_err());
-    /// # Ok::<(), iotda_task_watcher::IdError>(())
+    /// # Ok::<(), iotda_task_watcher::ids::IdError>(())
     /// ```
     ProjectId, "project id", 64, "ASCII letters, digits, '-' and '_'", project_char
 );
@@ -195,7 +197,7 @@ id_type!(
     /// let id: InstanceId = "a1b2c3d4-0000-1111-2222-333344445555".parse()?;
     /// let err = "A1B2".parse::<InstanceId>().unwrap_err();
     /// assert!(err.to_string().contains("not allowed"));
-    /// # Ok::<(), iotda_task_watcher::IdError>(())
+    /// # Ok::<(), iotda_task_watcher::ids::IdError>(())
     /// ```
     InstanceId, "instance id", 36, "only 'a'-'f', '0'-'9' and '-'", lower_hex_or_dash
 );
@@ -207,7 +209,7 @@ id_type!(
     /// use iotda_task_watcher::TaskId;
     /// let id: TaskId = "075f413d-a3bb-4243-974d-8eb9221c1234".parse()?;
     /// assert!("075f413d/../retry".parse::<TaskId>().is_err());
-    /// # Ok::<(), iotda_task_watcher::IdError>(())
+    /// # Ok::<(), iotda_task_watcher::ids::IdError>(())
     /// ```
     TaskId, "task id", 64, "only 'a'-'f', '0'-'9' and '-'", lower_hex_or_dash
 );
@@ -216,11 +218,10 @@ impl ProjectId {
     /// Reads the project id from `HUAWEICLOUD_SDK_PROJECT_ID`, the official SDKs' variable.
     ///
     /// # Errors
-    /// [`crate::EnvError`] when the variable is unset or holds an invalid id.
-    pub fn from_env() -> Result<Self, crate::EnvError> {
-        let value =
-            crate::client::credentials::env_var(crate::client::credentials::ENV_PROJECT_ID)?;
-        Self::new(value).map_err(crate::EnvError::InvalidProjectId)
+    /// [`EnvError`] when the variable is unset or holds an invalid id.
+    pub fn from_env() -> Result<Self, EnvError> {
+        let value = crate::env::var(crate::env::ENV_PROJECT_ID)?;
+        Self::new(value).map_err(EnvError::InvalidProjectId)
     }
 }
 

@@ -12,7 +12,8 @@
 //! - [`TaskWatcher`]: polls with exponential backoff until SUCCESS, FAILED, the deadline or
 //!   cancellation, as a paced [`Stream`](futures::Stream) of [`TaskEvent`]s or as a future;
 //!   [`wait_for_task`] is the one-liner, [`watch_many`] and [`wait_all`] wait for many tasks
-//!   over one client.
+//!   over one client. Its one promise about time: a task's end is seen at most
+//!   [`Backoff::max_lateness`](watch::Backoff::max_lateness) after it (45 s by default).
 //!
 //! ```no_run
 //! use iotda_task_watcher::{wait_for_task, Credentials, IotdaClient, ProjectId};
@@ -26,39 +27,52 @@
 //! println!("{:?}", task.status);
 //! # Ok(()) }
 //! ```
+//!
+//! # Try it without an account
+//!
+//! The `simulator` feature adds [`simulator`]: an IoTDA server on loopback with scripted tasks
+//! and faults, which checks signatures as the gateway does. `cargo run --example quickstart`
+//! waits for a simulated task with a progress bar; the crate's own tests and benches use it.
+//!
+//! # Features
+//!
+//! - `simulator`: the [`simulator`] module (pulls in `wiremock`).
+//! - `cli`: the `iotda-wait` command (`cargo install iotda-task-watcher --features cli`), with
+//!   exit codes for scripts and JSON lines for programs.
+//!
+//! # Where things are
+//!
+//! The root holds what a first program needs. The rest is in modules named for what they
+//! hold: [`client`] (the client, its builder, [`ApiError`](client::ApiError)), with
+//! [`client::credentials`], [`client::endpoint`] and [`client::signer`]; [`ids`]; [`model`]
+//! (the answer); [`watch`] (the watcher, its settings, events, errors and saved state);
+//! [`env`] (the official SDKs' environment variables).
+//!
+//! # Stability
+//!
+//! Configuration types are built with methods, not struct literals, and enums and their struct
+//! variants that may grow are `#[non_exhaustive]`: new settings, events, error reasons and
+//! fields, and new known status or type values, arrive without a breaking change.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod client;
+pub mod client;
+pub mod env;
 #[cfg(test)]
 mod fuzz;
-mod ids;
-mod model;
+pub mod ids;
+pub mod model;
 #[cfg(feature = "simulator")]
+#[cfg_attr(docsrs, doc(cfg(feature = "simulator")))]
 pub mod simulator;
-mod watch;
+pub mod watch;
 
-pub use client::credentials::{
-    Credentials, EnvError, Secret, ENV_AK, ENV_PROJECT_ID, ENV_REGION, ENV_SECURITY_TOKEN, ENV_SK,
-};
-pub use client::endpoint::{
-    override_variable as endpoint_override_variable, Endpoint, EndpointError, REGIONS,
-};
-pub use client::error::{parse_retry_after, ApiError, ApiErrorKind};
-pub use client::signer;
-pub use client::{
-    BuildError, IotdaClient, IotdaClientBuilder, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT,
-    USER_AGENT,
-};
-pub use ids::{IdError, IdProblem, InstanceId, ProjectId, TaskId};
-pub use model::{
-    ChargeMode, Flavor, InstanceTask, OperateWindow, TargetConfig, TaskStatus, TaskTime, TaskType,
-};
-pub use watch::{
-    wait_all, wait_for_task, watch_many, Backoff, BoundTask, Outcome, ResumeError, TaskEvent,
-    TaskEvents, TaskSource, TaskWatcher, WaitError, WaitState, DEFAULT_NOT_FOUND_TOLERANCE,
-    DEFAULT_WAIT_TIMEOUT,
-};
+pub use client::credentials::Credentials;
+pub use client::{IotdaClient, IotdaClientBuilder};
+pub use ids::{InstanceId, ProjectId, TaskId};
+pub use model::{InstanceTask, TaskStatus, TaskType};
+pub use watch::{wait_all, wait_for_task, watch_many, Outcome, TaskEvent, TaskWatcher, WaitError};
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

@@ -30,9 +30,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
+use crate::client::signer;
+use crate::model::{OperateWindow, TaskTime};
 use crate::{
-    signer, Credentials, InstanceId, InstanceTask, IotdaClient, IotdaClientBuilder, OperateWindow,
-    ProjectId, TaskId, TaskStatus, TaskTime, TaskType,
+    Credentials, InstanceId, InstanceTask, IotdaClient, IotdaClientBuilder, ProjectId, TaskId,
+    TaskStatus, TaskType,
 };
 
 /// The access key the simulator accepts unless told otherwise.

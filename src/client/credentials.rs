@@ -5,16 +5,7 @@
 
 use std::fmt;
 
-/// The official SDKs' variable for the access key id.
-pub const ENV_AK: &str = "HUAWEICLOUD_SDK_AK";
-/// The official SDKs' variable for the secret access key.
-pub const ENV_SK: &str = "HUAWEICLOUD_SDK_SK";
-/// The official SDKs' variable for a temporary credential's security token.
-pub const ENV_SECURITY_TOKEN: &str = "HUAWEICLOUD_SDK_SECURITY_TOKEN";
-/// The official SDKs' variable for the project id.
-pub const ENV_PROJECT_ID: &str = "HUAWEICLOUD_SDK_PROJECT_ID";
-/// The official SDKs' variable for the region.
-pub const ENV_REGION: &str = "HUAWEICLOUD_SDK_REGION";
+use crate::env::{var as env_var, EnvError, ENV_AK, ENV_SECURITY_TOKEN, ENV_SK};
 
 /// A secret string: it can be used, but not printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -155,29 +146,6 @@ impl fmt::Debug for Credentials {
                 .finish(),
             Kind::IamToken(token) => f.debug_tuple("Credentials::IamToken").field(token).finish(),
         }
-    }
-}
-
-/// A configuration variable that could not be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum EnvError {
-    /// The variable is unset or empty.
-    #[error("environment variable {0} is not set")]
-    Missing(&'static str),
-    /// The variable is not valid Unicode.
-    #[error("environment variable {0} is not valid Unicode")]
-    NotUnicode(&'static str),
-    /// `HUAWEICLOUD_SDK_PROJECT_ID` holds an invalid project id.
-    #[error("environment variable {ENV_PROJECT_ID}: {0}")]
-    InvalidProjectId(crate::IdError),
-}
-
-pub(crate) fn env_var(name: &'static str) -> Result<String, EnvError> {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
-        Ok(_) | Err(std::env::VarError::NotPresent) => Err(EnvError::Missing(name)),
-        Err(std::env::VarError::NotUnicode(_)) => Err(EnvError::NotUnicode(name)),
     }
 }
 

@@ -24,6 +24,8 @@
 //! # Ok::<(), url::ParseError>(())
 //! ```
 
+use std::time::SystemTime;
+
 use hmac::{Hmac, Mac};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::{Digest, Sha256};
@@ -195,9 +197,23 @@ pub fn parse_authorization(value: &str) -> Option<(&str, Vec<&str>, &str)> {
     Some((access?, signed?, signature?))
 }
 
+/// `X-Sdk-Date` for `now`: `YYYYMMDDTHHMMSSZ` in UTC.
+pub(crate) fn sdk_date(now: SystemTime) -> String {
+    jiff::Timestamp::try_from(now)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .strftime(DATE_FORMAT)
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sdk_date_is_utc_basic_format() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_704_067_200);
+        assert_eq!(sdk_date(t), "20240101T000000Z");
+    }
 
     fn sign(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> String {
         let url: Url = url.parse().unwrap();

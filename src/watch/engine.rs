@@ -29,10 +29,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::schedule::Schedule;
-use super::state::{Clock, SavedSchedule, WaitState};
+use super::clock::Clock;
+use super::state::{SavedSchedule, WaitState};
+use super::watcher::Settings;
 use super::window::next_opening;
-use super::{Outcome, Settings, TaskEvent};
-use crate::{ApiError, ApiErrorKind, InstanceTask, TaskSource, TaskStatus, WaitError};
+use super::{Outcome, TaskEvent, TaskSource, WaitError};
+use crate::client::{ApiError, ApiErrorKind};
+use crate::model::{InstanceTask, TaskStatus};
 
 /// How late after the deadline a planned poll may still go out: tokio's timer has millisecond
 /// slots, so a sleep until the deadline can end just after it.
@@ -232,7 +235,11 @@ impl<S: TaskSource> Engine<S> {
                 let (from, to) = (previous.progress_percent(), task.progress_percent());
                 if from != to {
                     self.pending
-                        .push_back(TaskEvent::ProgressChanged { from, to });
+                        .push_back(TaskEvent::ProgressChanged {
+                            from,
+                            to,
+                            task: task.clone(),
+                        });
                 }
             }
         }
@@ -290,6 +297,7 @@ impl<S: TaskSource> Engine<S> {
             self.pending.push_back(TaskEvent::WaitingForWindow {
                 opens_at: opens,
                 delay: planned,
+                task: self.last.clone().unwrap_or_default(),
             });
         }
         Some(delay)

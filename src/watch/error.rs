@@ -3,7 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::{ApiError, InstanceTask};
+use crate::client::ApiError;
+use crate::model::InstanceTask;
 
 /// Why a wait did not end in SUCCESS.
 ///

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::{ApiError, InstanceTask, TaskStatus, WaitError};
+use super::WaitError;
+use crate::client::ApiError;
+use crate::model::{InstanceTask, TaskStatus};
 
 /// How a wait ended: the task on SUCCESS, or why not.
 pub type Outcome = Result<InstanceTask, WaitError>;
@@ -39,6 +41,8 @@ pub enum TaskEvent {
         from: Option<u8>,
         /// The progress now, in percent.
         to: Option<u8>,
+        /// The snapshot that showed it.
+        task: InstanceTask,
     },
     /// A poll failed in a way that trying again may fix; the next poll comes after `delay`.
     #[non_exhaustive]
@@ -60,12 +64,29 @@ pub enum TaskEvent {
         opens_at: jiff::Timestamp,
         /// The next sleep (at most until the deadline).
         delay: Duration,
+        /// The snapshot that showed the task PENDING.
+        task: InstanceTask,
     },
     /// The wait is over. Nothing follows this event.
     Done(Outcome),
 }
 
 impl TaskEvent {
+    /// The task as this event leaves it: the snapshot it carries, or for the final event the
+    /// last one seen. `None` for `Retrying`, which brings no snapshot, and for a wait that
+    /// ended before the task was seen.
+    pub fn task(&self) -> Option<&InstanceTask> {
+        match self {
+            Self::Observed { task, .. }
+            | Self::StatusChanged { task, .. }
+            | Self::ProgressChanged { task, .. }
+            | Self::WaitingForWindow { task, .. } => Some(task),
+            Self::Retrying { .. } => None,
+            Self::Done(Ok(task)) => Some(task),
+            Self::Done(Err(error)) => error.last(),
+        }
+    }
+
     /// The outcome, when this is the final event.
     pub fn outcome(&self) -> Option<&Outcome> {
         match self {

@@ -56,7 +56,7 @@ pub async fn wait_all(
     let watchers = ids
         .iter()
         .enumerate()
-        .map(|(i, id)| (i, TaskWatcher::new(client, instance_id.clone(), id.clone())))
+        .map(|(i, id)| (i, TaskWatcher::new(client, instance_id, id)))
         .collect::<Vec<_>>();
     let mut outcomes: Vec<Option<Outcome>> = vec![None; ids.len()];
     let mut events = std::pin::pin!(watch_many(watchers, max_in_flight));

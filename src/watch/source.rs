@@ -2,11 +2,13 @@
 
 use std::future::Future;
 
-use crate::{ApiError, InstanceId, InstanceTask, IotdaClient, TaskId};
+use crate::client::{ApiError, IotdaClient};
+use crate::ids::{InstanceId, TaskId};
+use crate::model::InstanceTask;
 
 /// Where a watcher gets the latest snapshot of its task.
 ///
-/// [`IotdaClient::task`] gives the production source. Any `Fn() -> impl Future<Output =
+/// [`IotdaClient::bind_task`] gives the production source. Any `Fn() -> impl Future<Output =
 /// Result<InstanceTask, ApiError>>` closure is one too, which is how tests script a task:
 ///
 /// ```
@@ -49,6 +51,20 @@ pub struct BoundTask {
 }
 
 impl BoundTask {
+    pub(crate) fn new(
+        client: IotdaClient,
+        url: url::Url,
+        instance_id: InstanceId,
+        task_id: TaskId,
+    ) -> Self {
+        Self {
+            client,
+            instance_id,
+            task_id,
+            url,
+        }
+    }
+
     /// The client.
     pub fn client(&self) -> &IotdaClient {
         &self.client
@@ -73,17 +89,5 @@ impl TaskSource for BoundTask {
 
     fn ids(&self) -> Option<(&InstanceId, &TaskId)> {
         Some((&self.instance_id, &self.task_id))
-    }
-}
-
-impl IotdaClient {
-    /// This client bound to one task, as a [`TaskSource`] for a [`TaskWatcher`](crate::TaskWatcher).
-    pub fn task(&self, instance_id: InstanceId, task_id: TaskId) -> BoundTask {
-        BoundTask {
-            url: self.task_url(&instance_id, &task_id),
-            client: self.clone(),
-            instance_id,
-            task_id,
-        }
     }
 }

@@ -3,7 +3,7 @@
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 
-use crate::OperateWindow;
+use crate::model::OperateWindow;
 
 /// When `window` (daily, `HH:mm` to `HH:mm` UTC) opens next after `now`, or `None` when it is
 /// open now, always open, or does not parse.

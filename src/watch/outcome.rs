@@ -1,0 +1,110 @@
+//! [`OutcomeKind`]: how a wait ended, as one word, an exit code and a severity.
+
+use std::fmt;
+
+use super::{Outcome, WaitError};
+
+/// How a wait ended, without the details: what scripts, logs and exit codes need.
+///
+/// ```
+/// use iotda_task_watcher::watch::OutcomeKind;
+/// # fn show(outcome: &iotda_task_watcher::Outcome) {
+/// let kind = OutcomeKind::of(outcome);
+/// println!("{kind} ({}), exit code {}", kind.as_str(), kind.exit_code());
+/// # }
+/// // Many waits: the most severe outcome decides.
+/// let worst = [OutcomeKind::Success, OutcomeKind::TimedOut, OutcomeKind::Failed]
+///     .into_iter()
+///     .max()
+///     .unwrap();
+/// assert_eq!(worst.exit_code(), 1);
+/// ```
+///
+/// New kinds may be added; they are ordered by severity, so `max` over many outcomes is the
+/// one to report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum OutcomeKind {
+    /// The task reached SUCCESS.
+    Success,
+    /// The deadline passed (or, with `fail_fast_on_window`, the task's window opens after it).
+    TimedOut,
+    /// The service answered with an error that retrying cannot fix.
+    Error,
+    /// The task reached FAILED.
+    Failed,
+    /// The wait was cancelled.
+    Cancelled,
+}
+
+impl OutcomeKind {
+    /// The kind of `outcome`.
+    pub fn of(outcome: &Outcome) -> Self {
+        match outcome {
+            Ok(_) => Self::Success,
+            Err(WaitError::Failed { .. }) => Self::Failed,
+            // A window that opens after the deadline is a timeout known in advance.
+            Err(WaitError::TimedOut { .. } | WaitError::WindowAfterDeadline { .. }) => {
+                Self::TimedOut
+            }
+            Err(WaitError::Cancelled { .. }) => Self::Cancelled,
+            Err(WaitError::Api { .. }) => Self::Error,
+        }
+    }
+
+    /// The name in snake case, as `iotda-wait` writes it in JSON: `success`, `failed`,
+    /// `timed_out`, `cancelled`, `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Cancelled => "cancelled",
+            Self::Error => "error",
+        }
+    }
+
+    /// The exit code `iotda-wait` ends with: 0 success, 1 failed, 3 timed out, 4 error, 130
+    /// cancelled (as for an interrupt).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Success => 0,
+            Self::Failed => 1,
+            Self::TimedOut => 3,
+            Self::Error => 4,
+            Self::Cancelled => 130,
+        }
+    }
+}
+
+/// Upper case, as a status: `SUCCESS`, `FAILED`, `TIMED_OUT`, `CANCELLED`, `ERROR`.
+impl fmt::Display for OutcomeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str().to_ascii_uppercase())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::InstanceTask;
+
+    #[test]
+    fn severity_orders_the_exit_codes_of_many_waits() {
+        let mut kinds = [
+            OutcomeKind::Success,
+            OutcomeKind::TimedOut,
+            OutcomeKind::Error,
+            OutcomeKind::Failed,
+            OutcomeKind::Cancelled,
+        ];
+        kinds.sort();
+        let codes: Vec<u8> = kinds.iter().map(|k| k.exit_code()).collect();
+        assert_eq!(codes, [0, 3, 4, 1, 130]);
+        assert_eq!(OutcomeKind::TimedOut.to_string(), "TIMED_OUT");
+        let failed: Outcome = Err(WaitError::Failed {
+            task: InstanceTask::default(),
+        });
+        assert_eq!(OutcomeKind::of(&failed), OutcomeKind::Failed);
+    }
+}

@@ -1,0 +1,333 @@
+//! [`TaskWatcher`]: the builder of one wait, and the wait itself.
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::stream::StreamExt;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::events::{CheckpointHook, TaskEvents};
+use super::schedule::{self, Backoff};
+use super::state::{ResumeError, WaitState};
+use super::stop::Stop;
+use super::{engine, BoundTask, Outcome, TaskEvent, TaskSource, DEFAULT_NOT_FOUND_TOLERANCE, DEFAULT_WAIT_TIMEOUT};
+use crate::{InstanceId, IotdaClient, TaskId};
+
+/// Everything a wait is configured with, apart from its source.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) stop: Stop,
+    pub(crate) backoff: Backoff,
+    pub(crate) request_timeout: Duration,
+    pub(crate) not_found_tolerance: u32,
+    pub(crate) cancel: Option<CancellationToken>,
+    pub(crate) limiter: Option<Arc<Semaphore>>,
+    pub(crate) window_fail_fast: bool,
+    /// Wall-clock time at the start; `None` reads the system clock.
+    pub(crate) wall_clock: Option<SystemTime>,
+    pub(crate) resume: Option<Box<WaitState>>,
+}
+
+/// Waits for one task. Configure it with the builder methods, then either `.await` it (or call
+/// [`TaskWatcher::wait`]) for the outcome, or take [`TaskWatcher::events`] for a stream of what
+/// happens on the way.
+///
+/// The first poll is sent at once; after each poll its events are emitted at once, then the
+/// watcher sleeps: exponentially longer (1 s, 2 s, 4 s ... 30 s, with jitter) while nothing
+/// changes, from the minimum again after a status change, never less than a server's
+/// `Retry-After`, and never past the deadline: the last poll lands on it.
+///
+/// ```no_run
+/// # async fn run(client: iotda_task_watcher::IotdaClient) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use futures::StreamExt;
+/// use iotda_task_watcher::{TaskEvent, TaskWatcher};
+///
+/// let watcher = TaskWatcher::new(&client, "a1b2c3d4".parse()?, "075f413d".parse()?)
+///     .timeout(Duration::from_secs(20 * 60))
+///     .max_delay(Duration::from_secs(10));
+/// let mut events = watcher.events();
+/// while let Some(event) = events.next().await {
+///     match event {
+///         TaskEvent::ProgressChanged { to: Some(p), .. } => println!("{p}%"),
+///         TaskEvent::Done(outcome) => println!("{:?}", outcome.map(|t| t.status)),
+///         _ => {}
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[must_use = "a watcher does nothing until it is awaited or its events are polled"]
+pub struct TaskWatcher<S = BoundTask> {
+    source: S,
+    settings: Settings,
+    on_checkpoint: Option<CheckpointHook>,
+}
+
+impl<S> std::fmt::Debug for TaskWatcher<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskWatcher")
+            .field("source", &std::any::type_name::<S>())
+            .field("settings", &self.settings)
+            .field("on_checkpoint", &self.on_checkpoint.is_some())
+            .finish()
+    }
+}
+
+impl TaskWatcher<BoundTask> {
+    /// A watcher of `task_id` on `instance_id`, polled through `client` (with the client's
+    /// request timeout).
+    pub fn new(client: &IotdaClient, instance_id: &InstanceId, task_id: &TaskId) -> Self {
+        let request_timeout = client.timeout();
+        Self::from_source(client.bind_task(instance_id, task_id)).request_timeout(request_timeout)
+    }
+
+    /// Goes on with a wait saved by [`TaskEvents::checkpoint`], through `client`.
+    ///
+    /// # Errors
+    /// [`ResumeError`] when the state does not name its instance and task (it came from a
+    /// watcher of a custom source).
+    pub fn resume(client: &IotdaClient, state: WaitState) -> Result<Self, ResumeError> {
+        let (Some(instance), Some(task)) = (state.instance_id(), state.task_id()) else {
+            return Err(ResumeError);
+        };
+        let watcher = Self::new(client, instance, task);
+        Ok(watcher.resume_from(state))
+    }
+}
+
+impl<S: TaskSource> TaskWatcher<S> {
+    /// A watcher of whatever `source` returns.
+    pub fn from_source(source: S) -> Self {
+        Self {
+            source,
+            on_checkpoint: None,
+            settings: Settings {
+                stop: Stop::After(DEFAULT_WAIT_TIMEOUT),
+                backoff: Backoff::default(),
+                request_timeout: crate::client::DEFAULT_TIMEOUT,
+                not_found_tolerance: DEFAULT_NOT_FOUND_TOLERANCE,
+                cancel: None,
+                limiter: None,
+                window_fail_fast: false,
+                wall_clock: None,
+                resume: None,
+            },
+        }
+    }
+
+    /// Gives up this long after the wait starts. Default 60 minutes. Replaces any deadline.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.settings.stop = Stop::After(timeout);
+        self
+    }
+
+    /// Gives up at a wall-clock time, e.g. one kept from an earlier attempt. Replaces any timeout.
+    pub fn deadline(mut self, deadline: SystemTime) -> Self {
+        self.settings.stop = Stop::AtWallClock(deadline);
+        self
+    }
+
+    /// Gives up at an instant of tokio's clock. Replaces any timeout.
+    pub fn deadline_at(mut self, deadline: Instant) -> Self {
+        self.settings.stop = Stop::At(deadline);
+        self
+    }
+
+    /// The first delay, and the delay after a status change. Default 1 s; below 1 ms counts as
+    /// 1 ms. See [`Backoff::with_min_delay`].
+    pub fn min_delay(mut self, delay: Duration) -> Self {
+        self.settings.backoff = self.settings.backoff.with_min_delay(delay);
+        self
+    }
+
+    /// The longest delay of the backoff. Default 30 s; below `min_delay` it counts as
+    /// `min_delay`. It also sets the far-end and near-end delays of progress guidance unless
+    /// they are set (1.5 and 0.5 times it), and so the lateness promise,
+    /// [`Backoff::max_lateness`].
+    pub fn max_delay(mut self, delay: Duration) -> Self {
+        self.settings.backoff = self.settings.backoff.with_max_delay(delay);
+        self
+    }
+
+    /// How much each delay grows over the one before. Default 2; see [`Backoff::with_factor`]
+    /// for odd values.
+    pub fn factor(mut self, factor: f32) -> Self {
+        self.settings.backoff = self.settings.backoff.with_factor(factor);
+        self
+    }
+
+    /// Turns jitter on or off. Default on.
+    pub fn jitter(mut self, on: bool) -> Self {
+        self.settings.backoff = self.settings.backoff.with_jitter(on);
+        self
+    }
+
+    /// Seeds the jitter so that delays repeat from run to run. Meant for tests and simulations.
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.settings.backoff = self.settings.backoff.with_jitter_seed(seed);
+        self
+    }
+
+    /// Sets all the delay settings at once, replacing those set before.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.settings.backoff = backoff;
+        self
+    }
+
+    /// Lets the task's progress set the delays once it has risen: a third of the time left to its
+    /// estimated end while that is far (at most `max_progress_delay`), every `near_end_delay`
+    /// around it, sparser the later the task runs against it. Without it, the backoff alone
+    /// applies. See [`Backoff::progress_guided`]. Default on.
+    pub fn progress_guided(mut self, on: bool) -> Self {
+        self.settings.backoff = self.settings.backoff.with_progress_guided(on);
+        self
+    }
+
+    /// The longest sleep while the end the progress predicts is far (never shorter than the
+    /// near-end delay): a task that ends or fails much earlier than its progress promised is
+    /// still seen within this time. Default: 1.5 times `max_delay` (45 s). See
+    /// [`Backoff::max_lateness`].
+    pub fn max_progress_delay(mut self, delay: Duration) -> Self {
+        self.settings.backoff = self.settings.backoff.with_max_progress_delay(delay);
+        self
+    }
+
+    /// How often a task is polled around the end its progress predicts (kept between
+    /// `min_delay` and `max_delay`). Default: half of `max_delay` (15 s).
+    pub fn near_end_delay(mut self, delay: Duration) -> Self {
+        self.settings.backoff = self.settings.backoff.with_near_end_delay(delay);
+        self
+    }
+
+    /// The longest sleep while a PENDING task's maintenance window is closed. The window is a
+    /// hint: the task may be waiting for it (a resize made with `delay=true`) or may start at
+    /// any moment, so the sleeps grow from the normal backoff only after the task has been
+    /// PENDING for a while (a quarter of that time, up to this), and a poll lands just after
+    /// the window opens. Default 5 minutes.
+    pub fn max_window_delay(mut self, delay: Duration) -> Self {
+        self.settings.backoff = self.settings.backoff.with_max_window_delay(delay);
+        self
+    }
+
+    /// With `true`, a PENDING task whose maintenance window opens after the deadline ends the
+    /// wait at once with [`WaitError::WindowAfterDeadline`]. Default `false`: the window is
+    /// only a hint, since only a resize made with `delay=true` waits for it, and the task
+    /// does not say which kind it is; turn this on only for tasks known to wait for their
+    /// window.
+    pub fn fail_fast_on_window(mut self, on: bool) -> Self {
+        self.settings.window_fail_fast = on;
+        self
+    }
+
+    /// The wall-clock time at which the wait starts; by default the system clock's. The
+    /// watcher reads wall time (for maintenance windows and absolute deadlines) as this plus
+    /// the time elapsed on tokio's clock, so tests and simulations on a paused clock see
+    /// windows open on time.
+    pub fn wall_clock(mut self, now: SystemTime) -> Self {
+        self.settings.wall_clock = Some(now);
+        self
+    }
+
+    /// Goes on from `state`, saved by [`TaskEvents::checkpoint`] (perhaps in another
+    /// process): the same absolute deadline, the last snapshot (so nothing seen is reported
+    /// twice), the poll count and the schedule. Call the other builder methods first; this
+    /// sets the deadline.
+    pub fn resume_from(mut self, state: WaitState) -> Self {
+        self.settings.stop = Stop::AtWallClock(state.deadline().into());
+        self.settings.resume = Some(Box::new(state));
+        self
+    }
+
+    /// The timeout of each poll. Default: the client's (10 s). A poll in flight at the deadline
+    /// ends within it. Below 1 ms it counts as 1 ms.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.request_timeout = timeout.max(schedule::MIN_DELAY_FLOOR);
+        self
+    }
+
+    /// Ends the wait with [`WaitError::Cancelled`] when `token` is cancelled, mid-sleep or
+    /// mid-request. The task itself goes on: cancelling stops only the local wait.
+    pub fn cancel_token(mut self, token: CancellationToken) -> Self {
+        self.settings.cancel = Some(token);
+        self
+    }
+
+    /// How many of the first polls may answer 404 while the task has not been seen yet (a new
+    /// task can take a moment to become visible). Once seen, a 404 ends the wait. Default 3.
+    pub fn not_found_tolerance(mut self, polls: u32) -> Self {
+        self.settings.not_found_tolerance = polls;
+        self
+    }
+
+    /// Shares a limit on requests in flight with other watchers: each poll holds one permit.
+    pub fn request_limiter(mut self, limiter: Arc<Semaphore>) -> Self {
+        self.settings.limiter = Some(limiter);
+        self
+    }
+
+    /// Calls `save` after each event with where the wait then stands, to resume it elsewhere
+    /// (with [`TaskWatcher::resume_from`]): a [`WaitState`] after every event but the last,
+    /// `None` after the final one. It is how a wait among many (see
+    /// [`watch_many`](super::watch_many)) keeps its own checkpoint. `save` runs inside the
+    /// stream's poll: keep it short.
+    ///
+    /// ```no_run
+    /// # fn run(watcher: iotda_task_watcher::TaskWatcher) {
+    /// let watcher = watcher.on_checkpoint(|_event, state| match state {
+    ///     Some(state) => std::fs::write("wait.json", serde_json::to_vec(&state).unwrap()).unwrap(),
+    ///     None => {
+    ///         let _ = std::fs::remove_file("wait.json");
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    pub fn on_checkpoint(
+        mut self,
+        save: impl FnMut(&TaskEvent, Option<WaitState>) + Send + 'static,
+    ) -> Self {
+        self.on_checkpoint = Some(Box::new(save));
+        self
+    }
+
+    /// The source this watcher polls.
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+}
+
+impl<S: TaskSource + 'static> TaskWatcher<S> {
+    /// The wait as a stream of events, ending with one [`TaskEvent::Done`]. Dropping the stream
+    /// stops the wait, and any request in flight.
+    pub fn events(self) -> TaskEvents {
+        let engine: Box<dyn engine::Run> =
+            Box::new(engine::Engine::new(self.source, self.settings));
+        TaskEvents::new(engine, self.on_checkpoint)
+    }
+
+    /// Waits for the outcome: the task on SUCCESS, or why not.
+    ///
+    /// # Errors
+    /// [`WaitError`], carrying the last snapshot seen.
+    pub async fn wait(self) -> Outcome {
+        let mut events = self.events();
+        while let Some(event) = events.next().await {
+            if let TaskEvent::Done(outcome) = event {
+                return outcome;
+            }
+        }
+        unreachable!("every event stream ends with TaskEvent::Done")
+    }
+}
+
+impl<S: TaskSource + 'static> IntoFuture for TaskWatcher<S> {
+    type Output = Outcome;
+    type IntoFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.wait())
+    }
+}
