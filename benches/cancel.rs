@@ -71,7 +71,7 @@ fn main() {
             let kind = if i % 2 == 0 { "a" } else { "b" };
             let task: TaskId = format!("{kind}-{i:x}").parse().unwrap();
             let token = CancellationToken::new();
-            let watcher = TaskWatcher::new(&client, instance.clone(), task.clone())
+            let watcher = TaskWatcher::new(&client, &instance, &task)
                 .min_delay(Duration::from_secs(60))
                 .request_timeout(Duration::from_secs(120))
                 .jitter(false)

@@ -41,9 +41,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use iotda_task_watcher::{
-    ApiError, InstanceTask, OperateWindow, TaskStatus, TaskType, TaskWatcher,
-};
+use iotda_task_watcher::client::ApiError;
+use iotda_task_watcher::model::OperateWindow;
+use iotda_task_watcher::{InstanceTask, TaskStatus, TaskType, TaskWatcher};
 use plotters::prelude::*;
 use serde_json::{json, Value};
 use tokio::time::Instant;

@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use common::server::ServerProcess;
 use common::{AK, INSTANCE, PROJECT, SK};
-use iotda_task_watcher::{signer, InstanceId, InstanceTask, TaskId, TaskStatus, TaskWatcher};
+use iotda_task_watcher::client::signer;
+use iotda_task_watcher::{InstanceId, InstanceTask, TaskId, TaskStatus, TaskWatcher};
 use serde_json::json;
 
 /// The baseline: what a caller would write by hand for the same job.
@@ -100,7 +101,7 @@ fn main() {
                 let task = next_task(polls_per_round);
                 let before = common::cpu_time_ns();
                 let polls = if which == 0 {
-                    let done = TaskWatcher::new(&client, instance.clone(), task)
+                    let done = TaskWatcher::new(&client, &instance, &task)
                         .min_delay(Duration::ZERO)
                         .max_delay(Duration::ZERO)
                         .jitter(false)

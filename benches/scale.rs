@@ -15,9 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::server::ServerProcess;
+use iotda_task_watcher::client::ApiError;
+use iotda_task_watcher::watch::{BoundTask, TaskSource};
 use iotda_task_watcher::{
-    ApiError, BoundTask, InstanceId, InstanceTask, IotdaClient, TaskId, TaskSource, TaskStatus,
-    TaskWatcher, WaitError,
+    InstanceId, InstanceTask, IotdaClient, TaskId, TaskStatus, TaskWatcher, WaitError,
 };
 use serde_json::json;
 use tokio::time::Instant;
@@ -86,7 +87,7 @@ fn run(server: &ServerProcess, client: &IotdaClient, n: usize, seed: u64) -> Run
                 .parse()
                 .unwrap();
             let source = Timed {
-                inner: client.task(instance.clone(), task),
+                inner: client.bind_task(&instance, &task),
                 delay,
                 last_answer: Mutex::new(None),
                 lateness_ms: lateness.clone(),

@@ -46,7 +46,7 @@ fn main() {
             let task: TaskId = format!("f-{finish:x}-{}-{:x}", u8::from(fails), *next)
                 .parse()
                 .unwrap();
-            let watcher = TaskWatcher::new(&client, instance.clone(), task)
+            let watcher = TaskWatcher::new(&client, &instance, &task)
                 .min_delay(Duration::from_secs(2))
                 .max_delay(Duration::from_secs(10))
                 .request_timeout(Duration::from_secs(1))

@@ -35,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     eprintln!("waiting for a one-minute task; press Ctrl-C to stop waiting");
 
-    let outcome = TaskWatcher::new(&sim.client(), instance, task)
+    let outcome = TaskWatcher::new(&sim.client(), &instance, &task)
         .timeout(Duration::from_secs(5))
         .min_delay(Duration::from_millis(250))
         .cancel_token(token)

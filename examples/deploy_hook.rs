@@ -8,8 +8,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use iotda_task_watcher::client::ApiErrorKind;
 use iotda_task_watcher::simulator::{Fault, Simulator, TaskScript};
-use iotda_task_watcher::{ApiErrorKind, InstanceId, TaskId, TaskType, TaskWatcher, WaitError};
+use iotda_task_watcher::{InstanceId, TaskId, TaskType, TaskWatcher, WaitError};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -33,7 +34,7 @@ async fn main() -> ExitCode {
 
     // In real deployment code this is `wait_for_task(&client, &instance, &task)` with defaults,
     // or a watcher with the deadline of the pipeline step.
-    let outcome = TaskWatcher::new(&client, instance, task)
+    let outcome = TaskWatcher::new(&client, &instance, &task)
         .timeout(Duration::from_secs(15 * 60))
         .min_delay(Duration::from_millis(100))
         .await;

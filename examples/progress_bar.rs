@@ -43,7 +43,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let bar = multi.add(ProgressBar::new(100).with_style(style.clone()));
         bar.set_prefix(format!("task {i}"));
         bars.push(bar);
-        let watcher = TaskWatcher::new(&client, instance.clone(), task)
+        let watcher = TaskWatcher::new(&client, &instance, &task)
             .min_delay(Duration::from_millis(200))
             .max_delay(Duration::from_millis(500));
         watchers.push((i, watcher));

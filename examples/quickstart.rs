@@ -38,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?);
     bar.enable_steady_tick(Duration::from_millis(100));
 
-    let mut events = TaskWatcher::new(&client, instance, task)
+    let mut events = TaskWatcher::new(&client, &instance, &task)
         .min_delay(Duration::from_millis(200))
         .max_delay(Duration::from_millis(500))
         .timeout(Duration::from_secs(60))

@@ -34,4 +34,3 @@ pub(crate) fn var(name: &'static str) -> Result<String, EnvError> {
         Err(std::env::VarError::NotUnicode(_)) => Err(EnvError::NotUnicode(name)),
     }
 }
-

@@ -17,7 +17,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use url::Url;
 
-use crate::client::decode_task;
+use crate::client::answer::decode_task;
 use crate::client::error::{parse_error_body, parse_retry_after};
 use crate::client::signer::{self, SignRequest};
 

@@ -5,7 +5,8 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use iotda_task_watcher::{ApiErrorKind, Credentials, IotdaClient, ProjectId, TaskStatus};
+use iotda_task_watcher::client::ApiErrorKind;
+use iotda_task_watcher::{Credentials, IotdaClient, ProjectId, TaskStatus};
 use proptest::prelude::*;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};

@@ -1,7 +1,9 @@
 //! Configuration from the official SDK variables. One test, so that nothing else in this process
 //! reads the environment while it changes.
 
-use iotda_task_watcher::{Credentials, Endpoint, EndpointError, EnvError, IotdaClient, ProjectId};
+use iotda_task_watcher::client::endpoint::{Endpoint, EndpointError};
+use iotda_task_watcher::env::EnvError;
+use iotda_task_watcher::{Credentials, IotdaClient, ProjectId};
 
 #[test]
 fn reads_the_official_variables() {

@@ -10,8 +10,9 @@ use std::time::{Duration, SystemTime};
 use common::raw::{self, Act};
 use common::*;
 use futures::StreamExt;
+use iotda_task_watcher::client::ApiErrorKind;
 use iotda_task_watcher::simulator::{Simulator, TaskScript};
-use iotda_task_watcher::{ApiErrorKind, TaskEvent, TaskStatus, TaskType, TaskWatcher, WaitError};
+use iotda_task_watcher::{TaskEvent, TaskStatus, TaskType, TaskWatcher, WaitError};
 use tokio_util::sync::CancellationToken;
 use wiremock::ResponseTemplate;
 
@@ -32,7 +33,7 @@ fn error(status: u16, code: &str) -> ResponseTemplate {
 
 fn fast(endpoint: &str) -> TaskWatcher {
     let (instance, task) = ids();
-    TaskWatcher::new(&client(endpoint), instance, task)
+    TaskWatcher::new(&client(endpoint), &instance, &task)
         .min_delay(Duration::from_millis(5))
         .max_delay(Duration::from_millis(20))
         .request_timeout(Duration::from_millis(300))
@@ -280,7 +281,7 @@ async fn a_signature_refused_for_a_far_clock_is_retried_at_the_server_time() {
     );
     // The server's clock is two hours ahead: our X-Sdk-Date looks stale to it.
     sim.set_clock_offset(7_200);
-    let watcher = TaskWatcher::new(&sim.client(), instance, task)
+    let watcher = TaskWatcher::new(&sim.client(), &instance, &task)
         .min_delay(Duration::from_millis(5))
         .max_delay(Duration::from_millis(20));
     let events = events(watcher).await;
@@ -308,7 +309,9 @@ async fn a_refused_signature_with_agreeing_clocks_is_not_retried() {
         ))
         .build()
         .unwrap();
-    let err = TaskWatcher::new(&client, instance, task).await.unwrap_err();
+    let err = TaskWatcher::new(&client, &instance, &task)
+        .await
+        .unwrap_err();
     match err {
         WaitError::Api { error, .. } => assert_eq!(error.kind(), ApiErrorKind::Unauthorized),
         other => panic!("{other:?}"),
@@ -330,7 +333,7 @@ async fn every_request_signed_before_the_clock_correction_learns_it() {
             &task,
             TaskScript::new(TaskType::Modify).succeed(),
         );
-        let watcher = TaskWatcher::new(&client, instance.clone(), task)
+        let watcher = TaskWatcher::new(&client, &instance, &task)
             .min_delay(Duration::from_millis(5))
             .max_delay(Duration::from_millis(20));
         waits.push(tokio::spawn(watcher.into_future()));
@@ -360,7 +363,7 @@ async fn a_failure_keeps_its_cause_as_the_error_source() {
     let links = chain(&refused);
     assert!(
         links[1]
-            .downcast_ref::<iotda_task_watcher::ApiError>()
+            .downcast_ref::<iotda_task_watcher::client::ApiError>()
             .is_some(),
         "the ApiError is the wait's source"
     );
@@ -398,7 +401,7 @@ async fn a_failure_keeps_its_cause_as_the_error_source() {
     let server = sequence_server(vec![error(403, "IOTDA.000005")]).await;
     let forbidden = fast(&server.uri()).await.unwrap_err();
     let api = std::error::Error::source(&forbidden)
-        .and_then(|e| e.downcast_ref::<iotda_task_watcher::ApiError>())
+        .and_then(|e| e.downcast_ref::<iotda_task_watcher::client::ApiError>())
         .expect("the ApiError is the source");
     assert_eq!(api.kind(), ApiErrorKind::Forbidden);
 }

@@ -48,7 +48,7 @@ async fn a_wait_logs_a_span_per_wait_and_never_a_secret() {
     .await;
     let (instance, task) = ids();
     let creds = Credentials::aksk(AK, SK).with_security_token(TOKEN);
-    TaskWatcher::new(&client_with(&server.uri(), creds), instance, task)
+    TaskWatcher::new(&client_with(&server.uri(), creds), &instance, &task)
         .min_delay(Duration::from_millis(5))
         .await
         .unwrap();
@@ -59,7 +59,7 @@ async fn a_wait_logs_a_span_per_wait_and_never_a_secret() {
     .await;
     let (instance, task) = ids();
     let creds = Credentials::aksk(AK, SK).with_security_token(TOKEN);
-    let _ = TaskWatcher::new(&client_with(&refused.uri(), creds), instance, task).await;
+    let _ = TaskWatcher::new(&client_with(&refused.uri(), creds), &instance, &task).await;
     let text = logs.text();
     assert!(text.contains("APIGW.0301"), "{text}");
     assert!(

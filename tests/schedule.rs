@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use common::script::snapshot;
 use futures::StreamExt;
-use iotda_task_watcher::{
-    ApiError, InstanceTask, OperateWindow, TaskEvent, TaskSource, TaskStatus, TaskWatcher,
-    WaitError,
-};
+use iotda_task_watcher::client::ApiError;
+use iotda_task_watcher::model::OperateWindow;
+use iotda_task_watcher::watch::TaskSource;
+use iotda_task_watcher::{InstanceTask, TaskEvent, TaskStatus, TaskWatcher, WaitError};
 use tokio::time::Instant;
 
 /// A task that runs from `starts` to `ends` (seconds after the source was made), reporting
@@ -249,7 +249,7 @@ async fn a_wait_resumes_where_it_stopped() {
     let state = events.checkpoint().expect("a state between events");
     drop(events);
     let json = serde_json::to_string(&state).unwrap();
-    let state: iotda_task_watcher::WaitState = serde_json::from_str(&json).unwrap();
+    let state: iotda_task_watcher::watch::WaitState = serde_json::from_str(&json).unwrap();
     assert_eq!(state.last().unwrap().status, Some(TaskStatus::Running));
     let polls_before = state.polls();
     assert_eq!(polls_before as usize, source.polls().len());
@@ -442,7 +442,7 @@ async fn a_hostile_saved_state_neither_hangs_nor_panics() {
         "origin": at, "seen_at": at, "last": 0, "n": u32::MAX,
         "mean_x": 1e308, "mean_y": -1e308, "cxx": 1e-308, "cxy": 1e308,
     });
-    let state: iotda_task_watcher::WaitState = serde_json::from_value(state).unwrap();
+    let state: iotda_task_watcher::watch::WaitState = serde_json::from_value(state).unwrap();
     let mut events = TaskWatcher::from_source(source.clone())
         .jitter(false)
         .resume_from(state)

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::script::snapshot;
-use iotda_task_watcher::{ApiError, InstanceTask, TaskWatcher, WaitError};
+use iotda_task_watcher::client::ApiError;
+use iotda_task_watcher::{InstanceTask, TaskWatcher, WaitError};
 use tokio::time::Instant;
 
 /// The times of the polls a source answered, in seconds.
@@ -93,7 +94,7 @@ async fn a_zero_request_timeout_counts_as_one_millisecond() {
             assert!(polls < 12, "{polls} polls in 10 s");
             assert_eq!(
                 last_error.unwrap().kind(),
-                iotda_task_watcher::ApiErrorKind::Timeout
+                iotda_task_watcher::client::ApiErrorKind::Timeout
             );
         }
         other => panic!("{other:?}"),

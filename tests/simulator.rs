@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
+use iotda_task_watcher::client::ApiErrorKind;
 use iotda_task_watcher::simulator::{Fault, Simulator, TaskScript};
-use iotda_task_watcher::{ApiErrorKind, Credentials, InstanceId, TaskId, TaskStatus, TaskType};
+use iotda_task_watcher::{Credentials, InstanceId, TaskId, TaskStatus, TaskType};
 
 fn ids() -> (InstanceId, TaskId) {
     ("a1b2c3d4".parse().unwrap(), "075f413d".parse().unwrap())

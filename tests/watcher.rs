@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use common::script::*;
 use futures::StreamExt;
-use iotda_task_watcher::{ApiError, ApiErrorKind, TaskEvent, TaskStatus, TaskWatcher, WaitError};
+use iotda_task_watcher::client::{ApiError, ApiErrorKind};
+use iotda_task_watcher::{TaskEvent, TaskStatus, TaskWatcher, WaitError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 

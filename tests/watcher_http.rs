@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use futures::StreamExt;
-use iotda_task_watcher::{
-    wait_all, wait_for_task, ApiErrorKind, TaskEvent, TaskStatus, TaskWatcher, WaitError,
-};
+use iotda_task_watcher::client::ApiErrorKind;
+use iotda_task_watcher::{wait_all, wait_for_task, TaskEvent, TaskStatus, TaskWatcher, WaitError};
 use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -49,7 +48,7 @@ async fn a_wait_through_progress_retries_and_success() {
     ])
     .await;
     let (instance, task) = ids();
-    let events: Vec<TaskEvent> = fast(TaskWatcher::new(&client(&server.uri()), instance, task))
+    let events: Vec<TaskEvent> = fast(TaskWatcher::new(&client(&server.uri()), &instance, &task))
         .events()
         .collect()
         .await;
@@ -84,7 +83,7 @@ async fn a_task_not_yet_visible_is_waited_for() {
     };
     let server = sequence_server([not_found(), not_found(), task_json("SUCCESS", 100)]).await;
     let (instance, task) = ids();
-    let done = fast(TaskWatcher::new(&client(&server.uri()), instance, task)).await;
+    let done = fast(TaskWatcher::new(&client(&server.uri()), &instance, &task)).await;
     assert!(done.is_ok());
     assert_eq!(requests(&server).await, 3);
 }
@@ -98,7 +97,7 @@ async fn a_bad_signature_ends_the_wait_at_once() {
         )])
     .await;
     let (instance, task) = ids();
-    let err = fast(TaskWatcher::new(&client(&server.uri()), instance, task))
+    let err = fast(TaskWatcher::new(&client(&server.uri()), &instance, &task))
         .await
         .unwrap_err();
     match &err {
@@ -119,7 +118,7 @@ async fn a_bad_signature_ends_the_wait_at_once() {
 async fn no_request_reaches_the_server_after_the_stream_is_dropped() {
     let server = sequence_server([task_json("RUNNING", 10)]).await;
     let (instance, task) = ids();
-    let mut events = fast(TaskWatcher::new(&client(&server.uri()), instance, task)).events();
+    let mut events = fast(TaskWatcher::new(&client(&server.uri()), &instance, &task)).events();
     assert!(matches!(
         events.next().await,
         Some(TaskEvent::Observed { .. })
@@ -139,8 +138,8 @@ async fn cancelling_mid_request_ends_the_wait_and_sends_nothing_more() {
     .await;
     let (instance, task) = ids();
     let token = CancellationToken::new();
-    let watcher =
-        fast(TaskWatcher::new(&client(&server.uri()), instance, task)).cancel_token(token.clone());
+    let watcher = fast(TaskWatcher::new(&client(&server.uri()), &instance, &task))
+        .cancel_token(token.clone());
     let mut events = watcher.events();
     assert!(matches!(
         events.next().await,

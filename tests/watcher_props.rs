@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use common::script::*;
 use futures::StreamExt;
-use iotda_task_watcher::{ApiError, ApiErrorKind, Backoff, TaskEvent, TaskWatcher};
+use iotda_task_watcher::client::{ApiError, ApiErrorKind};
+use iotda_task_watcher::watch::Backoff;
+use iotda_task_watcher::{TaskEvent, TaskWatcher};
 use proptest::prelude::*;
 
 fn step() -> impl Strategy<Value = Step> {

@@ -26,12 +26,12 @@ pub const REGIONS: &[&str] = &[
 /// A validated base URL for the API.
 ///
 /// ```
-/// use iotda_task_watcher::Endpoint;
+/// use iotda_task_watcher::client::endpoint::Endpoint;
 /// let e = Endpoint::for_region("cn-north-4")?;
 /// assert_eq!(e.as_url().as_str(), "https://iotda-mgmt.cn-north-4.myhuaweicloud.com/");
 /// assert!(Endpoint::custom("http://example.com").is_err());
 /// assert!(Endpoint::custom("http://127.0.0.1:8080").is_ok());
-/// # Ok::<(), iotda_task_watcher::EndpointError>(())
+/// # Ok::<(), iotda_task_watcher::client::endpoint::EndpointError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -141,7 +141,7 @@ fn redact(url: &str) -> String {
 ///
 /// ```
 /// assert_eq!(
-///     iotda_task_watcher::endpoint_override_variable("cn-north-4"),
+///     iotda_task_watcher::client::endpoint::override_variable("cn-north-4"),
 ///     "HUAWEICLOUD_SDK_REGION_IOTDM_CN_NORTH_4"
 /// );
 /// ```

@@ -2,11 +2,11 @@
 //! [`ApiError`], what a failed call says. The submodules hold the credentials, the endpoints
 //! and the signer.
 
-mod answer;
+pub(crate) mod answer;
 mod builder;
 pub mod credentials;
 pub mod endpoint;
-mod error;
+pub(crate) mod error;
 pub mod signer;
 mod skew;
 

@@ -7,11 +7,12 @@
 //! 2. the string to sign: `SDK-HMAC-SHA256\n{X-Sdk-Date}\n{hex sha256(canonical request)}`;
 //! 3. the signature: hex HMAC-SHA256 of it, keyed with the SK's bytes.
 //!
-//! The module is public so that servers and tests can check a signature the same way the
-//! gateway does; the client signs every request through it.
+//! The module is public API, under the crate's semantic versioning: servers, proxies and tests
+//! can check a signature the same way the gateway does, with the code the client signs every
+//! request with.
 //!
 //! ```
-//! use iotda_task_watcher::signer::{authorization, SignRequest};
+//! use iotda_task_watcher::client::signer::{authorization, SignRequest};
 //! let url = "https://service.endpoint.myhuaweicloud.com/resources?size=1".parse()?;
 //! let request = SignRequest {
 //!     method: "GET",

@@ -67,4 +67,3 @@ pub(crate) fn to_timestamp(t: SystemTime) -> Timestamp {
 pub(crate) fn to_system_time(t: Timestamp) -> SystemTime {
     SystemTime::from(t)
 }
-

@@ -28,8 +28,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::schedule::Schedule;
 use super::clock::Clock;
+use super::schedule::Schedule;
 use super::state::{SavedSchedule, WaitState};
 use super::watcher::Settings;
 use super::window::next_opening;
@@ -234,12 +234,11 @@ impl<S: TaskSource> Engine<S> {
                 }
                 let (from, to) = (previous.progress_percent(), task.progress_percent());
                 if from != to {
-                    self.pending
-                        .push_back(TaskEvent::ProgressChanged {
-                            from,
-                            to,
-                            task: task.clone(),
-                        });
+                    self.pending.push_back(TaskEvent::ProgressChanged {
+                        from,
+                        to,
+                        task: task.clone(),
+                    });
                 }
             }
         }

@@ -44,7 +44,7 @@ impl TaskEvents {
     /// # async fn run(client: iotda_task_watcher::IotdaClient) -> Result<(), Box<dyn std::error::Error>> {
     /// use futures::StreamExt;
     /// use iotda_task_watcher::TaskWatcher;
-    /// let mut events = TaskWatcher::new(&client, "a1b2c3d4".parse()?, "075f413d".parse()?).events();
+    /// let mut events = TaskWatcher::new(&client, &"a1b2c3d4".parse()?, &"075f413d".parse()?).events();
     /// while let Some(_event) = events.next().await {
     ///     if let Some(state) = events.checkpoint() {
     ///         std::fs::write("wait.json", serde_json::to_vec(&state)?)?;

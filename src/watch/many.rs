@@ -17,7 +17,7 @@ use crate::{InstanceId, IotdaClient, TaskId};
 /// #              tasks: Vec<iotda_task_watcher::TaskId>) {
 /// use futures::StreamExt;
 /// use iotda_task_watcher::{watch_many, TaskEvent, TaskWatcher};
-/// let watchers = tasks.into_iter().map(|t| (t.clone(), TaskWatcher::new(&client, instance.clone(), t)));
+/// let watchers = tasks.into_iter().map(|t| (t.clone(), TaskWatcher::new(&client, &instance, &t)));
 /// let mut events = watch_many(watchers, 8);
 /// while let Some((task, event)) = events.next().await {
 ///     if let TaskEvent::Done(outcome) = event {

@@ -58,7 +58,5 @@ pub async fn wait_for_task(
     instance_id: &InstanceId,
     task_id: &TaskId,
 ) -> Outcome {
-    TaskWatcher::new(client, instance_id, task_id)
-        .wait()
-        .await
+    TaskWatcher::new(client, instance_id, task_id).wait().await
 }

@@ -53,7 +53,7 @@ use tokio::time::Instant;
 ///
 /// ```
 /// use std::time::Duration;
-/// use iotda_task_watcher::Backoff;
+/// use iotda_task_watcher::watch::Backoff;
 /// let backoff = Backoff::default()
 ///     .with_max_delay(Duration::from_secs(10))
 ///     .with_jitter(false);
@@ -219,7 +219,7 @@ impl Backoff {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use iotda_task_watcher::Backoff;
+    /// use iotda_task_watcher::watch::Backoff;
     /// assert_eq!(Backoff::default().max_lateness(), Duration::from_secs(45));
     /// let fast = Backoff::default().with_max_delay(Duration::from_secs(10));
     /// assert_eq!(fast.max_lateness(), Duration::from_secs(15));

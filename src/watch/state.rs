@@ -14,7 +14,7 @@ use crate::model::InstanceTask;
 /// [`TaskWatcher::resume`](crate::TaskWatcher::resume).
 ///
 /// ```
-/// # use iotda_task_watcher::WaitState;
+/// # use iotda_task_watcher::watch::WaitState;
 /// # fn keep(state: &WaitState) -> Result<(), Box<dyn std::error::Error>> {
 /// let json = serde_json::to_string(state)?;
 /// let again: WaitState = serde_json::from_str(&json)?;

@@ -14,7 +14,10 @@ use super::events::{CheckpointHook, TaskEvents};
 use super::schedule::{self, Backoff};
 use super::state::{ResumeError, WaitState};
 use super::stop::Stop;
-use super::{engine, BoundTask, Outcome, TaskEvent, TaskSource, DEFAULT_NOT_FOUND_TOLERANCE, DEFAULT_WAIT_TIMEOUT};
+use super::{
+    engine, BoundTask, Outcome, TaskEvent, TaskSource, DEFAULT_NOT_FOUND_TOLERANCE,
+    DEFAULT_WAIT_TIMEOUT,
+};
 use crate::{InstanceId, IotdaClient, TaskId};
 
 /// Everything a wait is configured with, apart from its source.
@@ -47,7 +50,7 @@ pub(crate) struct Settings {
 /// use futures::StreamExt;
 /// use iotda_task_watcher::{TaskEvent, TaskWatcher};
 ///
-/// let watcher = TaskWatcher::new(&client, "a1b2c3d4".parse()?, "075f413d".parse()?)
+/// let watcher = TaskWatcher::new(&client, &"a1b2c3d4".parse()?, &"075f413d".parse()?)
 ///     .timeout(Duration::from_secs(20 * 60))
 ///     .max_delay(Duration::from_secs(10));
 /// let mut events = watcher.events();

@@ -5,7 +5,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use iotda_task_watcher::{ApiError, ApiErrorKind, InstanceTask, TaskSource, TaskStatus};
+use iotda_task_watcher::client::{ApiError, ApiErrorKind};
+use iotda_task_watcher::watch::TaskSource;
+use iotda_task_watcher::{InstanceTask, TaskStatus};
 use tokio::time::Instant;
 
 #[derive(Clone, Debug)]

@@ -7,19 +7,17 @@ mod state;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
 use futures::StreamExt;
+use iotda_task_watcher::watch::{OutcomeKind, WaitState};
 use iotda_task_watcher::{
-    Credentials, InstanceId, InstanceTask, IotdaClient, ProjectId, TaskEvent, TaskId, TaskWatcher,
-    WaitState,
+    watch_many, Credentials, InstanceId, InstanceTask, IotdaClient, ProjectId, TaskId, TaskWatcher,
 };
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::Args;
-use crate::report::{exit_code, Reporter};
+use crate::report::Reporter;
 
 /// Bad usage or input: nothing was sent.
 const USAGE: u8 = 2;
@@ -109,20 +107,18 @@ async fn run(
         .iter()
         .map(|s| s.as_ref().and_then(|s| s.last().cloned()))
         .collect();
-    let limiter = Arc::new(Semaphore::new(args.max_in_flight.max(1)));
-    let streams = task_ids
+    let watchers: Vec<_> = task_ids
         .iter()
         .zip(saved)
         .enumerate()
         .map(|(i, (id, saved))| {
-            let mut watcher = TaskWatcher::new(&client, instance_id.clone(), id.clone())
+            let mut watcher = TaskWatcher::new(&client, &instance_id, id)
                 .timeout(args.timeout)
                 .min_delay(args.min_delay)
                 .max_delay(args.max_delay)
                 .max_window_delay(args.max_window_delay)
                 .fail_fast_on_window(args.fail_fast_on_window)
                 .request_timeout(args.request_timeout)
-                .request_limiter(limiter.clone())
                 .cancel_token(token.clone());
             if let Some(deadline) = args.deadline {
                 watcher = watcher.deadline(deadline.into());
@@ -130,30 +126,29 @@ async fn run(
             if let Some(state) = saved {
                 watcher = watcher.resume_from(state);
             }
-            let file = args.state_dir.as_ref().map(|dir| state::path(dir, id));
-            state::Saving::new(watcher.events(), file).map(move |event| (i, event))
-        });
-    let mut outcomes = Vec::with_capacity(task_ids.len());
-    let mut events = futures::stream::select_all(streams);
+            if let Some(dir) = &args.state_dir {
+                watcher = watcher.on_checkpoint(state::saver(state::path(dir, id)));
+            }
+            (i, watcher)
+        })
+        .collect();
+    let mut events = std::pin::pin!(watch_many(watchers, args.max_in_flight));
+    // With many tasks, the most severe outcome decides the exit code.
+    let mut worst = OutcomeKind::Success;
     while let Some((i, event)) = events.next().await {
-        match &event {
-            TaskEvent::Observed { task, .. } | TaskEvent::StatusChanged { task, .. } => {
-                last[i] = Some(task.clone())
-            }
-            TaskEvent::ProgressChanged { to, .. } => {
-                if let Some(task) = &mut last[i] {
-                    task.progress = to.map(i64::from);
-                }
-            }
-            _ => {}
+        if let Some(task) = event.task() {
+            last[i] = Some(task.clone());
         }
         reporter.event(i, &task_ids[i], &event, last[i].as_ref());
-        if let TaskEvent::Done(outcome) = event {
-            outcomes.push(outcome);
+        if let Some(outcome) = event.outcome() {
+            worst = worst.max(OutcomeKind::of(outcome));
         }
     }
-    let outcomes: Vec<_> = outcomes.iter().collect();
-    exit_code(&outcomes, interrupted.is_cancelled())
+    if interrupted.is_cancelled() {
+        OutcomeKind::Cancelled.exit_code()
+    } else {
+        worst.exit_code()
+    }
 }
 
 /// SIGINT or SIGTERM cancels every wait; the waits then end at once with their last state.

@@ -3,39 +3,11 @@
 use std::io::Write;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use iotda_task_watcher::{InstanceTask, Outcome, TaskEvent, TaskId, WaitError};
+use iotda_task_watcher::watch::OutcomeKind;
+use iotda_task_watcher::{InstanceTask, TaskEvent, TaskId, WaitError};
 use serde_json::{json, Map, Value};
 
 use crate::args::Output;
-
-/// How a wait ended, as the command names it.
-pub fn outcome_name(outcome: &Outcome) -> &'static str {
-    match outcome {
-        Ok(_) => "success",
-        Err(WaitError::Failed { .. }) => "failed",
-        // A window that opens after the deadline is a timeout known in advance.
-        Err(WaitError::TimedOut { .. } | WaitError::WindowAfterDeadline { .. }) => "timed_out",
-        Err(WaitError::Cancelled { .. }) => "cancelled",
-        Err(_) => "error",
-    }
-}
-
-/// The exit code for all outcomes: 130 when interrupted, else 1 if any FAILED, else 4 if any
-/// error, else 3 if any timed out, else 0.
-pub fn exit_code(outcomes: &[&Outcome], interrupted: bool) -> u8 {
-    let any = |name| outcomes.iter().any(|o| outcome_name(o) == name);
-    if interrupted || any("cancelled") {
-        130
-    } else if any("failed") {
-        1
-    } else if any("error") {
-        4
-    } else if any("timed_out") {
-        3
-    } else {
-        0
-    }
-}
 
 pub struct Reporter {
     output: Output,
@@ -79,7 +51,8 @@ impl Reporter {
         Self { output, people }
     }
 
-    /// Reports one event of task number `index`; `last` is that task's last snapshot.
+    /// Reports one event of task number `index`; `last` is that task's last snapshot, for
+    /// events that bring none.
     pub fn event(&self, index: usize, id: &TaskId, event: &TaskEvent, last: Option<&InstanceTask>) {
         self.for_people(index, id, event);
         match self.output {
@@ -89,18 +62,8 @@ impl Reporter {
                 }
             }
             Output::Text => {
-                if let TaskEvent::Done(outcome) = event {
-                    let status = match outcome {
-                        Ok(task) | Err(WaitError::Failed { task, .. }) => {
-                            task.status_or_unknown().to_string()
-                        }
-                        Err(WaitError::TimedOut { .. } | WaitError::WindowAfterDeadline { .. }) => {
-                            "TIMED_OUT".into()
-                        }
-                        Err(WaitError::Cancelled { .. }) => "CANCELLED".into(),
-                        Err(_) => "ERROR".into(),
-                    };
-                    self.emit(&format!("{id} {status}"));
+                if let Some(outcome) = event.outcome() {
+                    self.emit(&format!("{id} {}", OutcomeKind::of(outcome)));
                 }
             }
         }
@@ -202,15 +165,16 @@ impl Reporter {
 /// known.
 fn json_line(id: &TaskId, event: &TaskEvent, last: Option<&InstanceTask>) -> Option<Value> {
     let mut line = Map::new();
-    let (name, task) = match event {
-        TaskEvent::Observed { task, .. } => ("observed", Some(task)),
-        TaskEvent::StatusChanged { from, task, .. } => {
+    let task = event.task().or(last);
+    let name = match event {
+        TaskEvent::Observed { .. } => "observed",
+        TaskEvent::StatusChanged { from, .. } => {
             line.insert("from".into(), json!(from.as_str()));
-            ("status", Some(task))
+            "status"
         }
         TaskEvent::ProgressChanged { from, .. } => {
             line.insert("from".into(), json!(from));
-            ("progress", last)
+            "progress"
         }
         TaskEvent::Retrying {
             error,
@@ -221,26 +185,22 @@ fn json_line(id: &TaskId, event: &TaskEvent, last: Option<&InstanceTask>) -> Opt
             line.insert("error".into(), json!(error.to_string()));
             line.insert("attempt".into(), json!(attempt));
             line.insert("delay_ms".into(), json!(delay.as_millis() as u64));
-            ("retrying", last)
+            "retrying"
         }
         TaskEvent::WaitingForWindow {
             opens_at, delay, ..
         } => {
             line.insert("opens_at".into(), json!(opens_at.to_string()));
             line.insert("delay_ms".into(), json!(delay.as_millis() as u64));
-            ("window", last)
+            "window"
         }
         TaskEvent::Done(outcome) => {
-            line.insert("outcome".into(), json!(outcome_name(outcome)));
-            let task = match outcome {
-                Ok(task) => Some(task),
-                Err(e) => {
-                    line.insert("error".into(), json!(e.to_string()));
-                    e.last()
-                }
-            };
-            line.insert("task".into(), json!(task));
-            ("done", task)
+            line.insert("outcome".into(), json!(OutcomeKind::of(outcome).as_str()));
+            if let Err(e) = outcome {
+                line.insert("error".into(), json!(e.to_string()));
+            }
+            line.insert("task".into(), json!(event.task()));
+            "done"
         }
         _ => return None,
     };
