@@ -474,7 +474,7 @@ async fn the_default_deadline_is_sixty_minutes() {
 async fn an_absolute_deadline() {
     let script = Script::new([at("RUNNING", 10)]);
     let deadline = Instant::now() + Duration::from_secs(45);
-    let _ = watcher(&script).deadline_at(deadline).wait().await;
+    let _ = watcher(&script).deadline_instant(deadline).wait().await;
     assert_eq!(*script.polls().last().unwrap(), Duration::from_secs(45));
 }
 

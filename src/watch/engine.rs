@@ -373,7 +373,7 @@ pub(crate) type StepFuture =
     Pin<Box<dyn Future<Output = (Option<TaskEvent>, Box<dyn Run>)> + Send>>;
 
 /// An engine with its source type erased, so that event streams have one type.
-pub(crate) trait Run: Send {
+pub(crate) trait Run: Send + Sync {
     fn next(self: Box<Self>) -> StepFuture;
     fn checkpoint(&self) -> WaitState;
 }

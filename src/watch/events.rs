@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::stream::{FusedStream, Stream};
+use sync_wrapper::SyncWrapper;
 
 use super::{engine, TaskEvent, WaitState};
 
@@ -16,7 +17,7 @@ pub struct TaskEvents {
 
 /// Called after each event with where the wait then stands; see
 /// [`TaskWatcher::on_checkpoint`](super::TaskWatcher::on_checkpoint).
-pub(crate) type CheckpointHook = Box<dyn FnMut(&TaskEvent, Option<WaitState>) + Send>;
+pub(crate) type CheckpointHook = Box<dyn FnMut(&TaskEvent, Option<WaitState>) + Send + Sync>;
 
 impl TaskEvents {
     pub(crate) fn new(engine: Box<dyn engine::Run>, on_checkpoint: Option<CheckpointHook>) -> Self {
@@ -31,7 +32,9 @@ enum Events {
     /// Between events: the engine is here, and can be saved.
     Idle(Box<dyn engine::Run>),
     /// Working towards the next event.
-    Busy(engine::StepFuture),
+    /// Working on the next event. The step is only ever touched through `&mut`, so the
+    /// wrapper makes the stream `Sync` without asking the task source's futures to be.
+    Busy(SyncWrapper<engine::StepFuture>),
     Done,
 }
 
@@ -67,9 +70,9 @@ impl Stream for TaskEvents {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<TaskEvent>> {
         loop {
             match std::mem::replace(&mut self.state, Events::Done) {
-                Events::Idle(engine) => self.state = Events::Busy(engine.next()),
+                Events::Idle(engine) => self.state = Events::Busy(SyncWrapper::new(engine.next())),
                 Events::Busy(mut step) => {
-                    return match step.as_mut().poll(cx) {
+                    return match step.get_mut().as_mut().poll(cx) {
                         Poll::Pending => {
                             self.state = Events::Busy(step);
                             Poll::Pending

@@ -128,14 +128,17 @@ impl<S: TaskSource> TaskWatcher<S> {
         self
     }
 
-    /// Gives up at a wall-clock time, e.g. one kept from an earlier attempt. Replaces any timeout.
+    /// Gives up at a wall-clock time, e.g. one kept from an earlier attempt, or a CI job's end.
+    /// Replaces any timeout. [`deadline_instant`](Self::deadline_instant) takes an instant of
+    /// tokio's clock instead.
     pub fn deadline(mut self, deadline: SystemTime) -> Self {
         self.settings.stop = Stop::AtWallClock(deadline);
         self
     }
 
-    /// Gives up at an instant of tokio's clock. Replaces any timeout.
-    pub fn deadline_at(mut self, deadline: Instant) -> Self {
+    /// Gives up at an instant of tokio's clock (which a paused test clock moves). Replaces any
+    /// timeout.
+    pub fn deadline_instant(mut self, deadline: Instant) -> Self {
         self.settings.stop = Stop::At(deadline);
         self
     }
@@ -290,7 +293,7 @@ impl<S: TaskSource> TaskWatcher<S> {
     /// ```
     pub fn on_checkpoint(
         mut self,
-        save: impl FnMut(&TaskEvent, Option<WaitState>) + Send + 'static,
+        save: impl FnMut(&TaskEvent, Option<WaitState>) + Send + Sync + 'static,
     ) -> Self {
         self.on_checkpoint = Some(Box::new(save));
         self
