@@ -21,11 +21,13 @@ pub struct IdError {
 
 impl IdError {
     /// Which identifier was refused, e.g. `"task id"`.
+    #[must_use]
     pub fn kind(&self) -> &'static str {
         self.kind
     }
 
     /// What was wrong with it.
+    #[must_use]
     pub fn problem(&self) -> &IdProblem {
         &self.problem
     }

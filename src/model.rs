@@ -58,6 +58,7 @@ pub struct InstanceTask {
 
 impl InstanceTask {
     /// Progress in percent when the service sent a value in `0..=100`; `None` otherwise.
+    #[must_use]
     pub fn progress_percent(&self) -> Option<u8> {
         self.progress
             .and_then(|p| u8::try_from(p).ok())
@@ -70,6 +71,7 @@ impl InstanceTask {
     }
 
     /// The status, or [`TaskStatus::Unknown`] with an empty name when the service sent none.
+    #[must_use]
     pub fn status_or_unknown(&self) -> TaskStatus {
         self.status
             .clone()
@@ -150,6 +152,7 @@ open_enum!(
 
 impl TaskStatus {
     /// True for SUCCESS and FAILED. Unknown statuses are not terminal.
+    #[must_use]
     pub fn is_terminal(&self) -> bool {
         matches!(self, Self::Success | Self::Failed)
     }
@@ -269,11 +272,13 @@ impl TaskTime {
     }
 
     /// The time, when the text parsed.
+    #[must_use]
     pub fn timestamp(&self) -> Option<jiff::Timestamp> {
         self.parsed
     }
 
     /// The text as the service sent it.
+    #[must_use]
     pub fn as_str(&self) -> &str {
         &self.raw
     }
@@ -318,6 +323,10 @@ impl<'de> Deserialize<'de> for TaskTime {
 
 /// Reads an integer that may arrive as a float, a numeric string, or something else entirely;
 /// what is not a number becomes `None` rather than failing the whole response.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "a float outside i64 saturates, which is as good as any value for a number this wrong"
+)]
 fn lenient_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     let value = Option::<serde_json::Value>::deserialize(d)?;
     Ok(match value {

@@ -18,6 +18,7 @@ impl Secret {
     }
 
     /// The secret itself. Mind where it goes.
+    #[must_use]
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -78,6 +79,7 @@ impl Credentials {
 
     /// Adds the security token of temporary AK/SK credentials; it is sent, and signed, as
     /// `X-Security-Token`. It has no effect on IAM-token credentials.
+    #[must_use]
     pub fn with_security_token(self, token: impl Into<String>) -> Self {
         match self.0 {
             Kind::AkSk { ak, sk, .. } => Self(Kind::AkSk {
@@ -85,7 +87,7 @@ impl Credentials {
                 sk,
                 security_token: Some(Secret::new(token)),
             }),
-            other => Self(other),
+            Kind::IamToken(token) => Self(Kind::IamToken(token)),
         }
     }
 
@@ -108,6 +110,7 @@ impl Credentials {
     }
 
     /// The access key id, when these are AK/SK credentials. It is not a secret.
+    #[must_use]
     pub fn access_key(&self) -> Option<&str> {
         match &self.0 {
             Kind::AkSk { ak, .. } => Some(ak),

@@ -99,11 +99,13 @@ impl Endpoint {
     }
 
     /// The base URL.
+    #[must_use]
     pub fn as_url(&self) -> &Url {
         &self.url
     }
 
     /// The value of the `Host` header: the host, with the port when it is not the default.
+    #[must_use]
     pub fn host_header(&self) -> String {
         let host = self.url.host_str().unwrap_or_default();
         match self.url.port() {
@@ -145,6 +147,7 @@ fn redact(url: &str) -> String {
 ///     "HUAWEICLOUD_SDK_REGION_IOTDM_CN_NORTH_4"
 /// );
 /// ```
+#[must_use]
 pub fn override_variable(region: &str) -> String {
     format!(
         "HUAWEICLOUD_SDK_REGION_IOTDM_{}",

@@ -14,7 +14,7 @@ pub enum ApiErrorKind {
     Network,
     /// No complete answer within the request timeout. Transient.
     Timeout,
-    /// The service asked us to slow down: HTTP 429, `APIGW.0308`, or IoTDA's rate limits
+    /// The service asked us to slow down: HTTP 429, `APIGW.0308`, or `IoTDA`'s rate limits
     /// `IOTDA.021101` / `IOTDA.021102`, which arrive as HTTP 403. Transient.
     Throttled,
     /// A 5xx answer, or 408. Transient.
@@ -40,6 +40,7 @@ pub enum ApiErrorKind {
 
 impl ApiErrorKind {
     /// True when the same request may succeed later.
+    #[must_use]
     pub fn is_transient(self) -> bool {
         matches!(
             self,
@@ -100,6 +101,7 @@ pub(crate) struct Parts {
 impl ApiError {
     /// An error of `kind` with nothing else known; the `with_*` methods add the rest. Useful
     /// for [`TaskSource`](crate::TaskSource) implementations and scripted tests.
+    #[must_use]
     pub fn new(kind: ApiErrorKind) -> Self {
         Self {
             parts: Box::new(Parts {
@@ -117,24 +119,28 @@ impl ApiError {
     }
 
     /// Adds a description of a failure that had no error body.
+    #[must_use]
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.parts.detail = Some(detail.into());
         self
     }
 
     /// Adds the underlying error, returned by [`source`](std::error::Error::source).
+    #[must_use]
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.parts.source = Some(Arc::new(source));
         self
     }
 
     /// Adds the HTTP status; an invalid code is ignored.
+    #[must_use]
     pub fn with_status(mut self, status: u16) -> Self {
         self.parts.status = StatusCode::from_u16(status).ok();
         self
     }
 
     /// Adds the service's error code and message.
+    #[must_use]
     pub fn with_error(mut self, code: impl Into<String>, msg: impl Into<String>) -> Self {
         self.parts.error_code = Some(code.into());
         self.parts.error_msg = Some(msg.into());
@@ -142,59 +148,70 @@ impl ApiError {
     }
 
     /// Adds the request id.
+    #[must_use]
     pub fn with_request_id(mut self, id: impl Into<String>) -> Self {
         self.parts.request_id = Some(id.into());
         self
     }
 
     /// Adds how long the service asked us to wait.
+    #[must_use]
     pub fn with_retry_after(mut self, wait: Duration) -> Self {
         self.parts.retry_after = Some(wait);
         self
     }
 
     /// The kind of failure.
+    #[must_use]
     pub fn kind(&self) -> ApiErrorKind {
         self.parts.kind
     }
 
     /// True when trying again may help (network, timeout, throttling, 5xx, unreadable 200).
+    #[must_use]
     pub fn is_transient(&self) -> bool {
         self.parts.kind.is_transient()
     }
 
     /// The HTTP status, when an answer arrived.
+    #[must_use]
     pub fn status(&self) -> Option<StatusCode> {
         self.parts.status
     }
 
     /// The service's error code, e.g. `IOTDA.000006` or `APIGW.0301`.
+    #[must_use]
     pub fn error_code(&self) -> Option<&str> {
         self.parts.error_code.as_deref()
     }
 
     /// The service's error message.
+    #[must_use]
     pub fn error_msg(&self) -> Option<&str> {
         self.parts.error_msg.as_deref()
     }
 
     /// The `X-Request-Id` of the answer: quote it to Huawei Cloud support.
+    #[must_use]
     pub fn request_id(&self) -> Option<&str> {
         self.parts.request_id.as_deref()
     }
 
     /// How long the service asked us to wait (`Retry-After`, seconds or an HTTP date).
+    #[must_use]
     pub fn retry_after(&self) -> Option<Duration> {
         self.parts.retry_after
     }
 
     /// The answer's `Date` header, when it had one.
+    #[must_use]
     pub fn server_date(&self) -> Option<SystemTime> {
         self.parts.server_date
     }
 
     /// More about a failure that had no error body: the transport's error, or why a body did
     /// not decode.
+    #[must_use]
     pub fn detail(&self) -> Option<&str> {
         self.parts.detail.as_deref()
     }
@@ -244,10 +261,10 @@ impl std::error::Error for ApiError {
 /// The kind of an answer with a non-success status, from the status and the error code.
 pub(crate) fn classify(status: StatusCode, code: Option<&str>) -> ApiErrorKind {
     match (status.as_u16(), code) {
-        (_, Some("APIGW.0308")) => ApiErrorKind::Throttled,
-        (403, Some("IOTDA.021101" | "IOTDA.021102")) => ApiErrorKind::Throttled,
-        (429, _) => ApiErrorKind::Throttled,
-        (408, _) | (500..=599, _) => ApiErrorKind::Server,
+        (_, Some("APIGW.0308")) | (403, Some("IOTDA.021101" | "IOTDA.021102")) | (429, _) => {
+            ApiErrorKind::Throttled
+        }
+        (408 | 500..=599, _) => ApiErrorKind::Server,
         (400, _) => ApiErrorKind::BadRequest,
         (401, _) => ApiErrorKind::Unauthorized,
         (403, _) => ApiErrorKind::Forbidden,

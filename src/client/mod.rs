@@ -99,21 +99,29 @@ impl IotdaClient {
     }
 
     /// The endpoint requests go to.
+    #[must_use]
     pub fn endpoint(&self) -> &Endpoint {
         &self.inner.endpoint
     }
 
     /// The project requests are made in.
+    #[must_use]
     pub fn project_id(&self) -> &ProjectId {
         &self.inner.project_id
     }
 
     /// The per-request timeout.
+    #[must_use]
     pub fn timeout(&self) -> Duration {
         self.inner.timeout
     }
 
     /// The URL of one task: `{endpoint}/v5/iot/{project_id}/iotda-instances/{instance_id}/tasks/{task_id}`.
+    #[must_use]
+    #[allow(
+        clippy::missing_panics_doc,
+        reason = "cannot panic: an endpoint is an http(s) URL, checked at build, and has a path"
+    )]
     pub fn task_url(&self, instance_id: &InstanceId, task_id: &TaskId) -> Url {
         let mut url = self.inner.endpoint.as_url().clone();
         url.path_segments_mut()
@@ -133,6 +141,7 @@ impl IotdaClient {
 
     /// This client bound to one task: the [`TaskSource`](crate::watch::TaskSource) a
     /// [`TaskWatcher`](crate::TaskWatcher) polls.
+    #[must_use]
     pub fn bind_task(&self, instance_id: &InstanceId, task_id: &TaskId) -> BoundTask {
         BoundTask::new(
             self.clone(),

@@ -60,6 +60,7 @@ pub struct SignRequest<'a> {
 }
 
 /// The `Authorization` header value for `request`, signed with `ak` and `sk`.
+#[must_use]
 pub fn authorization(ak: &str, sk: &str, request: &SignRequest<'_>) -> String {
     let headers = canonical_headers(request.headers);
     let signed = signed_headers(&headers);
@@ -68,6 +69,11 @@ pub fn authorization(ak: &str, sk: &str, request: &SignRequest<'_>) -> String {
 }
 
 /// The hex signature of `request` under `sk`.
+#[must_use]
+#[allow(
+    clippy::missing_panics_doc,
+    reason = "cannot panic: HMAC takes a key of any length"
+)]
 pub fn signature(sk: &str, request: &SignRequest<'_>) -> String {
     let date = request
         .headers
@@ -84,6 +90,7 @@ pub fn signature(sk: &str, request: &SignRequest<'_>) -> String {
 }
 
 /// The canonical request, the text whose hash is signed.
+#[must_use]
 pub fn canonical_request(request: &SignRequest<'_>) -> String {
     let headers = canonical_headers(request.headers);
     let mut out = String::with_capacity(256);
@@ -107,6 +114,7 @@ pub fn canonical_request(request: &SignRequest<'_>) -> String {
 }
 
 /// Each path segment decoded, then percent-encoded; a `/` is appended when missing.
+#[must_use]
 pub fn canonical_uri(path: &str) -> String {
     let mut out = String::with_capacity(path.len() + 1);
     let mut segments = path.split('/').peekable();
@@ -124,6 +132,7 @@ pub fn canonical_uri(path: &str) -> String {
 
 /// Query pairs sorted by key, then by value (as decoded text), each side percent-encoded,
 /// joined by `&`.
+#[must_use]
 pub fn canonical_query(url: &Url) -> String {
     // Sorted as decoded text, then encoded: the official signers sort the raw keys and values.
     let mut pairs: Vec<(String, String)> = url
@@ -150,6 +159,7 @@ pub fn canonical_query(url: &Url) -> String {
 }
 
 /// Percent-encodes `s` the way the signature does (`space` as `%20`, `/` as `%2F`).
+#[must_use]
 pub fn encode(s: &str) -> String {
     utf8_percent_encode(s, ENCODE).to_string()
 }
@@ -181,6 +191,7 @@ fn signed_headers(headers: &[(String, String)]) -> String {
 /// Parses an `Authorization: SDK-HMAC-SHA256 Access=.., SignedHeaders=.., Signature=..` value.
 ///
 /// Returns `(access key, signed header names, signature)`.
+#[must_use]
 pub fn parse_authorization(value: &str) -> Option<(&str, Vec<&str>, &str)> {
     let rest = value.strip_prefix(ALGORITHM)?.trim_start();
     let mut access = None;

@@ -12,6 +12,11 @@ impl IotdaClient {
     /// `X-Sdk-Date`, so later requests are signed at the server's time and this one is worth
     /// retrying. Comparing with the signing time, not the clock now, lets every request signed
     /// before the correction learn it too.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_precision_loss,
+        reason = "the skew bound is minutes in milliseconds, and the offset is shown to 1 s"
+    )]
     pub(super) fn learn_clock(&self, error: &mut ApiError, local: SystemTime, offset_ms: i64) {
         let Some(server) = error.server_date() else {
             return;

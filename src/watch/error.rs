@@ -79,6 +79,7 @@ pub enum WaitError {
 
 impl WaitError {
     /// The last snapshot seen before the wait ended.
+    #[must_use]
     pub fn last(&self) -> Option<&InstanceTask> {
         match self {
             Self::Failed { task } | Self::WindowAfterDeadline { task, .. } => Some(task),

@@ -75,19 +75,21 @@ impl TaskEvent {
     /// The task as this event leaves it: the snapshot it carries, or for the final event the
     /// last one seen. `None` for `Retrying`, which brings no snapshot, and for a wait that
     /// ended before the task was seen.
+    #[must_use]
     pub fn task(&self) -> Option<&InstanceTask> {
         match self {
             Self::Observed { task, .. }
             | Self::StatusChanged { task, .. }
             | Self::ProgressChanged { task, .. }
-            | Self::WaitingForWindow { task, .. } => Some(task),
+            | Self::WaitingForWindow { task, .. }
+            | Self::Done(Ok(task)) => Some(task),
             Self::Retrying { .. } => None,
-            Self::Done(Ok(task)) => Some(task),
             Self::Done(Err(error)) => error.last(),
         }
     }
 
     /// The outcome, when this is the final event.
+    #[must_use]
     pub fn outcome(&self) -> Option<&Outcome> {
         match self {
             Self::Done(outcome) => Some(outcome),

@@ -56,6 +56,7 @@ impl TaskEvents {
     /// // Elsewhere, later: TaskWatcher::resume(&client, serde_json::from_slice(&std::fs::read("wait.json")?)?)?
     /// # Ok(()) }
     /// ```
+    #[must_use]
     pub fn checkpoint(&self) -> Option<WaitState> {
         match &self.state {
             Events::Idle(engine) => Some(engine.checkpoint()),
@@ -112,6 +113,9 @@ impl std::fmt::Debug for TaskEvents {
             Events::Busy(_) => "busy",
             Events::Done => "done",
         };
-        f.debug_struct("TaskEvents").field("state", &state).finish()
+        f.debug_struct("TaskEvents")
+            .field("state", &state)
+            .field("on_checkpoint", &self.on_checkpoint.is_some())
+            .finish()
     }
 }

@@ -46,6 +46,10 @@ where
 
 /// Waits for every task with the default settings, at most `max_in_flight` polls at a time.
 /// The outcomes come back in the order of `task_ids`.
+#[allow(
+    clippy::missing_panics_doc,
+    reason = "cannot panic: every event stream ends with TaskEvent::Done"
+)]
 pub async fn wait_all(
     client: &IotdaClient,
     instance_id: &InstanceId,

@@ -39,6 +39,7 @@ pub enum OutcomeKind {
 
 impl OutcomeKind {
     /// The kind of `outcome`.
+    #[must_use]
     pub fn of(outcome: &Outcome) -> Self {
         match outcome {
             Ok(_) => Self::Success,
@@ -54,6 +55,7 @@ impl OutcomeKind {
 
     /// The name in snake case, as `iotda-wait` writes it in JSON: `success`, `failed`,
     /// `timed_out`, `cancelled`, `error`.
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Success => "success",
@@ -66,6 +68,7 @@ impl OutcomeKind {
 
     /// The exit code `iotda-wait` ends with: 0 success, 1 failed, 3 timed out, 4 error, 130
     /// cancelled (as for an interrupt).
+    #[must_use]
     pub fn exit_code(self) -> u8 {
         match self {
             Self::Success => 0,

@@ -158,16 +158,19 @@ impl Backoff {
     }
 
     /// The first delay.
+    #[must_use]
     pub fn min_delay(&self) -> Duration {
         self.min_delay
     }
 
     /// The longest delay of the backoff: `max_delay`, or `min_delay` when that is longer.
+    #[must_use]
     pub fn max_delay(&self) -> Duration {
         self.cap()
     }
 
     /// Whether progress sets the delays.
+    #[must_use]
     pub fn progress_guided(&self) -> bool {
         self.progress_guided
     }

@@ -66,16 +66,19 @@ impl BoundTask {
     }
 
     /// The client.
+    #[must_use]
     pub fn client(&self) -> &IotdaClient {
         &self.client
     }
 
     /// The instance.
+    #[must_use]
     pub fn instance_id(&self) -> &InstanceId {
         &self.instance_id
     }
 
     /// The task.
+    #[must_use]
     pub fn task_id(&self) -> &TaskId {
         &self.task_id
     }

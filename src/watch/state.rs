@@ -39,31 +39,37 @@ pub struct WaitState {
 
 impl WaitState {
     /// The instance, when the wait's source named it.
+    #[must_use]
     pub fn instance_id(&self) -> Option<&InstanceId> {
         self.instance_id.as_ref()
     }
 
     /// The task, when the wait's source named it.
+    #[must_use]
     pub fn task_id(&self) -> Option<&TaskId> {
         self.task_id.as_ref()
     }
 
     /// When the wait first started.
+    #[must_use]
     pub fn started_at(&self) -> Timestamp {
         self.started_at
     }
 
     /// The absolute deadline, kept across processes.
+    #[must_use]
     pub fn deadline(&self) -> Timestamp {
         self.deadline
     }
 
     /// The last snapshot seen.
+    #[must_use]
     pub fn last(&self) -> Option<&InstanceTask> {
         self.last.as_ref()
     }
 
     /// How many polls were sent so far.
+    #[must_use]
     pub fn polls(&self) -> u32 {
         self.polls
     }
