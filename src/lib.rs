@@ -46,7 +46,7 @@
 //! hold: [`client`] (the client, its builder, [`ApiError`](client::ApiError)), with
 //! [`client::credentials`], [`client::endpoint`] and [`client::signer`]; [`ids`]; [`model`]
 //! (the answer); [`watch`] (the watcher, its settings, events, errors and saved state);
-//! [`env`] (the official SDKs' environment variables).
+//! [`env`](mod@env) (the official SDKs' environment variables).
 //!
 //! # Stability
 //!

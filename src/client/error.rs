@@ -100,7 +100,7 @@ pub(crate) struct Parts {
 
 impl ApiError {
     /// An error of `kind` with nothing else known; the `with_*` methods add the rest. Useful
-    /// for [`TaskSource`](crate::TaskSource) implementations and scripted tests.
+    /// for [`TaskSource`](crate::watch::TaskSource) implementations and scripted tests.
     #[must_use]
     pub fn new(kind: ApiErrorKind) -> Self {
         Self {

@@ -8,7 +8,7 @@ use sync_wrapper::SyncWrapper;
 
 use super::{engine, TaskEvent, WaitState};
 
-/// The events of one wait; see [`TaskWatcher::events`].
+/// The events of one wait; see [`TaskWatcher::events`](super::TaskWatcher::events).
 #[must_use = "streams do nothing unless polled"]
 pub struct TaskEvents {
     state: Events,
@@ -40,7 +40,8 @@ enum Events {
 
 impl TaskEvents {
     /// Where the wait stands, to resume it later, perhaps in another process, with
-    /// [`TaskWatcher::resume`] or [`TaskWatcher::resume_from`]. `None` while the stream is
+    /// [`TaskWatcher::resume`](super::TaskWatcher::resume) or
+    /// [`TaskWatcher::resume_from`](super::TaskWatcher::resume_from). `None` while the stream is
     /// working towards an event (take it after an event instead) and after the final one.
     ///
     /// ```no_run

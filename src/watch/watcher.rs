@@ -220,7 +220,7 @@ impl<S: TaskSource> TaskWatcher<S> {
     }
 
     /// With `true`, a PENDING task whose maintenance window opens after the deadline ends the
-    /// wait at once with [`WaitError::WindowAfterDeadline`]. Default `false`: the window is
+    /// wait at once with [`WaitError::WindowAfterDeadline`](super::WaitError::WindowAfterDeadline). Default `false`: the window is
     /// only a hint, since only a resize made with `delay=true` waits for it, and the task
     /// does not say which kind it is; turn this on only for tasks known to wait for their
     /// window.
@@ -255,7 +255,7 @@ impl<S: TaskSource> TaskWatcher<S> {
         self
     }
 
-    /// Ends the wait with [`WaitError::Cancelled`] when `token` is cancelled, mid-sleep or
+    /// Ends the wait with [`WaitError::Cancelled`](super::WaitError::Cancelled) when `token` is cancelled, mid-sleep or
     /// mid-request. The task itself goes on: cancelling stops only the local wait.
     pub fn cancel_token(mut self, token: CancellationToken) -> Self {
         self.settings.cancel = Some(token);
@@ -317,7 +317,7 @@ impl<S: TaskSource + 'static> TaskWatcher<S> {
     /// Waits for the outcome: the task on SUCCESS, or why not.
     ///
     /// # Errors
-    /// [`WaitError`], carrying the last snapshot seen.
+    /// [`WaitError`](super::WaitError), carrying the last snapshot seen.
     pub async fn wait(self) -> Outcome {
         let mut events = self.events();
         while let Some(event) = events.next().await {
