@@ -55,6 +55,11 @@
 //! fields, and new known status or type values, arrive without a breaking change.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![warn(clippy::pedantic)]
+#![allow(
+    clippy::single_match_else,
+    reason = "a two-arm match over Some and None reads as clearly as if-let-else"
+)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod client;

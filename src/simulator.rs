@@ -18,6 +18,9 @@
 //! # }
 //! ```
 //!
+//! For what the steps do not say (an odd body, an error code of your choosing, headers of your
+//! own), a script can give a [`RawAnswer`] as it is.
+//!
 //! Codes of its own: an unknown task, and [`Fault::NotFound`], answer 404 with
 //! `SIMULATOR.TASK_NOT_FOUND`; [`Fault::ServerError`] answers with `SIMULATOR.INTERNAL_ERROR`.
 //! The gateway's codes (`APIGW.0301`, `APIGW.0308`) and IoTDA's rate limit (`IOTDA.021101`) are
@@ -28,9 +31,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::StatusCode;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::client::signer;
+use crate::client::{signer, skew};
 use crate::model::{OperateWindow, TaskTime};
 use crate::{
     Credentials, InstanceId, InstanceTask, IotdaClient, IotdaClientBuilder, ProjectId, TaskId,
@@ -67,12 +72,81 @@ pub enum Fault {
     BadSignature,
 }
 
+/// An answer given as it is: any status, body and headers.
+///
+/// The simulator adds the `X-Request-Id` and `Date` it puts on every answer, unless this one
+/// sets its own. The signature is still checked first: a badly signed request gets the
+/// gateway's 401, not this answer.
+///
+/// ```
+/// use iotda_task_watcher::simulator::{RawAnswer, TaskScript};
+/// use iotda_task_watcher::TaskType;
+/// let script = TaskScript::new(TaskType::Modify)
+///     .raw(RawAnswer::new(503).body("<html>busy</html>").header("Retry-After", "7"))
+///     .raw(RawAnswer::json(r#"{"status":"ROLLING_BACK","progress":40}"#));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct RawAnswer {
+    status: u16,
+    body: Vec<u8>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl RawAnswer {
+    /// An answer with this status, no body and no headers of its own.
+    ///
+    /// # Panics
+    /// When `status` is not a valid HTTP status (100 to 999).
+    pub fn new(status: u16) -> Self {
+        assert!(
+            StatusCode::from_u16(status).is_ok(),
+            "{status} is not an HTTP status"
+        );
+        Self {
+            status,
+            body: Vec::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// A 200 with this JSON, as `application/json`. The body is sent as it is, valid or not.
+    pub fn json(body: impl Into<String>) -> Self {
+        Self::new(200)
+            .header("Content-Type", "application/json")
+            .body(body.into())
+    }
+
+    /// The same answer with this body, sent as it is. It has no `Content-Type` unless one is
+    /// set with [`header`](Self::header).
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// The same answer with this header too, in place of the simulator's own of that name and
+    /// of any set before.
+    ///
+    /// # Panics
+    /// When `name` is not a valid header name or `value` not a valid header value.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .unwrap_or_else(|_| panic!("{name:?} is not a header name"));
+        let value = HeaderValue::from_str(value)
+            .unwrap_or_else(|_| panic!("{value:?} is not a header value"));
+        self.headers.retain(|(n, _)| *n != name);
+        self.headers.push((name, value));
+        self
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     Pending(u32),
     Running(u32),
     RunningFor(Duration),
     Fault(Fault),
+    Raw(RawAnswer),
     Succeed,
     Fail(String),
 }
@@ -120,6 +194,13 @@ impl TaskScript {
         self
     }
 
+    /// Answers one poll with `answer`, as it is. Like a task's state, and unlike a fault, the
+    /// last one is answered again once the script has run out.
+    pub fn raw(mut self, answer: RawAnswer) -> Self {
+        self.steps.push(Step::Raw(answer));
+        self
+    }
+
     /// Ends in SUCCESS, progress 100.
     pub fn succeed(mut self) -> Self {
         self.steps.push(Step::Succeed);
@@ -151,11 +232,14 @@ struct TaskState {
     polls: u64,
     created: TaskTime,
     started: Option<TaskTime>,
-    last: Option<InstanceTask>,
+    /// The last task or raw answer, given again past the end of the script.
+    last: Option<Answer>,
 }
 
+#[derive(Clone)]
 enum Answer {
     Task(Box<InstanceTask>),
+    Raw(RawAnswer),
     Fault(Fault),
 }
 
@@ -166,12 +250,12 @@ impl TaskState {
         let mut delay = Duration::ZERO;
         loop {
             let Some(step) = self.script.steps.get(self.step).cloned() else {
-                // Past the end: the last state again (PENDING if there was none).
-                let task = self
-                    .last
-                    .clone()
-                    .unwrap_or_else(|| self.snapshot(task_id, TaskStatus::Pending, 0, None));
-                return (Answer::Task(Box::new(task)), delay);
+                // Past the end: the last answer again (PENDING if there was none).
+                let answer = self.last.clone().unwrap_or_else(|| {
+                    let task = self.snapshot(task_id, TaskStatus::Pending, 0, None);
+                    Answer::Task(Box::new(task))
+                });
+                return (answer, delay);
             };
             let answer = match step {
                 Step::Pending(n) | Step::Running(n) if self.count >= n => {
@@ -194,6 +278,10 @@ impl TaskState {
                         self.next_step();
                         continue;
                     }
+                    #[allow(
+                        clippy::cast_possible_truncation,
+                        reason = "a share of the run below 1, in percent"
+                    )]
                     let progress = (elapsed.as_secs_f64() / duration.as_secs_f64() * 100.0) as i64;
                     self.snapshot(task_id, TaskStatus::Running, progress.min(99), None)
                 }
@@ -206,11 +294,17 @@ impl TaskState {
                     self.next_step();
                     return (Answer::Fault(fault), delay);
                 }
+                Step::Raw(raw) => {
+                    self.next_step();
+                    self.last = Some(Answer::Raw(raw.clone()));
+                    return (Answer::Raw(raw), delay);
+                }
                 Step::Succeed => self.snapshot(task_id, TaskStatus::Success, 100, None),
                 Step::Fail(detail) => self.snapshot(task_id, TaskStatus::Failed, 100, Some(detail)),
             };
+            let answer = Answer::Task(Box::new(answer));
             self.last = Some(answer.clone());
-            return (Answer::Task(Box::new(answer)), delay);
+            return (answer, delay);
         }
     }
 
@@ -302,16 +396,19 @@ impl Simulator {
     }
 
     /// The base URL, e.g. `http://127.0.0.1:41234`.
+    #[must_use]
     pub fn uri(&self) -> String {
         self.server.uri()
     }
 
     /// The credentials the simulator accepts.
+    #[must_use]
     pub fn credentials(&self) -> Credentials {
         Credentials::aksk(&self.shared.ak, &self.shared.sk)
     }
 
     /// The project the simulator serves.
+    #[must_use]
     pub fn project_id(&self) -> &ProjectId {
         &self.shared.project_id
     }
@@ -328,6 +425,7 @@ impl Simulator {
     ///
     /// # Panics
     /// Never in practice: the simulator's own settings are valid.
+    #[must_use]
     pub fn client(&self) -> IotdaClient {
         self.client_builder()
             .build()
@@ -349,21 +447,23 @@ impl Simulator {
         self.shared
             .tasks
             .lock()
-            .expect("the task table is never poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert((instance_id.to_string(), task_id.to_string()), state);
     }
 
     /// How many polls of this task reached the simulator (faults included).
+    #[must_use]
     pub fn polls(&self, instance_id: &InstanceId, task_id: &TaskId) -> u64 {
         self.shared
             .tasks
             .lock()
-            .expect("the task table is never poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&(instance_id.to_string(), task_id.to_string()))
             .map_or(0, |t| t.polls)
     }
 
     /// How many requests reached the simulator, of any kind.
+    #[must_use]
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
     }
@@ -387,21 +487,16 @@ impl Respond for Responder {
         let shared = &self.0;
         let n = shared.requests.fetch_add(1, Ordering::Relaxed) + 1;
         let offset = shared.clock_offset_secs.load(Ordering::Relaxed);
-        let server_now = shifted(SystemTime::now(), offset);
-        let (template, delay) = answer(shared, request, server_now);
-        template
+        let server_now = skew::shift(SystemTime::now(), offset.saturating_mul(1000));
+        let (template, delay, own) = answer(shared, request, server_now);
+        let template = template
             .insert_header("X-Request-Id", format!("sim-{n:08}").as_str())
             .insert_header("Date", httpdate::fmt_http_date(server_now).as_str())
-            .set_delay(delay)
-    }
-}
-
-fn shifted(t: SystemTime, secs: i64) -> SystemTime {
-    let d = Duration::from_secs(secs.unsigned_abs());
-    if secs >= 0 {
-        t + d
-    } else {
-        t - d
+            .set_delay(delay);
+        // A raw answer's own headers win over the simulator's.
+        own.into_iter().fold(template, |template, (name, value)| {
+            template.insert_header(name, value)
+        })
     }
 }
 
@@ -420,11 +515,12 @@ fn no_such_api() -> ResponseTemplate {
     )
 }
 
+/// The answer to `request`, how long to hold it, and the headers of its own it sends.
 fn answer(
     shared: &Shared,
     request: &Request,
     server_now: SystemTime,
-) -> (ResponseTemplate, Duration) {
+) -> (ResponseTemplate, Duration, Vec<(HeaderName, HeaderValue)>) {
     let not_found = || error(404, "SIMULATOR.TASK_NOT_FOUND", "The task does not exist.");
     let segments: Vec<&str> = request
         .url
@@ -433,10 +529,10 @@ fn answer(
         .split('/')
         .collect();
     let ["v5", "iot", project, "iotda-instances", instance, "tasks", task] = segments[..] else {
-        return (no_such_api(), Duration::ZERO);
+        return (no_such_api(), Duration::ZERO, Vec::new());
     };
     if request.method.as_str() != "GET" {
-        return (no_such_api(), Duration::ZERO);
+        return (no_such_api(), Duration::ZERO, Vec::new());
     }
     if let Err(why) = authenticate(shared, request, server_now) {
         return (
@@ -446,20 +542,25 @@ fn answer(
                 &format!("Incorrect IAM authentication information: {why}"),
             ),
             Duration::ZERO,
+            Vec::new(),
         );
     }
     if project != shared.project_id.as_str() {
-        return (not_found(), Duration::ZERO);
+        return (not_found(), Duration::ZERO, Vec::new());
     }
     let mut tasks = shared
         .tasks
         .lock()
         .expect("the task table is never poisoned");
     let Some(state) = tasks.get_mut(&(instance.to_owned(), task.to_owned())) else {
-        return (not_found(), Duration::ZERO);
+        return (not_found(), Duration::ZERO, Vec::new());
     };
     let (answer, delay) = state.advance(task);
     let template = match answer {
+        Answer::Raw(raw) => {
+            let template = ResponseTemplate::new(raw.status).set_body_bytes(raw.body);
+            return (template, delay, raw.headers);
+        }
         Answer::Task(task) => ResponseTemplate::new(200).set_body_raw(
             serde_json::to_string(&*task).expect("a task serializes"),
             "application/json",
@@ -490,7 +591,7 @@ fn answer(
         ),
         Answer::Fault(Fault::Slow(_)) => unreachable!("a slow step delays the next answer"),
     };
-    (template, delay)
+    (template, delay, Vec::new())
 }
 
 /// Checks the request's credentials the way the gateway does.

@@ -13,17 +13,13 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const RUNNING: &str = r#"{"task_id":"075f413d-a3bb-4243-974d-8eb9221c1234","type":"MODIFY","status":"RUNNING","progress":35}"#;
 
-async fn serve(template: ResponseTemplate) -> MockServer {
-    sequence_server([template]).await
-}
-
 fn header<'a>(req: &'a wiremock::Request, name: &str) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 #[tokio::test]
 async fn sends_one_signed_get_the_way_the_gateway_checks_it() {
-    let server = serve(ResponseTemplate::new(200).set_body_string(RUNNING)).await;
+    let server = answering(ResponseTemplate::new(200).set_body_string(RUNNING)).await;
     let (instance, task) = ids();
     let got = client(&server.uri())
         .instance_task(&instance, &task)
@@ -74,7 +70,7 @@ async fn sends_one_signed_get_the_way_the_gateway_checks_it() {
 
 #[tokio::test]
 async fn a_security_token_is_sent_and_signed() {
-    let server = serve(ResponseTemplate::new(200).set_body_string(RUNNING)).await;
+    let server = answering(ResponseTemplate::new(200).set_body_string(RUNNING)).await;
     let (instance, task) = ids();
     let creds = Credentials::aksk(AK, SK).with_security_token(TOKEN);
     client_with(&server.uri(), creds)
@@ -92,7 +88,7 @@ async fn a_security_token_is_sent_and_signed() {
 
 #[tokio::test]
 async fn an_iam_token_goes_in_x_auth_token_without_a_signature() {
-    let server = serve(ResponseTemplate::new(200).set_body_string(RUNNING)).await;
+    let server = answering(ResponseTemplate::new(200).set_body_string(RUNNING)).await;
     let (instance, task) = ids();
     client_with(&server.uri(), Credentials::iam_token("iam-token-value"))
         .instance_task(&instance, &task)
@@ -108,7 +104,7 @@ async fn an_iam_token_goes_in_x_auth_token_without_a_signature() {
 #[tokio::test]
 async fn the_page_example_arrives_whole() {
     let body = r#"{"task_id":"075f413d-a3bb-4243-974d-8eb9221c1234","type":"MODIFY","status":"PENDING","create_time":"2021-08-19T01:52:49.493Z","start_time":"2021-08-19T01:52:49.492Z","end_time":"2021-08-19T01:52:49.492Z","target_config":{"flavor":{"type":"iotda.standard.s2","size":2}},"operate_window":{"start_time":"18:00","end_time":"22:00"},"progress":80}"#;
-    let server = serve(ResponseTemplate::new(200).set_body_string(body)).await;
+    let server = answering(ResponseTemplate::new(200).set_body_string(body)).await;
     let (instance, task) = ids();
     let got = client(&server.uri())
         .instance_task(&instance, &task)
@@ -256,7 +252,7 @@ async fn every_error_class_is_typed_and_classified() {
 
 #[tokio::test]
 async fn retry_after_in_seconds_and_as_an_http_date() {
-    let server = serve(ResponseTemplate::new(429).insert_header("Retry-After", "7")).await;
+    let server = answering(ResponseTemplate::new(429).insert_header("Retry-After", "7")).await;
     let (instance, task) = ids();
     let err = client(&server.uri())
         .instance_task(&instance, &task)
@@ -267,7 +263,7 @@ async fn retry_after_in_seconds_and_as_an_http_date() {
 
     // The date is read against the answer's own Date header, so clocks need not agree.
     let date = SystemTime::now() - Duration::from_secs(3600);
-    let server = serve(
+    let server = answering(
         ResponseTemplate::new(503)
             .insert_header("Date", httpdate::fmt_http_date(date).as_str())
             .insert_header(
@@ -300,7 +296,7 @@ async fn bodies_that_are_empty_truncated_not_json_or_huge_are_transient_decode_e
         "[]".to_owned(),
         huge,
     ] {
-        let server = serve(
+        let server = answering(
             ResponseTemplate::new(200)
                 .set_body_string(body.clone())
                 .insert_header("X-Request-Id", "r-9"),
@@ -321,7 +317,7 @@ async fn bodies_that_are_empty_truncated_not_json_or_huge_are_transient_decode_e
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_not_read_in_full() {
-    let server = serve(ResponseTemplate::new(200).set_body_string("x".repeat(10_000))).await;
+    let server = answering(ResponseTemplate::new(200).set_body_string("x".repeat(10_000))).await;
     let (instance, task) = ids();
     let client = IotdaClient::builder()
         .endpoint(server.uri())
@@ -340,7 +336,7 @@ async fn a_body_over_the_limit_is_not_read_in_full() {
 
 #[tokio::test]
 async fn a_slow_server_is_a_transient_timeout() {
-    let server = serve(
+    let server = answering(
         ResponseTemplate::new(200)
             .set_body_string(RUNNING)
             .set_delay(Duration::from_secs(5)),
@@ -373,7 +369,7 @@ async fn connection_refused_is_a_transient_network_error() {
 
 #[tokio::test]
 async fn secrets_stay_out_of_debug_and_errors() {
-    let server = serve(
+    let server = answering(
         ResponseTemplate::new(401)
             .set_body_string(r#"{"error_code":"APIGW.0301","error_msg":"bad signature"}"#),
     )
@@ -404,7 +400,7 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let body = if json { serde_json::to_vec(&String::from_utf8_lossy(&body)).unwrap() } else { body };
-            let server = serve(ResponseTemplate::new(status).set_body_bytes(body)).await;
+            let server = answering(ResponseTemplate::new(status).set_body_bytes(body)).await;
             let (instance, task) = ids();
             let result = client(&server.uri()).instance_task(&instance, &task).await;
             if (200..300).contains(&status) {
@@ -421,7 +417,7 @@ proptest! {
 
 #[tokio::test]
 async fn ids_stay_one_segment_each_on_the_wire() {
-    let server = serve(ResponseTemplate::new(200).set_body_string(RUNNING)).await;
+    let server = answering(ResponseTemplate::new(200).set_body_string(RUNNING)).await;
     let (instance, task) = ids();
     let client = client(&server.uri());
     let url = client.task_url(&instance, &task);

@@ -11,24 +11,28 @@ use common::raw::{self, Act};
 use common::*;
 use futures::StreamExt;
 use iotda_task_watcher::client::ApiErrorKind;
-use iotda_task_watcher::simulator::{Simulator, TaskScript};
+use iotda_task_watcher::simulator::{Fault, RawAnswer, Simulator, TaskScript};
 use iotda_task_watcher::{TaskEvent, TaskStatus, TaskType, TaskWatcher, WaitError};
 use tokio_util::sync::CancellationToken;
-use wiremock::ResponseTemplate;
 
 const RUNNING_40: &str =
     r#"{"task_id":"075f413d-a3bb-4243-974d-8eb9221c1234","status":"RUNNING","progress":40}"#;
 
-fn running() -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_string(RUNNING_40)
+fn running() -> RawAnswer {
+    RawAnswer::json(RUNNING_40)
 }
 
-fn error(status: u16, code: &str) -> ResponseTemplate {
-    ResponseTemplate::new(status)
-        .set_body_string(format!(
+fn error(status: u16, code: &str) -> RawAnswer {
+    RawAnswer::new(status)
+        .body(format!(
             r#"{{"error_code":"{code}","error_msg":"simulated"}}"#
         ))
-        .insert_header("X-Request-Id", "req-fault")
+        .header("X-Request-Id", "req-fault")
+}
+
+/// A script that starts RUNNING at 40%.
+fn started() -> TaskScript {
+    TaskScript::new(TaskType::Modify).raw(running())
 }
 
 fn fast(endpoint: &str) -> TaskWatcher {
@@ -57,9 +61,14 @@ fn retries(events: &[TaskEvent]) -> Vec<ApiErrorKind> {
 }
 
 /// A transient fault between a RUNNING answer and SUCCESS: one retry of `kind`, then success.
-async fn transient(fault: ResponseTemplate, kind: ApiErrorKind) {
-    let server = sequence_server(vec![running(), fault, task_json("SUCCESS", 100)]).await;
-    let events = events(fast(&server.uri())).await;
+async fn transient(fault: RawAnswer, kind: ApiErrorKind) {
+    retried_once(started().raw(fault).succeed(), kind).await;
+}
+
+/// A wait through `script` retries once, for `kind`, and succeeds.
+async fn retried_once(script: TaskScript, kind: ApiErrorKind) {
+    let sim = simulate(script).await;
+    let events = events(fast(&sim.uri())).await;
     assert_eq!(retries(&events), [kind]);
     assert!(
         matches!(events.last(), Some(TaskEvent::Done(Ok(_)))),
@@ -68,9 +77,9 @@ async fn transient(fault: ResponseTemplate, kind: ApiErrorKind) {
 }
 
 /// A permanent fault after a RUNNING answer: the wait ends with it and the RUNNING snapshot.
-async fn permanent(fault: ResponseTemplate, kind: ApiErrorKind) {
-    let server = sequence_server(vec![running(), fault, task_json("SUCCESS", 100)]).await;
-    let events = events(fast(&server.uri())).await;
+async fn permanent(fault: RawAnswer, kind: ApiErrorKind) {
+    let sim = simulate(started().raw(fault).succeed()).await;
+    let events = events(fast(&sim.uri())).await;
     match events.last() {
         Some(TaskEvent::Done(Err(WaitError::Api { error, last, .. }))) => {
             assert_eq!(error.kind(), kind);
@@ -83,11 +92,7 @@ async fn permanent(fault: ResponseTemplate, kind: ApiErrorKind) {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(
-        server.received_requests().await.unwrap().len(),
-        2,
-        "no retry"
-    );
+    assert_eq!(sim.requests(), 2, "no retry");
 }
 
 /// Waits for the first `Retrying`, returns it, and cancels: the wait ends with the last state.
@@ -115,7 +120,7 @@ async fn first_retry(watcher: TaskWatcher) -> (ApiErrorKind, Duration) {
 async fn server_errors_are_retried() {
     for status in [500, 502, 503, 504] {
         transient(
-            ResponseTemplate::new(status).set_body_string("<html>busy</html>"),
+            RawAnswer::new(status).body("<html>busy</html>"),
             ApiErrorKind::Server,
         )
         .await;
@@ -127,11 +132,8 @@ async fn throttling_is_retried_after_the_wait_asked_for() {
     transient(error(403, "IOTDA.021101"), ApiErrorKind::Throttled).await;
     transient(error(429, "APIGW.0308"), ApiErrorKind::Throttled).await;
 
-    let seconds = sequence_server(vec![
-        running(),
-        error(429, "APIGW.0308").insert_header("Retry-After", "7"),
-    ])
-    .await;
+    let seconds =
+        simulate(started().raw(error(429, "APIGW.0308").header("Retry-After", "7"))).await;
     let (kind, delay) = first_retry(fast(&seconds.uri())).await;
     assert_eq!(
         (kind, delay),
@@ -140,15 +142,16 @@ async fn throttling_is_retried_after_the_wait_asked_for() {
 
     // An HTTP date, read against the answer's own Date: the clocks need not agree.
     let date = SystemTime::now() - Duration::from_secs(86_400);
-    let dated = sequence_server(vec![
-        running(),
-        error(429, "APIGW.0308")
-            .insert_header("Date", httpdate::fmt_http_date(date).as_str())
-            .insert_header(
-                "Retry-After",
-                httpdate::fmt_http_date(date + Duration::from_secs(9)).as_str(),
-            ),
-    ])
+    let dated = simulate(
+        started().raw(
+            error(429, "APIGW.0308")
+                .header("Date", &httpdate::fmt_http_date(date))
+                .header(
+                    "Retry-After",
+                    &httpdate::fmt_http_date(date + Duration::from_secs(9)),
+                ),
+        ),
+    )
     .await;
     let (kind, delay) = first_retry(fast(&dated.uri())).await;
     assert_eq!(
@@ -166,13 +169,14 @@ async fn refused_credentials_and_permissions_end_the_wait() {
 
 #[tokio::test]
 async fn a_404_is_tolerated_before_the_task_is_seen_and_final_after() {
-    let server = sequence_server(vec![
-        error(404, "IOTDA.014000"),
-        running(),
-        task_json("SUCCESS", 100),
-    ])
+    let sim = simulate(
+        TaskScript::new(TaskType::Modify)
+            .raw(error(404, "IOTDA.014000"))
+            .raw(running())
+            .succeed(),
+    )
     .await;
-    let events = events(fast(&server.uri())).await;
+    let events = events(fast(&sim.uri())).await;
     assert_eq!(retries(&events), [ApiErrorKind::NotFound]);
     assert!(matches!(events.last(), Some(TaskEvent::Done(Ok(_)))));
     permanent(error(404, "IOTDA.014000"), ApiErrorKind::NotFound).await;
@@ -200,8 +204,11 @@ async fn a_connection_reset_mid_body_is_retried() {
 
 #[tokio::test]
 async fn a_server_slower_than_the_request_timeout_is_retried() {
-    transient(
-        running().set_delay(Duration::from_secs(5)),
+    retried_once(
+        started()
+            .fault(Fault::Slow(Duration::from_secs(5)))
+            .raw(running())
+            .succeed(),
         ApiErrorKind::Timeout,
     )
     .await;
@@ -218,29 +225,25 @@ async fn unreadable_bodies_are_retried_and_a_huge_one_is_not_read_in_full() {
             "x".repeat(4 * 1024 * 1024)
         ),
     ] {
-        transient(
-            ResponseTemplate::new(200).set_body_string(body),
-            ApiErrorKind::Decode,
-        )
-        .await;
+        transient(RawAnswer::new(200).body(body), ApiErrorKind::Decode).await;
     }
 }
 
 #[tokio::test]
 async fn odd_but_readable_answers_keep_the_wait_going() {
-    let server = sequence_server(vec![
-        running(),
-        task_json("ROLLING_BACK", 40),
-        task_json("RUNNING", -1),
-        task_json("RUNNING", 250),
-        task_json("PENDING", 10),
-        ResponseTemplate::new(200).set_body_string("{}"),
-        ResponseTemplate::new(200).set_body_string(
-            r#"{"status":"SUCCESS","type":"TELEPORT","target_config":{"charge_mode":"barter"}}"#,
-        ),
-    ])
+    let sim = simulate(
+        started()
+            .raw(task_json("ROLLING_BACK", 40))
+            .raw(task_json("RUNNING", -1))
+            .raw(task_json("RUNNING", 250))
+            .raw(task_json("PENDING", 10))
+            .raw(RawAnswer::json("{}"))
+            .raw(RawAnswer::json(
+                r#"{"status":"SUCCESS","type":"TELEPORT","target_config":{"charge_mode":"barter"}}"#,
+            )),
+    )
     .await;
-    let events = events(fast(&server.uri())).await;
+    let events = events(fast(&sim.uri())).await;
     let changes: Vec<String> = events
         .iter()
         .filter_map(|e| match e {
@@ -375,12 +378,8 @@ async fn a_failure_keeps_its_cause_as_the_error_source() {
     );
 
     // A body that is not a task: the chain reaches serde_json's error.
-    let server = sequence_server(vec![
-        running(),
-        ResponseTemplate::new(200).set_body_string("{\"status\": RUNNING}"),
-    ])
-    .await;
-    let unreadable = fast(&server.uri())
+    let sim = simulate(started().raw(RawAnswer::new(200).body("{\"status\": RUNNING}"))).await;
+    let unreadable = fast(&sim.uri())
         .timeout(Duration::from_millis(300))
         .await
         .unwrap_err();
@@ -398,8 +397,8 @@ async fn a_failure_keeps_its_cause_as_the_error_source() {
     );
 
     // A permanent error is the source of `WaitError::Api`.
-    let server = sequence_server(vec![error(403, "IOTDA.000005")]).await;
-    let forbidden = fast(&server.uri()).await.unwrap_err();
+    let sim = simulate(TaskScript::new(TaskType::Modify).raw(error(403, "IOTDA.000005"))).await;
+    let forbidden = fast(&sim.uri()).await.unwrap_err();
     let api = std::error::Error::source(&forbidden)
         .and_then(|e| e.downcast_ref::<iotda_task_watcher::client::ApiError>())
         .expect("the ApiError is the source");

@@ -8,7 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use iotda_task_watcher::{Credentials, TaskWatcher};
+use iotda_task_watcher::simulator::{Fault, TaskScript};
+use iotda_task_watcher::{Credentials, TaskType, TaskWatcher};
 use wiremock::ResponseTemplate;
 
 const RUNNING: &str = r#"{"task_id":"075f413d-a3bb-4243-974d-8eb9221c1234","type":"MODIFY","status":"RUNNING","progress":35}"#;
@@ -16,9 +17,12 @@ const RUNNING: &str = r#"{"task_id":"075f413d-a3bb-4243-974d-8eb9221c1234","type
 #[tokio::test]
 async fn secrets_stay_out_of_logs_at_every_level() {
     let logs = capture_logs();
-    let server = sequence_server([ResponseTemplate::new(200)
-        .set_body_string(RUNNING)
-        .insert_header("X-Request-Id", "req-log-1")])
+    // Wiremock, not the simulator: this test sends an IAM token too.
+    let server = answering(
+        ResponseTemplate::new(200)
+            .set_body_string(RUNNING)
+            .insert_header("X-Request-Id", "req-log-1"),
+    )
     .await;
     let (instance, task) = ids();
     let creds = Credentials::aksk(AK, SK).with_security_token(TOKEN);
@@ -39,24 +43,22 @@ async fn secrets_stay_out_of_logs_at_every_level() {
 #[tokio::test]
 async fn a_wait_logs_a_span_per_wait_and_never_a_secret() {
     let logs = capture_logs();
-    let server = sequence_server([
-        task_json("PENDING", 0),
-        ResponseTemplate::new(503),
-        task_json("RUNNING", 50),
-        task_json("SUCCESS", 100),
-    ])
+    let sim = simulate(
+        TaskScript::new(TaskType::Modify)
+            .pending(1)
+            .fault(Fault::ServerError(503))
+            .raw(task_json("RUNNING", 50))
+            .succeed(),
+    )
     .await;
     let (instance, task) = ids();
     let creds = Credentials::aksk(AK, SK).with_security_token(TOKEN);
-    TaskWatcher::new(&client_with(&server.uri(), creds), &instance, &task)
+    TaskWatcher::new(&client_with(&sim.uri(), creds), &instance, &task)
         .min_delay(Duration::from_millis(5))
         .await
         .unwrap();
     // The failure paths log too: a refused signature.
-    let refused = sequence_server([ResponseTemplate::new(401).set_body_string(
-        r#"{"error_code":"APIGW.0301","error_msg":"Incorrect IAM authentication information"}"#,
-    )])
-    .await;
+    let refused = simulate(TaskScript::new(TaskType::Modify).fault(Fault::BadSignature)).await;
     let (instance, task) = ids();
     let creds = Credentials::aksk(AK, SK).with_security_token(TOKEN);
     let _ = TaskWatcher::new(&client_with(&refused.uri(), creds), &instance, &task).await;

@@ -2,46 +2,43 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use common::script::snapshot;
+use common::script::{at, snapshot, Script, Step};
 use futures::StreamExt;
-use iotda_task_watcher::client::ApiError;
 use iotda_task_watcher::model::OperateWindow;
-use iotda_task_watcher::watch::TaskSource;
 use iotda_task_watcher::{InstanceTask, TaskEvent, TaskStatus, TaskWatcher, WaitError};
 use tokio::time::Instant;
 
-/// A task that runs from `starts` to `ends` (seconds after the source was made), reporting
-/// progress `every` seconds; it records when it was polled.
+/// A task that runs from `starts` to `ends` (seconds after its script was made), reporting
+/// progress `every` seconds, with a maintenance window if it has one.
 #[derive(Clone)]
-struct Timed {
-    origin: Instant,
+struct Run {
     starts: f64,
     ends: f64,
     every: Option<f64>,
-    window: Option<(String, String)>,
-    polls: Arc<Mutex<Vec<f64>>>,
+    window: Option<(&'static str, &'static str)>,
 }
 
-impl Timed {
+impl Run {
     fn new(starts: f64, ends: f64, every: Option<f64>) -> Self {
         Self {
-            origin: Instant::now(),
             starts,
             ends,
             every,
             window: None,
-            polls: Arc::default(),
         }
     }
 
-    fn polls(&self) -> Vec<f64> {
-        self.polls.lock().unwrap().clone()
+    /// The same run, reporting this maintenance window (`HH:mm` UTC).
+    fn in_window(self, start: &'static str, end: &'static str) -> Self {
+        Self {
+            window: Some((start, end)),
+            ..self
+        }
     }
 
+    /// The task as it is `t` seconds in.
     fn at(&self, t: f64) -> InstanceTask {
         let (status, progress) = if t >= self.ends {
             ("SUCCESS", 100)
@@ -58,25 +55,27 @@ impl Timed {
             )
         };
         let mut task = snapshot(status, Some(progress));
-        if let Some((start, end)) = &self.window {
+        if let Some((start, end)) = self.window {
             let mut w = OperateWindow::default();
-            w.start_time = Some(start.clone());
-            w.end_time = Some(end.clone());
+            w.start_time = Some(start.to_owned());
+            w.end_time = Some(end.to_owned());
             task.operate_window = Some(w);
         }
         task
     }
-}
 
-impl TaskSource for Timed {
-    async fn fetch(&self) -> Result<InstanceTask, ApiError> {
-        let t = self.origin.elapsed().as_secs_f64();
-        self.polls.lock().unwrap().push(t);
-        Ok(self.at(t))
+    /// A script that answers each poll with the task as it is then, and records the polls.
+    fn script(self) -> Script {
+        Script::from_fn(move |elapsed| Step::Task(self.at(elapsed.as_secs_f64())))
     }
 }
 
-fn watcher(source: &Timed) -> TaskWatcher<Timed> {
+/// A script of `Run::new(starts, ends, every)`.
+fn timed(starts: f64, ends: f64, every: Option<f64>) -> Script {
+    Run::new(starts, ends, every).script()
+}
+
+fn watcher(source: &Script) -> TaskWatcher<Script> {
     TaskWatcher::from_source(source.clone())
         .jitter(false)
         .timeout(Duration::from_secs(6 * 3600))
@@ -85,13 +84,13 @@ fn watcher(source: &Timed) -> TaskWatcher<Timed> {
 #[tokio::test(start_paused = true)]
 async fn progress_saves_requests_on_a_long_task_without_losing_promptness() {
     // Two hours, progress reported every minute.
-    let guided = Timed::new(0.0, 7200.0, Some(60.0));
+    let guided = timed(0.0, 7200.0, Some(60.0));
     let task = watcher(&guided).await.unwrap();
     assert_eq!(task.status, Some(TaskStatus::Success));
-    let plain = Timed::new(0.0, 7200.0, Some(60.0));
+    let plain = timed(0.0, 7200.0, Some(60.0));
     watcher(&plain).progress_guided(false).await.unwrap();
 
-    let (g, p) = (guided.polls(), plain.polls());
+    let (g, p) = (guided.poll_secs(), plain.poll_secs());
     assert!(
         g.len() * 4 < p.len() * 3,
         "{} polls guided against {} without",
@@ -116,13 +115,25 @@ async fn progress_saves_requests_on_a_long_task_without_losing_promptness() {
 
 #[tokio::test(start_paused = true)]
 async fn a_task_that_ends_early_is_seen_within_max_progress_delay() {
-    // Progress promises two hours; the task is over after 30 minutes.
-    let mut early = Timed::new(0.0, 7200.0, Some(60.0));
-    early.ends = 1800.0;
+    // Progress promises two hours (a minute's worth every minute); the task is over after 30.
+    let promised = Run::new(0.0, 7200.0, Some(60.0));
+    let early = Script::from_fn(move |elapsed| {
+        let t = elapsed.as_secs_f64();
+        if t >= 1800.0 {
+            at("SUCCESS", 100)
+        } else {
+            Step::Task(promised.at(t))
+        }
+    });
     let bound = Duration::from_secs(120);
     watcher(&early).max_progress_delay(bound).await.unwrap();
-    let last = *early.polls().last().unwrap();
+    let polls = early.poll_secs();
+    let last = *polls.last().unwrap();
     assert!((1800.0..=1920.0).contains(&last), "seen at {last}");
+    // The setting was used: sleeps longer than the default far cap (45 s), none past it.
+    let gaps: Vec<f64> = polls.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.iter().any(|g| *g > 45.0), "{polls:?}");
+    assert!(gaps.iter().all(|g| *g <= 120.0 + 1e-6), "{polls:?}");
 }
 
 /// 10:00 UTC on the day the tests pretend it is.
@@ -134,8 +145,9 @@ fn ten_o_clock() -> SystemTime {
 async fn a_pending_task_behind_a_closed_window_is_polled_sparsely_and_seen_as_it_opens() {
     // It is 10:00 UTC; the window opens at 12:00; the task runs 10 minutes from then.
     let now = ten_o_clock();
-    let mut source = Timed::new(7200.0, 7800.0, Some(30.0));
-    source.window = Some(("12:00".into(), "16:00".into()));
+    let source = Run::new(7200.0, 7800.0, Some(30.0))
+        .in_window("12:00", "16:00")
+        .script();
     let events: Vec<TaskEvent> = watcher(&source).wall_clock(now).events().collect().await;
     let waiting: Vec<_> = events
         .iter()
@@ -153,7 +165,7 @@ async fn a_pending_task_behind_a_closed_window_is_polled_sparsely_and_seen_as_it
         [(opens, Duration::from_secs(1))],
         "said once, and the first sleep is the backoff's"
     );
-    let polls = source.polls();
+    let polls = source.poll_secs();
     // The first two minutes as if there were no window, then sleeps that stretch to 5 min.
     assert_eq!(polls[..8], [0.0, 1.0, 3.0, 7.0, 15.0, 31.0, 61.0, 91.0]);
     let gaps: Vec<f64> = polls.windows(2).map(|w| w[1] - w[0]).collect();
@@ -174,25 +186,27 @@ async fn a_pending_task_behind_a_closed_window_is_polled_sparsely_and_seen_as_it
 async fn a_task_that_starts_despite_its_window_is_seen_promptly() {
     // The window opens at 12:00, but the task (an immediate resize) starts after 20 s and is
     // done after 90 s: seen as promptly as if there were no window.
-    let mut source = Timed::new(20.0, 90.0, None);
-    source.window = Some(("12:00".into(), "16:00".into()));
+    let source = Run::new(20.0, 90.0, None)
+        .in_window("12:00", "16:00")
+        .script();
     let task = watcher(&source).wall_clock(ten_o_clock()).await.unwrap();
     assert_eq!(task.status, Some(TaskStatus::Success));
-    let last = *source.polls().last().unwrap();
+    let last = *source.poll_secs().last().unwrap();
     assert!((90.0..=120.0).contains(&last), "seen at {last}");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_window_after_the_deadline_keeps_polling_unless_told_to_fail_fast() {
     let now = ten_o_clock();
-    let mut source = Timed::new(7200.0, 7800.0, Some(30.0));
-    source.window = Some(("12:00".into(), "16:00".into()));
+    let source = Run::new(7200.0, 7800.0, Some(30.0))
+        .in_window("12:00", "16:00")
+        .script();
     let err = watcher(&source)
         .wall_clock(now)
         .timeout(Duration::from_secs(3600))
         .await
         .unwrap_err();
-    let polls = source.polls();
+    let polls = source.poll_secs();
     assert!(matches!(err, WaitError::TimedOut { .. }), "{err:?}");
     assert!(polls.len() > 20, "it polled all along: {polls:?}");
     assert_eq!(
@@ -201,8 +215,9 @@ async fn a_window_after_the_deadline_keeps_polling_unless_told_to_fail_fast() {
         "the last poll on the deadline"
     );
 
-    let mut source = Timed::new(7200.0, 7800.0, Some(30.0));
-    source.window = Some(("12:00".into(), "16:00".into()));
+    let source = Run::new(7200.0, 7800.0, Some(30.0))
+        .in_window("12:00", "16:00")
+        .script();
     let started = Instant::now();
     let err = watcher(&source)
         .wall_clock(now)
@@ -211,7 +226,7 @@ async fn a_window_after_the_deadline_keeps_polling_unless_told_to_fail_fast() {
         .await
         .unwrap_err();
     assert_eq!(started.elapsed(), Duration::ZERO, "at once");
-    assert_eq!(source.polls().len(), 1);
+    assert_eq!(source.poll_count(), 1);
     match &err {
         WaitError::WindowAfterDeadline {
             task,
@@ -233,7 +248,7 @@ async fn a_window_after_the_deadline_keeps_polling_unless_told_to_fail_fast() {
 #[tokio::test(start_paused = true)]
 async fn a_wait_resumes_where_it_stopped() {
     let wall = SystemTime::now();
-    let source = Timed::new(5.0, 600.0, Some(10.0));
+    let source = timed(5.0, 600.0, Some(10.0));
     let mut events = watcher(&source)
         .wall_clock(wall)
         .timeout(Duration::from_secs(1000))
@@ -252,22 +267,12 @@ async fn a_wait_resumes_where_it_stopped() {
     let state: iotda_task_watcher::watch::WaitState = serde_json::from_str(&json).unwrap();
     assert_eq!(state.last().unwrap().status, Some(TaskStatus::Running));
     let polls_before = state.polls();
-    assert_eq!(polls_before as usize, source.polls().len());
+    assert_eq!(polls_before as usize, source.poll_count());
 
     // A minute later, in "another process".
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let wall_now = wall + source.origin.elapsed();
-    let polled = Arc::new(AtomicU32::new(0));
-    let counted = {
-        let source = source.clone();
-        let polled = polled.clone();
-        move || {
-            polled.fetch_add(1, Ordering::Relaxed);
-            let source = source.clone();
-            async move { source.fetch().await }
-        }
-    };
-    let rest: Vec<TaskEvent> = TaskWatcher::from_source(counted)
+    let wall_now = wall + source.elapsed();
+    let rest: Vec<TaskEvent> = TaskWatcher::from_source(source.clone())
         .jitter(false)
         .wall_clock(wall_now)
         .resume_from(state.clone())
@@ -282,7 +287,10 @@ async fn a_wait_resumes_where_it_stopped() {
         Some(TaskEvent::Done(Ok(task))) => assert_eq!(task.status, Some(TaskStatus::Success)),
         other => panic!("{other:?}"),
     }
-    assert!(polled.load(Ordering::Relaxed) > 0);
+    assert!(
+        source.poll_count() > polls_before as usize,
+        "the resumed wait polled"
+    );
     assert_eq!(
         state.deadline().duration_since(state.started_at()),
         jiff::SignedDuration::from_secs(1000)
@@ -293,10 +301,10 @@ async fn a_wait_resumes_where_it_stopped() {
 async fn a_resumed_wait_keeps_its_progress_estimate() {
     let wall = SystemTime::now();
     // Fifty minutes, progress every minute: the estimate sets the delays.
-    let whole = Timed::new(0.0, 3000.0, Some(60.0));
+    let whole = timed(0.0, 3000.0, Some(60.0));
     watcher(&whole).wall_clock(wall).await.unwrap();
 
-    let split = Timed::new(0.0, 3000.0, Some(60.0));
+    let split = timed(0.0, 3000.0, Some(60.0));
     let mut events = watcher(&split).wall_clock(wall).events();
     let mut rises = 0;
     while rises < 3 {
@@ -314,12 +322,12 @@ async fn a_resumed_wait_keeps_its_progress_estimate() {
     let state = serde_json::from_value(json).unwrap();
     TaskWatcher::from_source(split.clone())
         .jitter(false)
-        .wall_clock(wall + split.origin.elapsed())
+        .wall_clock(wall + split.elapsed())
         .resume_from(state)
         .await
         .unwrap();
 
-    let (a, b) = (whole.polls(), split.polls());
+    let (a, b) = (whole.poll_secs(), split.poll_secs());
     assert!(
         a.windows(2).any(|w| w[1] - w[0] > 30.0),
         "the estimate set sleeps longer than the backoff's: {a:?}"
@@ -335,7 +343,7 @@ async fn a_resumed_wait_keeps_its_progress_estimate() {
 async fn a_resumed_wait_keeps_its_deadline_and_counts() {
     // Wall time stands still on a paused tokio clock: each "process" says what time it is.
     let (wall, t0) = (SystemTime::now(), Instant::now());
-    let source = Timed::new(0.0, 1e9, None);
+    let source = timed(0.0, 1e9, None);
     let mut events = watcher(&source)
         .wall_clock(wall)
         .timeout(Duration::from_secs(100))
@@ -364,7 +372,7 @@ async fn a_resumed_wait_keeps_its_deadline_and_counts() {
                 elapsed >= hundred && elapsed < hundred + ms,
                 "{elapsed:?} from the first start"
             );
-            assert_eq!(polls as usize, source.polls().len(), "polls of both runs");
+            assert_eq!(polls as usize, source.poll_count(), "polls of both runs");
             assert!(last.is_some());
         }
         other => panic!("{other:?}"),
@@ -379,7 +387,7 @@ async fn a_resumed_wait_keeps_its_deadline_and_counts() {
 #[tokio::test(start_paused = true)]
 async fn the_last_poll_goes_out_even_when_the_timer_wakes_just_after_the_deadline() {
     // A deadline between millisecond slots: the last sleep ends a little after it.
-    let source = Timed::new(0.0, 1e9, None);
+    let source = timed(0.0, 1e9, None);
     let deadline = Duration::from_micros(1_500_300);
     let err = TaskWatcher::from_source(source.clone())
         .jitter(false)
@@ -388,7 +396,7 @@ async fn the_last_poll_goes_out_even_when_the_timer_wakes_just_after_the_deadlin
         .timeout(deadline)
         .await
         .unwrap_err();
-    let polls = source.polls();
+    let polls = source.poll_secs();
     assert_eq!(polls.len(), 3, "{polls:?}");
     let last = polls[2];
     assert!(
@@ -400,7 +408,7 @@ async fn the_last_poll_goes_out_even_when_the_timer_wakes_just_after_the_deadlin
 
 #[tokio::test(start_paused = true)]
 async fn a_timeout_too_long_for_the_clock_means_no_timeout() {
-    let source = Timed::new(0.0, 30.0, None);
+    let source = timed(0.0, 30.0, None);
     let mut events = watcher(&source).timeout(Duration::MAX).events();
     events.next().await.unwrap();
     let state = events.checkpoint().unwrap();
@@ -413,7 +421,7 @@ async fn a_timeout_too_long_for_the_clock_means_no_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn there_is_nothing_to_save_after_the_final_event() {
-    let source = Timed::new(0.0, 0.0, None);
+    let source = timed(0.0, 0.0, None);
     let mut events = watcher(&source).events();
     assert!(matches!(
         events.next().await,
@@ -427,7 +435,7 @@ async fn there_is_nothing_to_save_after_the_final_event() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hostile_saved_state_neither_hangs_nor_panics() {
-    let source = Timed::new(0.0, 5.0, Some(1.0));
+    let source = timed(0.0, 5.0, Some(1.0));
     let mut events = watcher(&source).events();
     events.next().await.unwrap();
     let mut state = serde_json::to_value(events.checkpoint().unwrap()).unwrap();

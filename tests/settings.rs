@@ -2,30 +2,14 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::script::snapshot;
-use iotda_task_watcher::client::ApiError;
-use iotda_task_watcher::{InstanceTask, TaskWatcher, WaitError};
-use tokio::time::Instant;
+use common::script::{at, Script, Step};
+use iotda_task_watcher::{TaskWatcher, WaitError};
 
-/// The times of the polls a source answered, in seconds.
-type Polls = Arc<Mutex<Vec<f64>>>;
-
-/// An answer that is ready at once.
-type Answer = std::future::Ready<Result<InstanceTask, ApiError>>;
-
-/// A task that stays RUNNING and answers at once, and when it was polled.
-fn running() -> (impl Fn() -> Answer + Send + Sync + 'static, Polls) {
-    let origin = Instant::now();
-    let polls = Arc::new(Mutex::new(Vec::new()));
-    let seen = polls.clone();
-    let source = move || {
-        seen.lock().unwrap().push(origin.elapsed().as_secs_f64());
-        std::future::ready(Ok(snapshot("RUNNING", Some(10))))
-    };
-    (source, polls)
+/// A task that stays RUNNING and answers at once; the script records when it was polled.
+fn running() -> Script {
+    Script::new([at("RUNNING", 10)])
 }
 
 fn gaps(polls: &[f64]) -> Vec<f64> {
@@ -37,15 +21,15 @@ fn gaps(polls: &[f64]) -> Vec<f64> {
 
 #[tokio::test(start_paused = true)]
 async fn zero_delays_count_as_one_millisecond_not_a_busy_loop() {
-    let (source, polls) = running();
-    let err = TaskWatcher::from_source(source)
+    let source = running();
+    let err = TaskWatcher::from_source(source.clone())
         .min_delay(Duration::ZERO)
         .max_delay(Duration::ZERO)
         .timeout(Duration::from_secs(1))
         .await
         .unwrap_err();
     assert!(matches!(err, WaitError::TimedOut { .. }), "{err:?}");
-    let polls = polls.lock().unwrap();
+    let polls = source.poll_secs();
     // One poll a millisecond over one second, and not one more.
     assert!((990..=1002).contains(&polls.len()), "{} polls", polls.len());
     assert!(
@@ -57,31 +41,31 @@ async fn zero_delays_count_as_one_millisecond_not_a_busy_loop() {
 
 #[tokio::test(start_paused = true)]
 async fn a_max_delay_below_the_min_delay_counts_as_the_min_delay() {
-    let (source, polls) = running();
-    let _ = TaskWatcher::from_source(source)
+    let source = running();
+    let _ = TaskWatcher::from_source(source.clone())
         .min_delay(Duration::from_secs(5))
         .max_delay(Duration::from_secs(1))
         .jitter(false)
         .progress_guided(false)
         .timeout(Duration::from_secs(20))
         .await;
-    assert_eq!(*polls.lock().unwrap(), [0.0, 5.0, 10.0, 15.0, 20.0]);
+    assert_eq!(source.poll_secs(), [0.0, 5.0, 10.0, 15.0, 20.0]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_zero_request_timeout_counts_as_one_millisecond() {
     // An answer that comes at once still arrives within it.
-    let done = || std::future::ready(Ok(snapshot("SUCCESS", Some(100))));
+    let done = Script::new([at("SUCCESS", 100)]);
     let task = TaskWatcher::from_source(done)
         .request_timeout(Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(task.progress, Some(100));
     // A slower one times out, and the wait goes on on the backoff, not in a loop.
-    let slow = || async {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        Ok::<_, ApiError>(snapshot("SUCCESS", Some(100)))
-    };
+    let slow = Script::new([Step::Slow(
+        Duration::from_millis(5),
+        Box::new(at("SUCCESS", 100)),
+    )]);
     let err = TaskWatcher::from_source(slow)
         .request_timeout(Duration::ZERO)
         .timeout(Duration::from_secs(10))
@@ -103,15 +87,14 @@ async fn a_zero_request_timeout_counts_as_one_millisecond() {
 
 /// The gaps between the first polls with `factor`, without jitter or progress guidance.
 async fn gaps_with_factor(factor: f32) -> Vec<f64> {
-    let (source, polls) = running();
-    let _ = TaskWatcher::from_source(source)
+    let source = running();
+    let _ = TaskWatcher::from_source(source.clone())
         .factor(factor)
         .jitter(false)
         .progress_guided(false)
         .timeout(Duration::from_secs(200))
         .await;
-    let polls = polls.lock().unwrap();
-    gaps(&polls[..6])
+    gaps(&source.poll_secs()[..6])
 }
 
 #[tokio::test(start_paused = true)]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use iotda_task_watcher::client::ApiErrorKind;
-use iotda_task_watcher::simulator::{Fault, Simulator, TaskScript};
+use iotda_task_watcher::simulator::{Fault, RawAnswer, Simulator, TaskScript};
 use iotda_task_watcher::{Credentials, InstanceId, TaskId, TaskStatus, TaskType};
 
 fn ids() -> (InstanceId, TaskId) {
@@ -108,6 +108,50 @@ async fn answers_faults_as_the_service_does() {
     let t = client.instance_task(&instance, &task).await.unwrap();
     assert_eq!(t.status, Some(TaskStatus::Failed));
     assert_eq!(t.status_detail.as_deref(), Some("boom"));
+}
+
+#[tokio::test]
+async fn gives_a_raw_answer_as_it_is_once_the_signature_is_checked() {
+    let sim = Simulator::start().await;
+    let (instance, task) = ids();
+    sim.add_task(
+        &instance,
+        &task,
+        TaskScript::new(TaskType::Modify)
+            .raw(
+                RawAnswer::new(503)
+                    .body("<html>busy</html>")
+                    .header("X-Request-Id", "req-own"),
+            )
+            .raw(RawAnswer::json(
+                r#"{"status":"ROLLING_BACK","progress":40}"#,
+            )),
+    );
+    let client = sim.client();
+    let e = client.instance_task(&instance, &task).await.unwrap_err();
+    assert_eq!(
+        (e.kind(), e.status().unwrap().as_u16()),
+        (ApiErrorKind::Server, 503)
+    );
+    assert_eq!(e.request_id(), Some("req-own"), "its own header wins");
+    assert!(e.server_date().is_some(), "the simulator's Date is added");
+    // Like a task's state, the last raw answer is given again once the script has run out.
+    for _ in 0..2 {
+        let t = client.instance_task(&instance, &task).await.unwrap();
+        assert_eq!(t.status_or_unknown().as_str(), "ROLLING_BACK");
+        assert_eq!(t.progress, Some(40));
+    }
+    let wrong = sim
+        .client_builder()
+        .credentials(Credentials::aksk(
+            iotda_task_watcher::simulator::DEFAULT_AK,
+            "wrong",
+        ))
+        .build()
+        .unwrap();
+    let e = wrong.instance_task(&instance, &task).await.unwrap_err();
+    assert_eq!(e.kind(), ApiErrorKind::Unauthorized, "the signature first");
+    assert_eq!(sim.polls(&instance, &task), 3);
 }
 
 #[tokio::test]

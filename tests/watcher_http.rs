@@ -1,5 +1,6 @@
-//! The watcher end to end: the real client, signer and decoder against wiremock on loopback.
-//! Real waits are kept to milliseconds; assertions do not depend on timing.
+//! The watcher end to end: the real client, signer and decoder against the simulator on
+//! loopback, which checks every signature as the gateway does. Real waits are kept to
+//! milliseconds; assertions do not depend on timing.
 
 mod common;
 
@@ -8,47 +9,47 @@ use std::time::Duration;
 use common::*;
 use futures::StreamExt;
 use iotda_task_watcher::client::ApiErrorKind;
-use iotda_task_watcher::{wait_all, wait_for_task, TaskEvent, TaskStatus, TaskWatcher, WaitError};
+use iotda_task_watcher::simulator::{Fault, TaskScript};
+use iotda_task_watcher::{
+    wait_all, wait_for_task, TaskEvent, TaskStatus, TaskType, TaskWatcher, WaitError,
+};
 use tokio_util::sync::CancellationToken;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn fast(w: TaskWatcher) -> TaskWatcher {
     w.min_delay(Duration::from_millis(5))
         .max_delay(Duration::from_millis(20))
 }
 
-async fn requests(server: &MockServer) -> usize {
-    server.received_requests().await.unwrap().len()
+fn modify() -> TaskScript {
+    TaskScript::new(TaskType::Modify)
 }
 
 #[tokio::test]
 async fn wait_for_task_returns_the_successful_task() {
-    let server = sequence_server([task_json("SUCCESS", 100)]).await;
+    let sim = simulate(modify().succeed()).await;
     let (instance, task) = ids();
-    let done = wait_for_task(&client(&server.uri()), &instance, &task)
+    let done = wait_for_task(&client(&sim.uri()), &instance, &task)
         .await
         .unwrap();
     assert_eq!(done.status, Some(TaskStatus::Success));
-    assert_eq!(requests(&server).await, 1);
-    let req = &server.received_requests().await.unwrap()[0];
-    check_wiremock(req, AK, SK).unwrap();
+    assert_eq!(sim.requests(), 1);
+    assert_eq!(polls(&sim), 1, "its signature verified");
 }
 
 #[tokio::test]
 async fn a_wait_through_progress_retries_and_success() {
-    let server = sequence_server([
-        task_json("PENDING", 0),
-        task_json("RUNNING", 20),
-        ResponseTemplate::new(503).set_body_string("busy"),
-        ResponseTemplate::new(403)
-            .set_body_string(r#"{"error_code":"IOTDA.021101","error_msg":"rate limit"}"#),
-        task_json("RUNNING", 70),
-        task_json("SUCCESS", 100),
-    ])
+    let sim = simulate(
+        modify()
+            .pending(1)
+            .raw(task_json("RUNNING", 20))
+            .fault(Fault::ServerError(503))
+            .fault(Fault::RateLimited)
+            .raw(task_json("RUNNING", 70))
+            .succeed(),
+    )
     .await;
     let (instance, task) = ids();
-    let events: Vec<TaskEvent> = fast(TaskWatcher::new(&client(&server.uri()), &instance, &task))
+    let events: Vec<TaskEvent> = fast(TaskWatcher::new(&client(&sim.uri()), &instance, &task))
         .events()
         .collect()
         .await;
@@ -69,35 +70,30 @@ async fn a_wait_through_progress_retries_and_success() {
         .collect();
     assert_eq!(progress, [Some(20), Some(70), Some(100)]);
     assert!(matches!(events.last(), Some(TaskEvent::Done(Ok(_)))));
-    assert_eq!(requests(&server).await, 6);
-    for req in server.received_requests().await.unwrap() {
-        check_wiremock(&req, AK, SK).unwrap();
-    }
+    assert_eq!(sim.requests(), 6);
+    assert_eq!(polls(&sim), 6, "every signature verified");
 }
 
 #[tokio::test]
 async fn a_task_not_yet_visible_is_waited_for() {
-    let not_found = || {
-        ResponseTemplate::new(404)
-            .set_body_string(r#"{"error_code":"IOTDA.000009","error_msg":"task not found"}"#)
-    };
-    let server = sequence_server([not_found(), not_found(), task_json("SUCCESS", 100)]).await;
+    let sim = simulate(
+        modify()
+            .fault(Fault::NotFound)
+            .fault(Fault::NotFound)
+            .succeed(),
+    )
+    .await;
     let (instance, task) = ids();
-    let done = fast(TaskWatcher::new(&client(&server.uri()), &instance, &task)).await;
+    let done = fast(TaskWatcher::new(&client(&sim.uri()), &instance, &task)).await;
     assert!(done.is_ok());
-    assert_eq!(requests(&server).await, 3);
+    assert_eq!(sim.requests(), 3);
 }
 
 #[tokio::test]
 async fn a_bad_signature_ends_the_wait_at_once() {
-    let server = sequence_server([ResponseTemplate::new(401)
-        .insert_header("X-Request-Id", "req-401")
-        .set_body_string(
-            r#"{"error_code":"APIGW.0301","error_msg":"Incorrect IAM authentication information"}"#,
-        )])
-    .await;
+    let sim = simulate(modify().fault(Fault::BadSignature)).await;
     let (instance, task) = ids();
-    let err = fast(TaskWatcher::new(&client(&server.uri()), &instance, &task))
+    let err = fast(TaskWatcher::new(&client(&sim.uri()), &instance, &task))
         .await
         .unwrap_err();
     match &err {
@@ -108,17 +104,17 @@ async fn a_bad_signature_ends_the_wait_at_once() {
         other => panic!("{other:?}"),
     }
     assert!(
-        err.to_string().contains("APIGW.0301") && err.to_string().contains("req-401"),
+        err.to_string().contains("APIGW.0301") && err.to_string().contains("sim-00000001"),
         "{err}"
     );
-    assert_eq!(requests(&server).await, 1);
+    assert_eq!(sim.requests(), 1);
 }
 
 #[tokio::test]
 async fn no_request_reaches_the_server_after_the_stream_is_dropped() {
-    let server = sequence_server([task_json("RUNNING", 10)]).await;
+    let sim = simulate(modify().raw(task_json("RUNNING", 10))).await;
     let (instance, task) = ids();
-    let mut events = fast(TaskWatcher::new(&client(&server.uri()), &instance, &task)).events();
+    let mut events = fast(TaskWatcher::new(&client(&sim.uri()), &instance, &task)).events();
     assert!(matches!(
         events.next().await,
         Some(TaskEvent::Observed { .. })
@@ -126,20 +122,22 @@ async fn no_request_reaches_the_server_after_the_stream_is_dropped() {
     drop(events);
     // Many times the longest delay: a live watcher would have polled several times by now.
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(requests(&server).await, 1);
+    assert_eq!(sim.requests(), 1);
 }
 
 #[tokio::test]
 async fn cancelling_mid_request_ends_the_wait_and_sends_nothing_more() {
-    let server = sequence_server([
-        task_json("RUNNING", 10),
-        task_json("RUNNING", 10).set_delay(Duration::from_secs(30)),
-    ])
+    let sim = simulate(
+        modify()
+            .raw(task_json("RUNNING", 10))
+            .fault(Fault::Slow(Duration::from_secs(30)))
+            .raw(task_json("RUNNING", 10)),
+    )
     .await;
     let (instance, task) = ids();
     let token = CancellationToken::new();
-    let watcher = fast(TaskWatcher::new(&client(&server.uri()), &instance, &task))
-        .cancel_token(token.clone());
+    let watcher =
+        fast(TaskWatcher::new(&client(&sim.uri()), &instance, &task)).cancel_token(token.clone());
     let mut events = watcher.events();
     assert!(matches!(
         events.next().await,
@@ -161,42 +159,33 @@ async fn cancelling_mid_request_ends_the_wait_and_sends_nothing_more() {
         other => panic!("{other:?}"),
     }
     tokio::time::sleep(Duration::from_millis(60)).await;
-    assert_eq!(requests(&server).await, 2);
+    assert_eq!(sim.requests(), 2);
 }
 
 #[tokio::test]
 async fn wait_all_shares_one_client_and_keeps_the_order() {
-    let server = MockServer::start().await;
-    let instance = INSTANCE;
-    let ids: Vec<String> = (0..5)
-        .map(|i| format!("00000000-0000-0000-0000-00000000000{i}"))
+    let sim = simulator().await;
+    let instance = INSTANCE.parse().unwrap();
+    let task_ids: Vec<_> = (0..5)
+        .map(|i| {
+            format!("00000000-0000-0000-0000-00000000000{i}")
+                .parse()
+                .unwrap()
+        })
         .collect();
-    for (i, id) in ids.iter().enumerate() {
-        let body = if i == 3 {
-            r#"{"status":"FAILED","status_detail":"quota"}"#
+    for (i, id) in task_ids.iter().enumerate() {
+        let script = if i == 3 {
+            modify().fail("quota")
         } else {
-            r#"{"status":"SUCCESS"}"#
+            modify().succeed()
         };
-        Mock::given(method("GET"))
-            .and(path(format!(
-                "/v5/iot/{PROJECT}/iotda-instances/{instance}/tasks/{id}"
-            )))
-            .respond_with(ResponseTemplate::new(200).set_body_string(body))
-            .mount(&server)
-            .await;
+        sim.add_task(&instance, id, script);
     }
-    let task_ids: Vec<_> = ids.iter().map(|s| s.parse().unwrap()).collect();
-    let results = wait_all(
-        &client(&server.uri()),
-        &instance.parse().unwrap(),
-        task_ids.clone(),
-        2,
-    )
-    .await;
+    let results = wait_all(&client(&sim.uri()), &instance, task_ids.clone(), 2).await;
     let got: Vec<_> = results.iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(got, task_ids);
     for (i, (_, outcome)) in results.iter().enumerate() {
         assert_eq!(outcome.is_ok(), i != 3, "{outcome:?}");
     }
-    assert_eq!(requests(&server).await, 5);
+    assert_eq!(sim.requests(), 5);
 }

@@ -169,23 +169,21 @@ proptest! {
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
         rt.block_on(async {
-            let origin = tokio::time::Instant::now();
-            let source = move || {
-                let t = origin.elapsed().as_secs_f64();
-                let task = if t >= ends {
-                    snapshot(if fails { "FAILED" } else { "SUCCESS" }, Some(100))
+            let script = Script::from_fn(move |elapsed| {
+                let t = elapsed.as_secs_f64();
+                if t >= ends {
+                    at(if fails { "FAILED" } else { "SUCCESS" }, 100)
                 } else {
-                    let p = points.iter().take_while(|(at, _)| *at <= t).last().map_or(0, |s| s.1);
-                    snapshot("RUNNING", Some(p))
-                };
-                async move { Ok::<_, ApiError>(task) }
-            };
-            let outcome = TaskWatcher::from_source(source)
+                    let p = points.iter().take_while(|(when, _)| *when <= t).last().map_or(0, |s| s.1);
+                    at("RUNNING", p)
+                }
+            });
+            let outcome = TaskWatcher::from_source(script.clone())
                 .backoff(backoff)
                 .jitter_seed(seed)
                 .timeout(Duration::from_secs(4 * 3600))
                 .await;
-            let seen = origin.elapsed().as_secs_f64();
+            let seen = script.elapsed().as_secs_f64();
             prop_assert_eq!(outcome.is_ok(), !fails, "{:?}", outcome);
             let late = seen - ends;
             let bound = backoff.max_lateness().as_secs_f64();

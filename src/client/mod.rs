@@ -8,7 +8,7 @@ pub mod credentials;
 pub mod endpoint;
 pub(crate) mod error;
 pub mod signer;
-mod skew;
+pub(crate) mod skew;
 
 pub use self::builder::{BuildError, IotdaClientBuilder};
 pub use self::error::{ApiError, ApiErrorKind};

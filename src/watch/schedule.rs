@@ -556,6 +556,10 @@ impl Schedule {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::float_cmp,
+    reason = "virtual time is exact: the delays compared are whole seconds"
+)]
 mod tests {
     use super::*;
 
@@ -701,8 +705,8 @@ mod tests {
         for (t, p) in [(0, 0), (25, 20), (50, 40), (75, 60), (100, 80)] {
             s.after_snapshot(at(t), false, Some(p));
         }
-        for k in 1..=6u64 {
-            s.after_snapshot(at(100 + 100 * k), false, Some(80 + 2 * k as u8));
+        for k in 1..=6u8 {
+            s.after_snapshot(at(100 + 100 * u64::from(k)), false, Some(80 + 2 * k));
         }
         // 92 % at 700 s, 2 % per 100 s: the end is some 400 s away. A line weighting all the
         // values alike would have it due at 575 s, already past.

@@ -1,11 +1,26 @@
-//! Shared by the integration tests: clients pointed at loopback servers, and an independent
-//! check of SDK-HMAC-SHA256 written from the algorithm's description, not from the crate's signer.
+//! Shared by the integration tests. Which helper to script a task's answers with:
+//!
+//! - The watcher alone, in virtual time (`start_paused`): `script::Script`, answering poll by
+//!   poll (`Script::new`) or by the time since it was made (`Script::from_fn`); it records when
+//!   each poll was sent.
+//! - Over HTTP, through the real client: the crate's simulator, via `simulate(script)` (or
+//!   `simulator()` for several tasks). It checks every signature as the gateway does; its steps
+//!   say PENDING, RUNNING, faults and ends, and `TaskScript::raw` gives any other answer as it
+//!   is (`task_json` for a task in any state).
+//! - A broken connection (a reset mid-body, a refused one): `raw::serve`, the only way to break
+//!   one.
+//! - The request as the client sent it: `answering(template)`, a bare wiremock server with one
+//!   answer that keeps the requests. The simulator keeps none, and it refuses IAM tokens.
+//! - A signature, checked apart from the crate's signer: `gateway_check`, written from the
+//!   algorithm's description (`check_wiremock` over a request `answering` kept).
+//! - What was logged: `capture_logs`.
 #![allow(dead_code)]
 
 pub mod raw;
 pub mod script;
 
 use hmac::{Hmac, Mac};
+use iotda_task_watcher::simulator::{RawAnswer, Simulator, TaskScript};
 use iotda_task_watcher::{Credentials, InstanceId, IotdaClient, ProjectId, TaskId};
 use sha2::{Digest, Sha256};
 
@@ -203,43 +218,42 @@ impl std::io::Write for SharedWriter {
     }
 }
 
-/// A mock server answering GETs of the test task with `answers` in turn (then the last again).
-pub async fn sequence_server(
-    answers: impl IntoIterator<Item = wiremock::ResponseTemplate>,
-) -> wiremock::MockServer {
+/// A simulator that accepts `AK`/`SK` for `PROJECT`, with no tasks yet.
+pub async fn simulator() -> Simulator {
+    Simulator::start_with(AK, SK, PROJECT).await
+}
+
+/// A simulator that accepts `AK`/`SK` for `PROJECT` and plays `script` for the test task.
+pub async fn simulate(script: TaskScript) -> Simulator {
+    let sim = simulator().await;
+    let (instance, task) = ids();
+    sim.add_task(&instance, &task, script);
+    sim
+}
+
+/// How many polls of the test task passed the simulator's signature check and were answered
+/// by its script.
+pub fn polls(sim: &Simulator) -> u64 {
+    let (instance, task) = ids();
+    sim.polls(&instance, &task)
+}
+
+/// A 200 with a task in `status` at `progress`, for answers the simulator's steps do not give.
+pub fn task_json(status: &str, progress: i64) -> RawAnswer {
+    RawAnswer::json(format!(
+        r#"{{"task_id":"{TASK}","type":"MODIFY","status":"{status}","progress":{progress}}}"#
+    ))
+}
+
+/// A wiremock server answering every GET of the test task with `template`. It keeps the
+/// requests, for tests of what the client sends.
+pub async fn answering(template: wiremock::ResponseTemplate) -> wiremock::MockServer {
     use wiremock::matchers::{method, path};
     let server = wiremock::MockServer::start().await;
     wiremock::Mock::given(method("GET"))
         .and(path(task_path()))
-        .respond_with(Sequence::new(answers))
+        .respond_with(template)
         .mount(&server)
         .await;
     server
-}
-
-/// Answers with each template in turn, then repeats the last.
-pub struct Sequence(std::sync::Mutex<std::collections::VecDeque<wiremock::ResponseTemplate>>);
-
-impl Sequence {
-    pub fn new(templates: impl IntoIterator<Item = wiremock::ResponseTemplate>) -> Self {
-        Self(std::sync::Mutex::new(templates.into_iter().collect()))
-    }
-}
-
-impl wiremock::Respond for Sequence {
-    fn respond(&self, _: &wiremock::Request) -> wiremock::ResponseTemplate {
-        let mut queue = self.0.lock().unwrap();
-        if queue.len() > 1 {
-            queue.pop_front().unwrap()
-        } else {
-            queue.front().cloned().expect("a sequence is not empty")
-        }
-    }
-}
-
-/// A 200 answer with a task in `status` at `progress`.
-pub fn task_json(status: &str, progress: i64) -> wiremock::ResponseTemplate {
-    wiremock::ResponseTemplate::new(200).set_body_string(format!(
-        r#"{{"task_id":"{TASK}","type":"MODIFY","status":"{status}","progress":{progress}}}"#
-    ))
 }

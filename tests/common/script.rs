@@ -1,5 +1,6 @@
-//! A scripted task source for virtual-time tests: it answers from a list and records when each
-//! poll was sent, relative to when the script was made.
+//! A scripted task source for virtual-time tests: it answers from a list, or as a function of
+//! the time since it was made, and records when each poll was sent, relative to when the script
+//! was made.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -26,23 +27,45 @@ pub struct Script {
     inner: Arc<Mutex<Inner>>,
 }
 
+/// Where the answers come from.
+#[allow(clippy::large_enum_variant)]
+enum Answers {
+    /// Poll by poll; the last one is repeated once the list runs out.
+    List {
+        steps: VecDeque<Step>,
+        last: Option<Step>,
+    },
+    /// From the time since the script was made.
+    Timed(Box<dyn Fn(Duration) -> Step + Send>),
+}
+
 struct Inner {
     origin: Instant,
-    steps: VecDeque<Step>,
-    /// Repeated once the list runs out.
-    last: Option<Step>,
+    answers: Answers,
     polls: Vec<Duration>,
     in_flight: usize,
     max_in_flight: usize,
 }
 
 impl Script {
+    /// Answers each poll with the next step, and the last one again once they run out.
     pub fn new(steps: impl IntoIterator<Item = Step>) -> Self {
+        Self::with(Answers::List {
+            steps: steps.into_iter().collect(),
+            last: None,
+        })
+    }
+
+    /// Answers each poll with `answer` of the time since the script was made.
+    pub fn from_fn(answer: impl Fn(Duration) -> Step + Send + 'static) -> Self {
+        Self::with(Answers::Timed(Box::new(answer)))
+    }
+
+    fn with(answers: Answers) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 origin: Instant::now(),
-                steps: steps.into_iter().collect(),
-                last: None,
+                answers,
                 polls: Vec::new(),
                 in_flight: 0,
                 max_in_flight: 0,
@@ -50,9 +73,19 @@ impl Script {
         }
     }
 
+    /// The time since the script was made.
+    pub fn elapsed(&self) -> Duration {
+        self.inner.lock().unwrap().origin.elapsed()
+    }
+
     /// When each poll was sent, from the script's creation.
     pub fn polls(&self) -> Vec<Duration> {
         self.inner.lock().unwrap().polls.clone()
+    }
+
+    /// When each poll was sent, in seconds from the script's creation.
+    pub fn poll_secs(&self) -> Vec<f64> {
+        self.polls().iter().map(Duration::as_secs_f64).collect()
     }
 
     pub fn poll_count(&self) -> usize {
@@ -86,9 +119,14 @@ impl TaskSource for Script {
             s.polls.push(at);
             s.in_flight += 1;
             s.max_in_flight = s.max_in_flight.max(s.in_flight);
-            let step = s.steps.pop_front().or_else(|| s.last.clone());
-            s.last = step.clone();
-            step.expect("the script is not empty")
+            match &mut s.answers {
+                Answers::List { steps, last } => {
+                    let step = steps.pop_front().or_else(|| last.clone());
+                    last.clone_from(&step);
+                    step.expect("the script is not empty")
+                }
+                Answers::Timed(answer) => answer(at),
+            }
         };
         async move {
             let _guard = InFlight(inner);
