@@ -467,3 +467,47 @@ async fn a_hostile_saved_state_neither_hangs_nor_panics() {
         "{rest:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_saved_state_cannot_plan_a_poll_past_its_deadline() {
+    let source = timed(0.0, 7200.0, Some(60.0));
+    let mut events = watcher(&source).timeout(Duration::from_secs(600)).events();
+    events.next().await.unwrap();
+    let mut state = serde_json::to_value(events.checkpoint().unwrap()).unwrap();
+    drop(events);
+    // Hand-edited: the next poll in 2100, the deadline ten minutes after the start.
+    state["next_poll_at"] = "2100-01-01T00:00:00Z".into();
+    let state: iotda_task_watcher::watch::WaitState = serde_json::from_value(state).unwrap();
+    let started = Instant::now();
+    let err = TaskWatcher::from_source(source.clone())
+        .resume_from(state)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WaitError::TimedOut { .. }), "{err:?}");
+    assert!(
+        started.elapsed() <= Duration::from_secs(600),
+        "ended after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_progress_line_at_zero_percent_survives_a_resume() {
+    // RUNNING at 0 % when first seen: the line holds one point, at 0 %.
+    let source = timed(0.0, 7200.0, Some(600.0));
+    let mut events = watcher(&source).events();
+    events.next().await.unwrap();
+    let saved = events.checkpoint().unwrap();
+    drop(events);
+    let json = serde_json::to_value(&saved).unwrap();
+    assert_eq!(json["schedule"]["progress"]["last"], 0, "{json}");
+    // The resumed wait starts from the same line, not from nothing.
+    let resumed = TaskWatcher::from_source(source.clone())
+        .resume_from(saved)
+        .events();
+    let again = serde_json::to_value(resumed.checkpoint().unwrap()).unwrap();
+    assert_eq!(
+        again["schedule"]["progress"], json["schedule"]["progress"],
+        "{again}"
+    );
+}

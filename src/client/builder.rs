@@ -112,7 +112,7 @@ impl IotdaClientBuilder {
                 .connect_timeout(Duration::from_secs(5))
                 .https_only(false)
                 .build()
-                .map_err(|e| BuildError::Http(Arc::new(e)))?,
+                .map_err(BuildError::Http)?,
         };
         let token_value = match credentials.auth() {
             Auth::AkSk {
@@ -156,7 +156,7 @@ fn secret_value(secret: &str) -> Result<HeaderValue, BuildError> {
 }
 
 /// Why a client could not be built.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
     /// Neither a region nor an endpoint was given.
@@ -179,7 +179,7 @@ pub enum BuildError {
     ZeroTimeout,
     /// The HTTP client could not be built; the source is reqwest's error.
     #[error("the HTTP client could not be built: {0}")]
-    Http(#[source] Arc<reqwest::Error>),
+    Http(#[source] reqwest::Error),
 }
 
 #[cfg(test)]

@@ -305,7 +305,7 @@ pub(crate) fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) 
 
 /// Parses `Retry-After`: whole seconds, or an HTTP date measured from `now`. A date in the past
 /// is zero; anything unreadable is `None`. Seconds are capped at one day.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     const CAP: u64 = 24 * 60 * 60;
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {

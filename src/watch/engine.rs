@@ -110,7 +110,8 @@ impl<S: TaskSource> Engine<S> {
     fn restore(&mut self, state: WaitState, backoff: super::Backoff) {
         let at = |t: jiff::Timestamp| self.clock.instant(t.into());
         self.started = at(state.started_at);
-        self.next_poll = at(state.next_poll_at);
+        // A saved state is not trusted to plan past its own deadline.
+        self.next_poll = at(state.next_poll_at).min(self.deadline);
         self.polls = state.polls;
         self.failures = state.failures;
         self.last = state.last;

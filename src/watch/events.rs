@@ -17,7 +17,9 @@ pub struct TaskEvents {
 
 /// Called after each event with where the wait then stands; see
 /// [`TaskWatcher::on_checkpoint`](super::TaskWatcher::on_checkpoint).
-pub(crate) type CheckpointHook = Box<dyn FnMut(&TaskEvent, Option<WaitState>) + Send + Sync>;
+/// Only ever called through `&mut`, so the wrapper keeps the stream `Sync` without asking the
+/// hook to be.
+pub(crate) type CheckpointHook = SyncWrapper<Box<dyn FnMut(&TaskEvent, Option<WaitState>) + Send>>;
 
 impl TaskEvents {
     pub(crate) fn new(engine: Box<dyn engine::Run>, on_checkpoint: Option<CheckpointHook>) -> Self {
@@ -31,7 +33,6 @@ impl TaskEvents {
 enum Events {
     /// Between events: the engine is here, and can be saved.
     Idle(Box<dyn engine::Run>),
-    /// Working towards the next event.
     /// Working on the next event. The step is only ever touched through `&mut`, so the
     /// wrapper makes the stream `Sync` without asking the task source's futures to be.
     Busy(SyncWrapper<engine::StepFuture>),
@@ -87,7 +88,7 @@ impl Stream for TaskEvents {
                             if self.on_checkpoint.is_some() {
                                 let state = self.checkpoint();
                                 if let Some(save) = self.on_checkpoint.as_mut() {
-                                    save(&event, state);
+                                    (save.get_mut())(&event, state);
                                 }
                             }
                             Poll::Ready(Some(event))

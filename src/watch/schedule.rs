@@ -13,8 +13,9 @@
 //! however the values before it ran); a value that goes backwards starts the line again.
 //!
 //! From the line's end estimate:
-//! - far from it, the watcher sleeps a third of the time left, never longer than the time since
-//!   the first value (an early estimate cannot send it away for long) nor than the far cap;
+//! - far from it, the watcher sleeps a third of the time left, and no longer than the time since
+//!   the first value (an early estimate cannot send it away for long) nor the far cap, unless
+//!   the near-end delay below is longer;
 //! - around it, it polls every `near_end_delay`;
 //! - late against it, a tenth of the overrun, within `near_end_delay` and `max_delay`; and
 //!   each poll that finds the task late with no new value doubles the near-end delay for the
@@ -149,8 +150,8 @@ impl Backoff {
 
     /// The longest sleep while a PENDING task's maintenance window is closed (never shorter
     /// than [`max_lateness`](Self::max_lateness)). The sleeps stretch towards it only after the
-    /// task has been PENDING for a while, and never past the window's opening. Default 5
-    /// minutes.
+    /// task has been PENDING for a while, and a poll lands `min_delay` after the window opens.
+    /// Default 5 minutes.
     #[must_use]
     pub fn with_max_window_delay(mut self, delay: Duration) -> Self {
         self.max_window_delay = delay;

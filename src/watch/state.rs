@@ -114,7 +114,7 @@ impl SavedTrack {
         let numbers = [self.mean_x, self.mean_y, self.cxx, self.cxy];
         numbers.iter().all(|v| v.is_finite())
             && self.last <= 100
-            && self.step <= self.last
+            && self.step <= self.last.max(1)
             && (1..=101).contains(&self.n)
             && self.mean_x >= 0.0
             && (0.0..=100.0).contains(&self.mean_y)

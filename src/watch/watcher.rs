@@ -42,7 +42,10 @@ pub(crate) struct Settings {
 /// The first poll is sent at once; after each poll its events are emitted at once, then the
 /// watcher sleeps: exponentially longer (1 s, 2 s, 4 s ... 30 s, with jitter) while nothing
 /// changes, from the minimum again after a status change, never less than a server's
-/// `Retry-After`, and never past the deadline: the last poll lands on it.
+/// `Retry-After`, and never past the deadline: the last poll lands on it. Progress and
+/// maintenance windows move the sleeps within fixed bounds: up to 45 s while a task's
+/// estimated end is far, up to 5 minutes while a PENDING task's window is closed (see
+/// [`Backoff`] and its [`max_lateness`](Backoff::max_lateness)).
 ///
 /// ```no_run
 /// # async fn run(client: iotda_task_watcher::IotdaClient) -> Result<(), Box<dyn std::error::Error>> {
@@ -293,9 +296,9 @@ impl<S: TaskSource> TaskWatcher<S> {
     /// ```
     pub fn on_checkpoint(
         mut self,
-        save: impl FnMut(&TaskEvent, Option<WaitState>) + Send + Sync + 'static,
+        save: impl FnMut(&TaskEvent, Option<WaitState>) + Send + 'static,
     ) -> Self {
-        self.on_checkpoint = Some(Box::new(save));
+        self.on_checkpoint = Some(sync_wrapper::SyncWrapper::new(Box::new(save)));
         self
     }
 
