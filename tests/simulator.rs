@@ -10,6 +10,17 @@ fn ids() -> (InstanceId, TaskId) {
     ("a1b2c3d4".parse().unwrap(), "075f413d".parse().unwrap())
 }
 
+/// A client of `sim` that signs with the right access key and the wrong secret.
+fn wrong_key_client(sim: &Simulator) -> iotda_task_watcher::IotdaClient {
+    sim.client_builder()
+        .credentials(Credentials::aksk(
+            iotda_task_watcher::simulator::DEFAULT_AK,
+            "wrong",
+        ))
+        .build()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn plays_a_script_poll_by_poll() {
     let sim = Simulator::start().await;
@@ -141,14 +152,7 @@ async fn gives_a_raw_answer_as_it_is_once_the_signature_is_checked() {
         assert_eq!(t.status_or_unknown().as_str(), "ROLLING_BACK");
         assert_eq!(t.progress, Some(40));
     }
-    let wrong = sim
-        .client_builder()
-        .credentials(Credentials::aksk(
-            iotda_task_watcher::simulator::DEFAULT_AK,
-            "wrong",
-        ))
-        .build()
-        .unwrap();
+    let wrong = wrong_key_client(&sim);
     let e = wrong.instance_task(&instance, &task).await.unwrap_err();
     assert_eq!(e.kind(), ApiErrorKind::Unauthorized, "the signature first");
     assert_eq!(sim.polls(&instance, &task), 3);
@@ -163,14 +167,7 @@ async fn checks_every_signature() {
         &task,
         TaskScript::new(TaskType::Modify).succeed(),
     );
-    let wrong = sim
-        .client_builder()
-        .credentials(Credentials::aksk(
-            iotda_task_watcher::simulator::DEFAULT_AK,
-            "wrong",
-        ))
-        .build()
-        .unwrap();
+    let wrong = wrong_key_client(&sim);
     let e = wrong.instance_task(&instance, &task).await.unwrap_err();
     assert_eq!(e.kind(), ApiErrorKind::Unauthorized);
     assert_eq!(e.error_code(), Some("APIGW.0301"));
