@@ -1,8 +1,10 @@
 //! When to poll next.
 //!
 //! The cadence is exponential backoff, built with `backon`: `min_delay`, doubling, up to
-//! `max_delay`, from `min_delay` again after a status change. It is what the watcher does when
-//! the task says nothing about its end, and after failed polls.
+//! `max_delay`. A status change does not start it again: a task that leaves PENDING says
+//! nothing about when it will end, and the progress line starts over with the new status
+//! anyway; only a maintenance window's opening starts it again. It is what the watcher
+//! does when the task says nothing about its end, and after failed polls.
 //!
 //! **Progress** takes over once it has risen while the status stayed the same. The schedule
 //! fits a line through the values seen in this status, weighting recent values more (each new
@@ -78,8 +80,8 @@ pub struct Backoff {
 pub(crate) const MIN_DELAY_FLOOR: Duration = Duration::from_millis(1);
 
 impl Backoff {
-    /// The first delay, and the delay after a status change. Default 1 s; below 1 ms counts
-    /// as 1 ms.
+    /// The first delay, and the delay after a maintenance window opens. Default 1 s; below
+    /// 1 ms counts as 1 ms.
     #[must_use]
     pub fn with_min_delay(mut self, delay: Duration) -> Self {
         self.min_delay = delay.max(MIN_DELAY_FLOOR);
@@ -440,7 +442,6 @@ impl Schedule {
         progress: Option<u8>,
     ) -> Duration {
         if status_changed {
-            self.restart();
             self.track = None;
             self.status_since = None;
         }
@@ -583,8 +584,8 @@ mod tests {
         assert_eq!(got, secs(&[1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]));
         assert_eq!(
             s.after_snapshot(t, true, None),
-            Duration::from_secs(1),
-            "a status change resets"
+            Duration::from_secs(30),
+            "a status change does not start the backoff again"
         );
     }
 
@@ -741,9 +742,10 @@ mod tests {
         s.after_snapshot(at(30), false, Some(5));
         let track = s.state().track.unwrap();
         assert_eq!((track.origin, track.last, track.line.n), (at(30), 5, 1));
+        // One value in the new status says nothing yet: the backoff goes on (1, 2, 4, 8 s).
         assert_eq!(
             s.after_snapshot(at(31), true, Some(50)),
-            Duration::from_secs(1)
+            Duration::from_secs(8)
         );
         let track = s.state().track.unwrap();
         assert_eq!((track.origin, track.last, track.line.n), (at(31), 50, 1));

@@ -41,7 +41,7 @@ pub(crate) struct Settings {
 ///
 /// The first poll is sent at once; after each poll its events are emitted at once, then the
 /// watcher sleeps: exponentially longer (1 s, 2 s, 4 s ... 30 s, with jitter) while nothing
-/// changes, from the minimum again after a status change, never less than a server's
+/// changes (a status change keeps the pace), never less than a server's
 /// `Retry-After`, and never past the deadline: the last poll lands on it. Progress and
 /// maintenance windows move the sleeps within fixed bounds: up to 45 s while a task's
 /// estimated end is far, up to 5 minutes while a PENDING task's window is closed (see
@@ -146,8 +146,8 @@ impl<S: TaskSource> TaskWatcher<S> {
         self
     }
 
-    /// The first delay, and the delay after a status change. Default 1 s; below 1 ms counts as
-    /// 1 ms. See [`Backoff::with_min_delay`].
+    /// The first delay, and the delay after a maintenance window opens. Default 1 s; below
+    /// 1 ms counts as 1 ms. See [`Backoff::with_min_delay`].
     pub fn min_delay(mut self, delay: Duration) -> Self {
         self.settings.backoff = self.settings.backoff.with_min_delay(delay);
         self

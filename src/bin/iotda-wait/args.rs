@@ -55,7 +55,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<std::path::PathBuf>,
 
-    /// The first delay between polls, and the delay after a status change.
+    /// The first delay between polls, and the delay after a maintenance window opens.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub min_delay: Duration,
 
