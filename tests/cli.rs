@@ -376,21 +376,34 @@ async fn signals_cancel_the_wait_and_exit_130() {
 }
 
 #[tokio::test]
-async fn a_deadline_in_the_past_times_out_without_a_request() {
+async fn a_deadline_in_the_past_polls_once_and_says_it_had_passed() {
     let sim = Simulator::start().await;
     sim.add_task(
         &instance(),
         &task(1),
         TaskScript::new(TaskType::Modify).succeed(),
     );
-    let out = run(command(
-        &sim,
-        &["--deadline", "2020-01-01T00:00:00Z", task(1).as_str()],
-    ))
-    .await;
+    sim.add_task(
+        &instance(),
+        &task(2),
+        TaskScript::new(TaskType::Modify).running(5).succeed(),
+    );
+    let past = ["--deadline", "2020-01-01T00:00:00Z"];
+    // Already done: one poll sees it.
+    let out = run(command(&sim, &[&past[..], &[task(1).as_str()]].concat())).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, format!("{} SUCCESS\n", task(1)));
+    assert_eq!(sim.requests(), 1);
+    // Still running: one poll, then a timeout that says the deadline had passed.
+    let out = run(command(&sim, &[&past[..], &[task(2).as_str()]].concat())).await;
     assert_eq!(out.code, 3, "{}", out.stderr);
-    assert!(out.stderr.contains("0 polls"), "{}", out.stderr);
-    assert_eq!(sim.requests(), 0);
+    assert!(
+        out.stderr
+            .contains("the deadline had already passed when the wait started (1 poll)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(sim.polls(&instance(), &task(2)), 1);
     let out = run(command(&sim, &["--deadline", "soon", task(1).as_str()])).await;
     assert_eq!(out.code, 2, "{}", out.stderr);
 }

@@ -189,6 +189,66 @@ async fn a_refused_connection_is_retried() {
     assert_eq!(kind, ApiErrorKind::Network);
 }
 
+/// The wait's end, and how many connections the endpoint saw.
+async fn unreachable(endpoint: &str) -> WaitError {
+    let watcher = fast(endpoint).timeout(Duration::from_secs(20));
+    let events = events(watcher).await;
+    assert_eq!(
+        retries(&events),
+        [ApiErrorKind::Network; 3],
+        "tolerated like a 404 before the first answer"
+    );
+    match events.last() {
+        Some(TaskEvent::Done(Err(error))) => error.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_endpoint_that_never_answers_ends_the_wait_with_the_likely_cause() {
+    // Nothing listens on the port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let error = unreachable(&format!("http://{addr}")).await;
+    let WaitError::Api {
+        error: api, last, ..
+    } = &error
+    else {
+        panic!("{error:?}");
+    };
+    assert_eq!(api.kind(), ApiErrorKind::Network);
+    assert!(last.is_none());
+    let text = error.to_string();
+    assert!(
+        text.contains(&format!("cannot reach http://{addr}")),
+        "{text}"
+    );
+    assert!(text.contains("nothing accepts connections"), "{text}");
+
+    // https to a plain-HTTP server: the TLS handshake reads an HTTP answer.
+    let sim = simulate(started().succeed()).await;
+    let https = sim.uri().replace("http://", "https://");
+    let text = unreachable(&https).await.to_string();
+    assert!(text.contains(&format!("cannot reach {https}")), "{text}");
+    assert!(text.contains("does not speak TLS"), "{text}");
+    assert_eq!(sim.polls(&ids().0, &ids().1), 0);
+}
+
+#[tokio::test]
+async fn once_the_service_has_answered_network_failures_are_retried_to_the_deadline() {
+    let addr = raw::serve(vec![Act::Json(RUNNING_40.into()), Act::Refuse]).await;
+    let error = fast(&format!("http://{addr}"))
+        .timeout(Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    let WaitError::TimedOut { polls, last, .. } = &error else {
+        panic!("{error:?}");
+    };
+    assert!(*polls > 5, "{polls} polls");
+    assert_eq!(last.as_ref().unwrap().progress, Some(40));
+}
+
 #[tokio::test]
 async fn a_connection_reset_mid_body_is_retried() {
     let addr = raw::serve(vec![

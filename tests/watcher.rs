@@ -201,6 +201,46 @@ async fn a_request_in_flight_at_the_deadline_is_bounded_by_the_request_timeout()
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_deadline_already_passed_still_gets_one_poll() {
+    // The task may be done by now: one poll says so.
+    let done = Script::new([at("SUCCESS", 100)]);
+    let passed = Instant::now().checked_sub(Duration::from_secs(60)).unwrap();
+    let task = watcher(&done)
+        .deadline_instant(passed)
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(task.status, Some(TaskStatus::Success));
+    assert_eq!(done.polls(), secs(&[0.0]));
+
+    // Otherwise the wait times out after that one poll, and says why.
+    let running = Script::new([at("RUNNING", 10)]);
+    let err = watcher(&running)
+        .timeout(Duration::ZERO)
+        .wait()
+        .await
+        .unwrap_err();
+    assert_eq!(running.polls(), secs(&[0.0]));
+    match &err {
+        WaitError::TimedOut {
+            polls,
+            late_start,
+            last,
+            ..
+        } => {
+            assert_eq!((*polls, *late_start), (1, true));
+            assert_eq!(last.as_ref().unwrap().progress, Some(10));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "timed out at once: the deadline had already passed when the wait started (1 poll); \
+         last seen RUNNING at 10%"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_slow_answer_does_not_add_a_poll_after_the_deadline() {
     let script = Script::new([Step::Slow(
         Duration::from_secs(2),

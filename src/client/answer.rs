@@ -148,7 +148,9 @@ pub(super) fn transport_error(e: reqwest::Error) -> ApiError {
     } else {
         ApiErrorKind::Network
     };
-    // The error chain names the URL and the cause; neither holds a secret.
+    // Where it went: the scheme, host and port only (the path is ours, and no query is sent).
+    let origin = e.url().map(|u| u.origin().ascii_serialization());
+    let connect = e.is_connect();
     let e = e.without_url();
     let mut detail = e.to_string();
     let mut source = std::error::Error::source(&e);
@@ -157,5 +159,37 @@ pub(super) fn transport_error(e: reqwest::Error) -> ApiError {
         detail.push_str(&s.to_string());
         source = s.source();
     }
+    if connect {
+        if let Some(origin) = origin {
+            let hint = likely_cause(&e, &detail);
+            detail = format!("cannot reach {origin}: {detail}{hint}");
+        }
+    }
     ApiError::new(kind).with_detail(detail).with_source(e)
+}
+
+/// A guess at why a connection failed, from the error chain: "; " and the guess, or nothing.
+fn likely_cause(e: &reqwest::Error, chain: &str) -> &'static str {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return "; nothing accepts connections there: check the port and host, and \
+                        any proxy (HTTPS_PROXY, HTTP_PROXY)";
+            }
+        }
+        source = s.source();
+    }
+    // rustls says so when the first bytes back are not TLS: a plain-HTTP server.
+    if chain.contains("InvalidContentType") || chain.contains("corrupt message") {
+        "; the server there does not speak TLS: is it an http:// endpoint, or the wrong port?"
+    } else if chain.contains("certificate") || chain.contains("UnknownIssuer") {
+        "; its TLS certificate is not trusted: check the host name, and any proxy that \
+         intercepts TLS"
+    } else if chain.contains("dns error") || chain.contains("lookup address") {
+        "; the host name does not resolve: check the region or endpoint, and DNS or proxy \
+         settings"
+    } else {
+        ""
+    }
 }

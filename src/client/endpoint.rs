@@ -50,6 +50,9 @@ impl Endpoint {
     /// the errors of [`Endpoint::custom`] for a bad override.
     pub fn for_region(region: &str) -> Result<Self, EndpointError> {
         let region = region.trim();
+        if region.is_empty() {
+            return Err(EndpointError::EmptyRegion);
+        }
         let var = override_variable(region);
         if let Ok(url) = std::env::var(&var) {
             if !url.trim().is_empty() {
@@ -127,15 +130,25 @@ impl fmt::Display for Endpoint {
     }
 }
 
-/// `url` with any user info (`user:password@`) replaced by `***@`, for messages.
+/// `url` for messages: user info (`user:password@`) becomes `***@`, and a query or fragment
+/// (`?access_token=...`) becomes `?***` or `#***`: any of them may hold a secret.
 fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (url, hidden) = match url.find(['?', '#']) {
+        Some(at) => (&url[..at], &url[at..=at]),
+        None => (url, ""),
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let hidden = if hidden.is_empty() {
+        String::new()
+    } else {
+        format!("{hidden}***")
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return format!("{url}{hidden}");
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
     match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
+        Some(at) => format!("{scheme}://***@{}{hidden}", &rest[at + 1..]),
+        None => format!("{url}{hidden}"),
     }
 }
 
@@ -155,6 +168,20 @@ pub fn override_variable(region: &str) -> String {
     )
 }
 
+/// What to say of an unknown region: the lower-case name when that is known (region names
+/// are lower-case), otherwise the known ones and the override variable.
+fn unknown_region(region: &str) -> String {
+    let lower = region.to_ascii_lowercase();
+    if lower != region && REGIONS.contains(&lower.as_str()) {
+        return format!("unknown region {region:?}: region names are lower-case; use {lower}");
+    }
+    format!(
+        "unknown region {region:?}: known regions are {}; set {} to use another",
+        REGIONS.join(", "),
+        override_variable(region)
+    )
+}
+
 fn is_loopback(host: &Host<&str>) -> bool {
     match host {
         Host::Domain(d) => {
@@ -169,12 +196,11 @@ fn is_loopback(host: &Host<&str>) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EndpointError {
+    /// No region was given (an empty or blank name).
+    #[error("the region is empty: name one of {}", REGIONS.join(", "))]
+    EmptyRegion,
     /// The region is not in the table and no override variable names its URL.
-    #[error(
-        "unknown region {region:?}: known regions are {}; set {} to use another",
-        REGIONS.join(", "),
-        override_variable(region)
-    )]
+    #[error("{}", unknown_region(region))]
     UnknownRegion {
         /// The region asked for.
         region: String,
@@ -231,6 +257,40 @@ mod tests {
             text.contains("HUAWEICLOUD_SDK_REGION_IOTDM_XX_NOWHERE_9"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_empty_or_upper_case_region_is_named_as_such() {
+        for empty in ["", "  "] {
+            let text = Endpoint::for_region(empty).unwrap_err().to_string();
+            assert!(text.starts_with("the region is empty"), "{text}");
+            assert!(!text.contains("IOTDM_"), "{text}");
+        }
+        let text = Endpoint::for_region("CN-NORTH-4").unwrap_err().to_string();
+        assert!(text.contains("lower-case; use cn-north-4"), "{text}");
+    }
+
+    #[test]
+    fn messages_hide_user_info_queries_and_fragments() {
+        for (url, shown) in [
+            (
+                "ftp://u:p@h.example/?access_token=abc",
+                "ftp://***@h.example/?***",
+            ),
+            (
+                "https://h.example?access_token=abc",
+                "https://h.example?***",
+            ),
+            ("https://h.example/x#frag", "https://h.example/x#***"),
+            ("https://h.example:8443", "https://h.example:8443"),
+        ] {
+            assert_eq!(redact(url), shown);
+            let text = Endpoint::custom(url).err().map(|e| e.to_string());
+            assert!(
+                !text.as_deref().unwrap_or_default().contains("abc"),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]

@@ -4,14 +4,18 @@
 //! 1. a snapshot is compared with the last one: the first is `Observed`, then a status change
 //!    and a progress change each give one event;
 //! 2. SUCCESS and FAILED end the wait; so does an error that retrying cannot fix, except a 404
-//!    in the first polls of a task not yet seen;
+//!    in the first polls of a task not yet seen. Network failures are retried, but while no
+//!    poll of the wait has had any answer, only as many times as a 404 would be: an endpoint
+//!    that never answers (a wrong scheme, port or proxy) ends the wait early;
 //! 3. the schedule (`schedule.rs`) says how long to sleep; for a PENDING task whose
 //!    maintenance window is closed it stretches the sleeps gradually and lands a poll just after
 //!    the window opens (`WaitingForWindow` says the task may be waiting for it); only with
 //!    `fail_fast_on_window` does a window that opens after the deadline end the wait;
 //! 4. a transient failure waits at least as long as the server's `Retry-After`;
 //! 5. no poll is planned after the deadline: the next delay is clamped so that the last poll
-//!    lands on it, and after a poll that ends at or past it the wait times out.
+//!    lands on it, and after a poll that ends at or past it the wait times out. The first poll
+//!    goes out even when the deadline has already passed (the task may be done), and only
+//!    that one.
 //!
 //! Events are emitted as soon as a poll's answer is in; the sleep before the next poll only
 //! starts when the consumer asks for the next event, and ends at an absolute instant, so a slow
@@ -41,6 +45,8 @@ use crate::model::{InstanceTask, TaskStatus};
 /// slots, so a sleep until the deadline can end just after it.
 const LATE_WAKE: Duration = Duration::from_millis(50);
 
+// Independent facts about one wait, each read in one place: a state enum would say less.
+#[allow(clippy::struct_excessive_bools)]
 pub(crate) struct Engine<S> {
     source: S,
     request_timeout: Duration,
@@ -56,6 +62,12 @@ pub(crate) struct Engine<S> {
     deadline: Instant,
     next_poll: Instant,
     polls: u32,
+    /// Whether this process has sent a poll of the wait yet.
+    sent: bool,
+    /// The deadline had passed before the first poll.
+    late_start: bool,
+    /// Whether any poll has had an answer from the service, even an error.
+    answered: bool,
     failures: u32,
     last: Option<InstanceTask>,
     last_error: Option<ApiError>,
@@ -93,6 +105,9 @@ impl<S: TaskSource> Engine<S> {
             deadline: settings.stop.deadline(now, &clock),
             next_poll: now,
             polls: 0,
+            sent: false,
+            late_start: false,
+            answered: false,
             failures: 0,
             last: None,
             last_error: None,
@@ -104,6 +119,7 @@ impl<S: TaskSource> Engine<S> {
         if let Some(state) = settings.resume {
             engine.restore(*state, settings.backoff);
         }
+        engine.late_start = engine.deadline <= now;
         engine
     }
 
@@ -114,6 +130,7 @@ impl<S: TaskSource> Engine<S> {
         self.next_poll = at(state.next_poll_at).min(self.deadline);
         self.polls = state.polls;
         self.failures = state.failures;
+        self.answered = state.last.is_some();
         self.last = state.last;
         self.schedule = Schedule::resume(backoff, state.schedule.load(&self.clock));
     }
@@ -173,11 +190,13 @@ impl<S: TaskSource> Engine<S> {
             },
         };
         // The last poll is planned on the deadline and a timer may wake a moment after it; a
-        // poll much later than that (a permit that came late, a wait resumed after its
-        // deadline) is not sent.
-        if self.next_poll > self.deadline || Instant::now() > self.deadline + LATE_WAKE {
+        // poll much later than that (a permit that came late) is not sent. The first poll
+        // is: a wait started or resumed after its deadline still learns where the task is.
+        let late = self.next_poll > self.deadline || Instant::now() > self.deadline + LATE_WAKE;
+        if late && self.sent {
             return self.timed_out();
         }
+        self.sent = true;
         self.polls = self.polls.saturating_add(1);
         let timeout = self.request_timeout;
         // Boxed so that a sleeping watcher does not carry the size of a request in flight.
@@ -207,6 +226,7 @@ impl<S: TaskSource> Engine<S> {
     }
 
     fn observed(&mut self, task: InstanceTask) {
+        self.answered = true;
         self.failures = 0;
         self.last_error = None;
         tracing::debug!(
@@ -307,7 +327,12 @@ impl<S: TaskSource> Engine<S> {
         let not_yet_visible = error.kind() == ApiErrorKind::NotFound
             && self.last.is_none()
             && self.polls <= self.not_found_tolerance;
-        if !error.is_transient() && !not_yet_visible {
+        self.answered |= error.status().is_some();
+        // An endpoint that has never answered is more likely wrong than briefly down.
+        let unreachable = error.kind() == ApiErrorKind::Network
+            && !self.answered
+            && self.polls > self.not_found_tolerance;
+        if unreachable || (!error.is_transient() && !not_yet_visible) {
             tracing::warn!(%error, "poll failed; not retrying");
             let last = self.last.clone();
             return self.finish(Err(WaitError::Api { error, last }));
@@ -349,6 +374,7 @@ impl<S: TaskSource> Engine<S> {
             last: self.last.clone(),
             elapsed: Instant::now().saturating_duration_since(self.started),
             polls: self.polls,
+            late_start: self.late_start,
             last_error: self.last_error.take(),
         };
         self.finish(Err(error));

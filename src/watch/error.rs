@@ -23,8 +23,8 @@ pub enum WaitError {
     },
     /// The deadline passed before the task finished.
     #[error(
-        "timed out after {:.1?} and {polls} polls; {}{}",
-        elapsed,
+        "timed out {}; {}{}",
+        Timing { elapsed: *elapsed, polls: *polls, late_start: *late_start },
         Last(last.as_ref()),
         LastError(last_error.as_ref())
     )]
@@ -36,6 +36,9 @@ pub enum WaitError {
         elapsed: Duration,
         /// How many polls were sent.
         polls: u32,
+        /// The deadline had already passed when the wait started: it sent its first poll
+        /// anyway (the task may have been done), and no other.
+        late_start: bool,
         /// The error of the last poll, when it failed; also the [`source`](std::error::Error::source).
         #[source]
         last_error: Option<ApiError>,
@@ -128,6 +131,30 @@ impl fmt::Display for Last<'_> {
             write!(f, " ({detail})")?;
         }
         Ok(())
+    }
+}
+
+/// "after 1.2s and 3 polls", or "(the deadline had already passed ...)".
+struct Timing {
+    elapsed: Duration,
+    polls: u32,
+    late_start: bool,
+}
+
+impl fmt::Display for Timing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let polls = match self.polls {
+            1 => "1 poll".to_owned(),
+            n => format!("{n} polls"),
+        };
+        if self.late_start {
+            write!(
+                f,
+                "at once: the deadline had already passed when the wait started ({polls})"
+            )
+        } else {
+            write!(f, "after {:.1?} and {polls}", self.elapsed)
+        }
     }
 }
 

@@ -267,6 +267,12 @@ impl<S: TaskSource> TaskWatcher<S> {
 
     /// How many of the first polls may answer 404 while the task has not been seen yet (a new
     /// task can take a moment to become visible). Once seen, a 404 ends the wait. Default 3.
+    ///
+    /// The same number bounds network failures (refused, reset, DNS, TLS) while no poll of
+    /// the wait has had any answer: an endpoint that never answers is more likely wrong (the
+    /// scheme, the port, a proxy) than down, so the wait ends with the error rather than
+    /// retrying to its deadline. Once the service has answered, network failures are retried
+    /// until the deadline. Request timeouts are always retried.
     pub fn not_found_tolerance(mut self, polls: u32) -> Self {
         self.settings.not_found_tolerance = polls;
         self
