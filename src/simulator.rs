@@ -1,9 +1,11 @@
 //! An in-process IoTDA server on loopback, for tests, examples, benchmarks and first steps.
 //!
 //! It speaks the real API: the same path, JSON and error bodies, an `X-Request-Id` and a `Date`
-//! on every answer, and it checks every request's SDK-HMAC-SHA256 signature (or IAM token) as
-//! the gateway does. Each task plays a script: PENDING for some polls, RUNNING with progress
-//! over polls or over time, faults, then SUCCESS or FAILED.
+//! on every answer. It authenticates every request as the API gateway does: an SDK-HMAC-SHA256
+//! signature with its access key, or an `X-Auth-Token` that it was given with
+//! [`Simulator::accept_token`]; any other request gets the gateway's 401. Each task plays a
+//! script: PENDING for some polls, RUNNING with progress over polls or over time, faults, then
+//! SUCCESS or FAILED, its end time fixed when it first ends.
 //!
 //! ```
 //! use iotda_task_watcher::simulator::{Simulator, TaskScript};
@@ -19,14 +21,45 @@
 //! ```
 //!
 //! For what the steps do not say (an odd body, an error code of your choosing, headers of your
-//! own), a script can give a [`RawAnswer`] as it is.
+//! own), a script can give a [`RawAnswer`] as it is. [`Simulator::start_on`] serves on a
+//! listener of your choosing, e.g. a fixed port for other tools (`cargo run --example
+//! simulator`).
 //!
-//! Codes of its own: an unknown task, and [`Fault::NotFound`], answer 404 with
-//! `SIMULATOR.TASK_NOT_FOUND`; [`Fault::ServerError`] answers with `SIMULATOR.INTERNAL_ERROR`.
-//! The gateway's codes (`APIGW.0301`, `APIGW.0308`) and IoTDA's rate limit (`IOTDA.021101`) are
-//! the service's own.
+//! # Error answers
+//!
+//! Every answer's `X-Request-Id` is 32 lowercase hex digits, counting the requests from
+//! `00000000000000000000000000000001`. The gateway's errors carry the same id in their body:
+//! `{"error_code": "APIGW.0301", "error_msg": "Incorrect IAM authentication information: verify
+//! aksk signature fail", "request_id": "..."}`. The messages of a refused request are the
+//! gateway's published ones: `verify aksk signature fail` for a wrong signature,
+//! `Get secretKey failed,ak:******,err:ak not exist` for an unknown access key,
+//! `x-auth-token not found` for a request with neither a signature nor a token, and
+//! `decrypt token fail` for a token it was not given. IoTDA's own errors have the shape of its
+//! error-code page, `error_code` and `error_msg` only: `IOTDA.021101` (HTTP 403) for its rate
+//! limit, `IOTDA.000001` for a [`Fault::ServerError`] of 500.
+//!
+//! # Where the simulator guesses
+//!
+//! The public record does not say everything, and there the simulator makes up its own:
+//!
+//! - An unknown task (or instance, or project) answers 404 with `SIMULATOR.TASK_NOT_FOUND`, as
+//!   does [`Fault::NotFound`]. The API page of this call lists no 404 at all (only 400, 401 and
+//!   403), and IoTDA's error-code page names no code for a missing instance task; IoTDA answers
+//!   404 with a code of its own for other missing resources (`IOTDA.010002` for a rule), so 404
+//!   is likely, the code is not.
+//! - [`Fault::ServerError`] of any status but 500 answers `SIMULATOR.INTERNAL_ERROR`.
+//! - Whether IoTDA's own error bodies carry a `request_id` too: its error-code page shows none,
+//!   so the simulator sends none there (the `X-Request-Id` header is always sent).
+//! - The masked `ak:******` is copied from the gateway's documentation, which may mask what the
+//!   gateway itself prints.
+//! - The messages of a malformed `Authorization`, a missing or malformed `X-Sdk-Date`, a signed
+//!   header that is missing, and an expired `X-Sdk-Date` (more than 15 minutes from the server's
+//!   clock) are the simulator's own, after the gateway's `APIGW.0301` prefix.
+//! - The messages of `APIGW.0308` (429) and `APIGW.0101` (404, a path that is not this API), and
+//!   that these bodies carry `request_id` like `APIGW.0301`'s.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -36,7 +69,7 @@ use reqwest::StatusCode;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::client::{signer, skew};
-use crate::model::{OperateWindow, TaskTime};
+use crate::model::{ChargeMode, Flavor, OperateWindow, TargetConfig, TaskTime};
 use crate::{
     Credentials, InstanceId, InstanceTask, IotdaClient, IotdaClientBuilder, ProjectId, TaskId,
     TaskStatus, TaskType,
@@ -53,7 +86,8 @@ pub const DEFAULT_PROJECT_ID: &str = "0123456789abcdef0123456789abcdef";
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fault {
-    /// An error status (5xx) with a JSON error body.
+    /// An error status (5xx) with a JSON error body: IoTDA's `IOTDA.000001` for 500, the
+    /// simulator's own `SIMULATOR.INTERNAL_ERROR` for any other.
     ServerError(u16),
     /// HTTP 429 `APIGW.0308` with `Retry-After` in whole seconds.
     Throttled {
@@ -66,9 +100,9 @@ pub enum Fault {
     Slow(Duration),
     /// A 200 whose body is truncated JSON.
     Malformed,
-    /// HTTP 404, as for an unknown task.
+    /// HTTP 404 `SIMULATOR.TASK_NOT_FOUND`, as for an unknown task.
     NotFound,
-    /// HTTP 401 `APIGW.0301`, as for a bad signature.
+    /// HTTP 401 `APIGW.0301`, as the gateway answers a bad signature.
     BadSignature,
 }
 
@@ -157,6 +191,7 @@ enum Step {
 pub struct TaskScript {
     task_type: TaskType,
     window: Option<OperateWindow>,
+    target: Option<TargetConfig>,
     steps: Vec<Step>,
 }
 
@@ -166,6 +201,7 @@ impl TaskScript {
         Self {
             task_type,
             window: None,
+            target: None,
             steps: Vec::new(),
         }
     }
@@ -221,6 +257,35 @@ impl TaskScript {
         });
         self
     }
+
+    /// Reports this `target_config` in every answer: the specification the instance is changed
+    /// to, `flavor_type` (e.g. `iotda.standard.s2`) and, for a standard instance, its `size` in
+    /// units, and how it is paid for.
+    ///
+    /// ```
+    /// use iotda_task_watcher::model::ChargeMode;
+    /// use iotda_task_watcher::simulator::TaskScript;
+    /// use iotda_task_watcher::TaskType;
+    /// let script = TaskScript::new(TaskType::Modify)
+    ///     .target_config("iotda.standard.s2", Some(4), ChargeMode::PrePaid)
+    ///     .running(3)
+    ///     .succeed();
+    /// ```
+    pub fn target_config(
+        mut self,
+        flavor_type: &str,
+        size: Option<i64>,
+        charge_mode: ChargeMode,
+    ) -> Self {
+        self.target = Some(TargetConfig {
+            flavor: Some(Flavor {
+                flavor_type: Some(flavor_type.to_owned()),
+                size,
+            }),
+            charge_mode: Some(charge_mode),
+        });
+        self
+    }
 }
 
 struct TaskState {
@@ -232,6 +297,8 @@ struct TaskState {
     polls: u64,
     created: TaskTime,
     started: Option<TaskTime>,
+    /// When the task first answered SUCCESS or FAILED; every later answer reports this time.
+    ended: Option<TaskTime>,
     /// The last task or raw answer, given again past the end of the script.
     last: Option<Answer>,
 }
@@ -325,17 +392,22 @@ impl TaskState {
         if status != TaskStatus::Pending && self.started.is_none() {
             self.started = Some(now());
         }
+        let end_time = if status.is_terminal() {
+            Some(self.ended.get_or_insert_with(now).clone())
+        } else {
+            None
+        };
         InstanceTask {
             task_id: Some(task_id.to_owned()),
             task_type: Some(self.script.task_type.clone()),
             create_time: Some(self.created.clone()),
             start_time: self.started.clone(),
-            end_time: status.is_terminal().then(now),
+            end_time,
             operate_window: self.script.window.clone(),
             status_detail: detail,
             status: Some(status),
             progress: Some(progress),
-            target_config: None,
+            target_config: self.script.target.clone(),
         }
     }
 }
@@ -345,6 +417,8 @@ struct Shared {
     sk: String,
     project_id: ProjectId,
     tasks: Mutex<HashMap<(String, String), TaskState>>,
+    /// IAM tokens accepted as `X-Auth-Token`.
+    tokens: Mutex<HashSet<String>>,
     requests: AtomicU64,
     clock_offset_secs: std::sync::atomic::AtomicI64,
 }
@@ -375,19 +449,48 @@ impl Simulator {
     /// # Panics
     /// When `project_id` is not a valid project id.
     pub async fn start_with(ak: &str, sk: &str, project_id: &str) -> Self {
+        Self::launch(ak, sk, project_id, None).await
+    }
+
+    /// Starts a simulator serving on `listener`, with the defaults of [`start`](Self::start).
+    /// Its [`uri`](Self::uri) is the listener's address.
+    ///
+    /// This is how to give it a fixed port, for a tool that is told where to connect:
+    ///
+    /// ```
+    /// use iotda_task_watcher::simulator::Simulator;
+    /// # #[tokio::main] async fn main() -> std::io::Result<()> {
+    /// // Port 0 picks a free one here; a tool would be given a fixed one, e.g. 8480.
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let port = listener.local_addr()?.port();
+    /// let sim = Simulator::start_on(listener).await;
+    /// assert_eq!(sim.uri(), format!("http://127.0.0.1:{port}"));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    /// When the listener cannot be set non-blocking or handed to the runtime.
+    pub async fn start_on(listener: TcpListener) -> Self {
+        Self::launch(DEFAULT_AK, DEFAULT_SK, DEFAULT_PROJECT_ID, Some(listener)).await
+    }
+
+    async fn launch(ak: &str, sk: &str, project_id: &str, listener: Option<TcpListener>) -> Self {
         let shared = Arc::new(Shared {
             ak: ak.to_owned(),
             sk: sk.to_owned(),
             project_id: ProjectId::new(project_id).expect("a valid project id"),
             tasks: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashSet::new()),
             requests: AtomicU64::new(0),
             clock_offset_secs: std::sync::atomic::AtomicI64::new(0),
         });
         // Requests are counted here; wiremock need not keep them all.
-        let server = MockServer::builder()
-            .disable_request_recording()
-            .start()
-            .await;
+        let builder = MockServer::builder().disable_request_recording();
+        let builder = match listener {
+            Some(listener) => builder.listener(listener),
+            None => builder,
+        };
+        let server = builder.start().await;
         Mock::given(wiremock::matchers::any())
             .respond_with(Responder(shared.clone()))
             .mount(&server)
@@ -442,6 +545,7 @@ impl Simulator {
             polls: 0,
             created: TaskTime::from(jiff::Timestamp::now()),
             started: None,
+            ended: None,
             last: None,
         };
         self.shared
@@ -449,6 +553,30 @@ impl Simulator {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert((instance_id.to_string(), task_id.to_string()), state);
+    }
+
+    /// Accepts `token` as an IAM token: a request whose `X-Auth-Token` is one the simulator was
+    /// given is served without a signature. Any other token is refused with the gateway's 401
+    /// (`APIGW.0301`, `decrypt token fail`), as is every token until one is given.
+    ///
+    /// ```
+    /// use iotda_task_watcher::simulator::{Simulator, TaskScript};
+    /// use iotda_task_watcher::{Credentials, TaskType};
+    /// # #[tokio::main] async fn main() {
+    /// let sim = Simulator::start().await;
+    /// let (instance, task) = ("a1b2c3d4".parse().unwrap(), "075f413d".parse().unwrap());
+    /// sim.add_task(&instance, &task, TaskScript::new(TaskType::Modify).succeed());
+    /// sim.accept_token("my-iam-token");
+    /// let client = sim.client_builder().credentials(Credentials::iam_token("my-iam-token")).build().unwrap();
+    /// assert!(client.instance_task(&instance, &task).await.unwrap().is_terminal());
+    /// # }
+    /// ```
+    pub fn accept_token(&self, token: impl Into<String>) {
+        self.shared
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(token.into());
     }
 
     /// How many polls of this task reached the simulator (faults included).
@@ -486,11 +614,12 @@ impl Respond for Responder {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let shared = &self.0;
         let n = shared.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let request_id = format!("{n:032x}");
         let offset = shared.clock_offset_secs.load(Ordering::Relaxed);
         let server_now = skew::shift(SystemTime::now(), offset.saturating_mul(1000));
-        let (template, delay, own) = answer(shared, request, server_now);
+        let (template, delay, own) = answer(shared, request, server_now, &request_id);
         let template = template
-            .insert_header("X-Request-Id", format!("sim-{n:08}").as_str())
+            .insert_header("X-Request-Id", request_id.as_str())
             .insert_header("Date", httpdate::fmt_http_date(server_now).as_str())
             .set_delay(delay);
         // A raw answer's own headers win over the simulator's.
@@ -500,18 +629,43 @@ impl Respond for Responder {
     }
 }
 
-fn error(status: u16, code: &str, msg: &str) -> ResponseTemplate {
-    ResponseTemplate::new(status).set_body_raw(
-        serde_json::json!({ "error_code": code, "error_msg": msg }).to_string(),
-        "application/json",
+/// An error of the API gateway: `error_code`, `error_msg` and the request's id, the shape its
+/// documentation shows for `APIGW.0301`.
+fn gateway_error(status: u16, code: &str, msg: &str, request_id: &str) -> ResponseTemplate {
+    json_error(
+        status,
+        &serde_json::json!({ "error_code": code, "error_msg": msg, "request_id": request_id }),
     )
 }
 
-fn no_such_api() -> ResponseTemplate {
-    error(
+/// The gateway's 401 for a request it does not authenticate.
+fn unauthenticated(why: &str, request_id: &str) -> ResponseTemplate {
+    gateway_error(
+        401,
+        "APIGW.0301",
+        &format!("Incorrect IAM authentication information: {why}"),
+        request_id,
+    )
+}
+
+/// An error of IoTDA itself: `error_code` and `error_msg`, the shape of its error-code page.
+fn service_error(status: u16, code: &str, msg: &str) -> ResponseTemplate {
+    json_error(
+        status,
+        &serde_json::json!({ "error_code": code, "error_msg": msg }),
+    )
+}
+
+fn json_error(status: u16, body: &serde_json::Value) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_raw(body.to_string(), "application/json")
+}
+
+/// The simulator's own answer for a task it does not know (see "Where the simulator guesses").
+fn task_not_found() -> ResponseTemplate {
+    service_error(
         404,
-        "APIGW.0101",
-        "The API does not exist or has not been published in the environment",
+        "SIMULATOR.TASK_NOT_FOUND",
+        "The instance task does not exist.",
     )
 }
 
@@ -520,8 +674,17 @@ fn answer(
     shared: &Shared,
     request: &Request,
     server_now: SystemTime,
+    request_id: &str,
 ) -> (ResponseTemplate, Duration, Vec<(HeaderName, HeaderValue)>) {
-    let not_found = || error(404, "SIMULATOR.TASK_NOT_FOUND", "The task does not exist.");
+    let at_once = |template| (template, Duration::ZERO, Vec::new());
+    let no_such_api = || {
+        gateway_error(
+            404,
+            "APIGW.0101",
+            "The API does not exist or has not been published in the environment",
+            request_id,
+        )
+    };
     let segments: Vec<&str> = request
         .url
         .path()
@@ -529,31 +692,23 @@ fn answer(
         .split('/')
         .collect();
     let ["v5", "iot", project, "iotda-instances", instance, "tasks", task] = segments[..] else {
-        return (no_such_api(), Duration::ZERO, Vec::new());
+        return at_once(no_such_api());
     };
     if request.method.as_str() != "GET" {
-        return (no_such_api(), Duration::ZERO, Vec::new());
+        return at_once(no_such_api());
     }
     if let Err(why) = authenticate(shared, request, server_now) {
-        return (
-            error(
-                401,
-                "APIGW.0301",
-                &format!("Incorrect IAM authentication information: {why}"),
-            ),
-            Duration::ZERO,
-            Vec::new(),
-        );
+        return at_once(unauthenticated(&why, request_id));
     }
     if project != shared.project_id.as_str() {
-        return (not_found(), Duration::ZERO, Vec::new());
+        return at_once(task_not_found());
     }
     let mut tasks = shared
         .tasks
         .lock()
         .expect("the task table is never poisoned");
     let Some(state) = tasks.get_mut(&(instance.to_owned(), task.to_owned())) else {
-        return (not_found(), Duration::ZERO, Vec::new());
+        return at_once(task_not_found());
     };
     let (answer, delay) = state.advance(task);
     let template = match answer {
@@ -565,46 +720,60 @@ fn answer(
             serde_json::to_string(&*task).expect("a task serializes"),
             "application/json",
         ),
-        Answer::Fault(Fault::ServerError(status)) => error(
+        Answer::Fault(Fault::ServerError(500)) => {
+            service_error(500, "IOTDA.000001", "Internal server error.")
+        }
+        Answer::Fault(Fault::ServerError(status)) => service_error(
             status,
             "SIMULATOR.INTERNAL_ERROR",
             "Simulated server error.",
         ),
-        Answer::Fault(Fault::Throttled { retry_after }) => error(
+        Answer::Fault(Fault::Throttled { retry_after }) => gateway_error(
             429,
             "APIGW.0308",
             "The throttling threshold has been reached.",
+            request_id,
         )
         .insert_header("Retry-After", retry_after.as_secs().to_string().as_str()),
-        Answer::Fault(Fault::RateLimited) => {
-            error(403, "IOTDA.021101", "Request rate limit exceeded.")
-        }
+        Answer::Fault(Fault::RateLimited) => service_error(
+            403,
+            "IOTDA.021101",
+            "Request reached the maximum rate limit.",
+        ),
         Answer::Fault(Fault::Malformed) => ResponseTemplate::new(200).set_body_raw(
             format!(r#"{{"task_id":"{task}","status":"RUN"#),
             "application/json",
         ),
-        Answer::Fault(Fault::NotFound) => not_found(),
-        Answer::Fault(Fault::BadSignature) => error(
-            401,
-            "APIGW.0301",
-            "Incorrect IAM authentication information: verify aksk signature fail.",
-        ),
+        Answer::Fault(Fault::NotFound) => task_not_found(),
+        Answer::Fault(Fault::BadSignature) => {
+            unauthenticated("verify aksk signature fail", request_id)
+        }
         Answer::Fault(Fault::Slow(_)) => unreachable!("a slow step delays the next answer"),
     };
     (template, delay, Vec::new())
 }
 
-/// Checks the request's credentials the way the gateway does.
+/// Checks the request's credentials the way the gateway does: an accepted IAM token, or an
+/// AK/SK signature. The error is the gateway's message after its common prefix.
 fn authenticate(shared: &Shared, request: &Request, server_now: SystemTime) -> Result<(), String> {
     let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok());
-    if header("x-auth-token").is_some() {
-        return Err("the simulator accepts AK/SK signatures only".into());
+    if let Some(token) = header("x-auth-token") {
+        let tokens = shared
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        return if tokens.contains(token) {
+            Ok(())
+        } else {
+            Err("decrypt token fail".into())
+        };
     }
-    let auth = header("authorization").ok_or("no Authorization header")?;
+    let auth = header("authorization").ok_or("x-auth-token not found")?;
     let (ak, signed, signature) =
         signer::parse_authorization(auth).ok_or("the Authorization header is malformed")?;
     if ak != shared.ak {
-        return Err("unknown access key".into());
+        // The gateway's documentation shows the access key masked so.
+        return Err("Get secretKey failed,ak:******,err:ak not exist".into());
     }
     let date = header("x-sdk-date").ok_or("no X-Sdk-Date header")?;
     let signed_at = jiff::fmt::strtime::parse(signer::DATE_FORMAT, date)

@@ -3,20 +3,56 @@
 use std::time::Duration;
 
 use iotda_task_watcher::client::ApiErrorKind;
-use iotda_task_watcher::simulator::{Fault, RawAnswer, Simulator, TaskScript};
+use iotda_task_watcher::model::ChargeMode;
+use iotda_task_watcher::simulator::{
+    Fault, RawAnswer, Simulator, TaskScript, DEFAULT_AK, DEFAULT_PROJECT_ID, DEFAULT_SK,
+};
 use iotda_task_watcher::{Credentials, InstanceId, TaskId, TaskStatus, TaskType};
 
 fn ids() -> (InstanceId, TaskId) {
     ("a1b2c3d4".parse().unwrap(), "075f413d".parse().unwrap())
 }
 
+/// The gateway's request ids are 32 lowercase hex digits.
+fn is_request_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A GET of `path` on `sim` as it is, with these headers: the status, the `X-Request-Id` and
+/// the body as JSON.
+async fn raw_get(
+    sim: &Simulator,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, serde_json::Value) {
+    let mut request = reqwest::Client::new().get(format!("{}{path}", sim.uri()));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = response.json().await.unwrap();
+    (status, id, body)
+}
+
+fn task_path(sim: &Simulator, instance: &InstanceId, task: &TaskId) -> String {
+    format!(
+        "/v5/iot/{}/iotda-instances/{instance}/tasks/{task}",
+        sim.project_id()
+    )
+}
+
 /// A client of `sim` that signs with the right access key and the wrong secret.
 fn wrong_key_client(sim: &Simulator) -> iotda_task_watcher::IotdaClient {
     sim.client_builder()
-        .credentials(Credentials::aksk(
-            iotda_task_watcher::simulator::DEFAULT_AK,
-            "wrong",
-        ))
+        .credentials(Credentials::aksk(DEFAULT_AK, "wrong"))
         .build()
         .unwrap()
 }
@@ -69,6 +105,7 @@ async fn answers_faults_as_the_service_does() {
         &task,
         TaskScript::new(TaskType::Modify)
             .fault(Fault::ServerError(502))
+            .fault(Fault::ServerError(500))
             .fault(Fault::Throttled {
                 retry_after: Duration::from_secs(3),
             })
@@ -81,9 +118,9 @@ async fn answers_faults_as_the_service_does() {
     );
     let client = sim.client();
     let mut kinds = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..7 {
         let e = client.instance_task(&instance, &task).await.unwrap_err();
-        assert!(e.request_id().unwrap().starts_with("sim-"), "{e}");
+        assert!(is_request_id(e.request_id().unwrap()), "{e}");
         assert!(e.server_date().is_some());
         kinds.push((
             e.kind(),
@@ -99,6 +136,7 @@ async fn answers_faults_as_the_service_does() {
                 502,
                 Some("SIMULATOR.INTERNAL_ERROR".into())
             ),
+            (ApiErrorKind::Server, 500, Some("IOTDA.000001".into())),
             (ApiErrorKind::Throttled, 429, Some("APIGW.0308".into())),
             (ApiErrorKind::Throttled, 403, Some("IOTDA.021101".into())),
             (ApiErrorKind::Decode, 200, None),
@@ -232,4 +270,259 @@ async fn refuses_a_request_signed_too_far_from_its_clock() {
     );
     // The client learnt the server's time: the next request is signed at it.
     assert!(client.instance_task(&instance, &task).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_finished_task_keeps_the_end_time_it_first_reported() {
+    let sim = Simulator::start().await;
+    let instance: InstanceId = "a1b2c3d4".parse().unwrap();
+    let scripts = [
+        (
+            "0001",
+            TaskScript::new(TaskType::Modify).running(1).succeed(),
+        ),
+        (
+            "0002",
+            TaskScript::new(TaskType::Modify).running(1).fail("x"),
+        ),
+    ];
+    for (task, script) in scripts {
+        let task: TaskId = task.parse().unwrap();
+        sim.add_task(&instance, &task, script);
+        let client = sim.client();
+        let running = client.instance_task(&instance, &task).await.unwrap();
+        assert_eq!(running.status, Some(TaskStatus::Running));
+        assert_eq!(running.end_time, None, "no end time while it runs");
+        let first = client.instance_task(&instance, &task).await.unwrap();
+        assert!(first.is_terminal());
+        let end = first.end_time.clone().expect("an end time once it ended");
+        assert!(end.timestamp() >= running.start_time.as_ref().unwrap().timestamp());
+        for _ in 0..3 {
+            // The times have millisecond precision: a later poll would show a later time.
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            let again = client.instance_task(&instance, &task).await.unwrap();
+            assert_eq!(again.end_time.as_ref(), Some(&end));
+            assert_eq!(again.start_time, first.start_time);
+        }
+    }
+}
+
+#[tokio::test]
+async fn scripts_a_target_config_the_client_decodes() {
+    let sim = Simulator::start().await;
+    let (instance, task) = ids();
+    sim.add_task(
+        &instance,
+        &task,
+        TaskScript::new(TaskType::Modify)
+            .target_config("iotda.standard.s2", Some(4), ChargeMode::PrePaid)
+            .running(1)
+            .succeed(),
+    );
+    let client = sim.client();
+    for _ in 0..2 {
+        let t = client.instance_task(&instance, &task).await.unwrap();
+        let target = t.target_config.expect("a target config in every answer");
+        let flavor = target.flavor.unwrap();
+        assert_eq!(flavor.flavor_type.as_deref(), Some("iotda.standard.s2"));
+        assert_eq!(flavor.size, Some(4));
+        assert_eq!(target.charge_mode, Some(ChargeMode::PrePaid));
+    }
+    // On the wire, the names of the API page (Tables 3 and 4).
+    sim.accept_token("token");
+    let path = task_path(&sim, &instance, &task);
+    let (status, _, body) = raw_get(&sim, &path, &[("X-Auth-Token", "token")]).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["target_config"],
+        serde_json::json!({
+            "flavor": { "type": "iotda.standard.s2", "size": 4 },
+            "charge_mode": "prePaid"
+        })
+    );
+    // Without a size (only a standard instance has one), and paid per use.
+    sim.add_task(
+        &instance,
+        &task,
+        TaskScript::new(TaskType::Modify).target_config(
+            "iotda.enterprise.e1",
+            None,
+            ChargeMode::PostPaid,
+        ),
+    );
+    let target = client
+        .instance_task(&instance, &task)
+        .await
+        .unwrap()
+        .target_config
+        .unwrap();
+    assert_eq!(target.flavor.unwrap().size, None);
+    assert_eq!(target.charge_mode, Some(ChargeMode::PostPaid));
+}
+
+#[tokio::test]
+async fn gateway_errors_carry_the_request_id_of_the_header() {
+    let sim = Simulator::start().await;
+    let (instance, task) = ids();
+    sim.add_task(
+        &instance,
+        &task,
+        TaskScript::new(TaskType::Modify).succeed(),
+    );
+    let path = task_path(&sim, &instance, &task);
+    let expected = [
+        (vec![], "x-auth-token not found"),
+        (vec![("X-Auth-Token", "not-given")], "decrypt token fail"),
+    ];
+    let mut ids = Vec::new();
+    for (headers, why) in expected {
+        let (status, id, body) = raw_get(&sim, &path, &headers).await;
+        assert_eq!(status, 401);
+        assert!(is_request_id(&id), "{id}");
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "error_code": "APIGW.0301",
+                "error_msg": format!("Incorrect IAM authentication information: {why}"),
+                "request_id": id,
+            })
+        );
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1], "one id per request");
+    let (status, id, body) = raw_get(&sim, "/v3/elsewhere", &[]).await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (404, Some("APIGW.0101"))
+    );
+    assert_eq!(body["request_id"].as_str(), Some(id.as_str()));
+
+    // Through the client: the gateway's messages for a wrong secret and an unknown key.
+    let e = wrong_key_client(&sim)
+        .instance_task(&instance, &task)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.error_msg(),
+        Some("Incorrect IAM authentication information: verify aksk signature fail")
+    );
+    assert!(is_request_id(e.request_id().unwrap()));
+    let stranger = sim
+        .client_builder()
+        .credentials(Credentials::aksk("SOMEONEELSE", "x"))
+        .build()
+        .unwrap();
+    let e = stranger.instance_task(&instance, &task).await.unwrap_err();
+    assert_eq!(e.kind(), ApiErrorKind::Unauthorized);
+    assert_eq!(
+        e.error_msg(),
+        Some(
+            "Incorrect IAM authentication information: \
+             Get secretKey failed,ak:******,err:ak not exist"
+        )
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_task_answers_in_iotda_s_shape_with_the_simulator_s_code() {
+    let sim = Simulator::start().await;
+    let (instance, task) = ids();
+    sim.accept_token("token");
+    let (status, id, body) = raw_get(
+        &sim,
+        &task_path(&sim, &instance, &task),
+        &[("X-Auth-Token", "token")],
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(is_request_id(&id));
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "error_code": "SIMULATOR.TASK_NOT_FOUND",
+            "error_msg": "The instance task does not exist.",
+        })
+    );
+    let e = sim
+        .client()
+        .instance_task(&instance, &task)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ApiErrorKind::NotFound);
+    assert_eq!(e.error_code(), Some("SIMULATOR.TASK_NOT_FOUND"));
+}
+
+#[tokio::test]
+async fn accepts_the_iam_tokens_it_is_given_and_no_other() {
+    let sim = Simulator::start().await;
+    let (instance, task) = ids();
+    sim.add_task(
+        &instance,
+        &task,
+        TaskScript::new(TaskType::Modify).pending(1).succeed(),
+    );
+    let with_token = |token: &str| {
+        sim.client_builder()
+            .credentials(Credentials::iam_token(token))
+            .build()
+            .unwrap()
+    };
+    let e = with_token("iam-token-1")
+        .instance_task(&instance, &task)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.kind(),
+        ApiErrorKind::Unauthorized,
+        "no token until one is given"
+    );
+    sim.accept_token("iam-token-1");
+    let t = with_token("iam-token-1")
+        .instance_task(&instance, &task)
+        .await
+        .unwrap();
+    assert_eq!(t.status, Some(TaskStatus::Pending));
+    let e = with_token("iam-token-2")
+        .instance_task(&instance, &task)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ApiErrorKind::Unauthorized);
+    assert_eq!(e.error_code(), Some("APIGW.0301"));
+    assert_eq!(
+        e.error_msg(),
+        Some("Incorrect IAM authentication information: decrypt token fail")
+    );
+    // The same request sent by hand, and the signed client, go on with the script.
+    let path = task_path(&sim, &instance, &task);
+    let (status, _, body) = raw_get(&sim, &path, &[("X-Auth-Token", "iam-token-1")]).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("SUCCESS")));
+    assert!(sim.client().instance_task(&instance, &task).await.is_ok());
+    assert_eq!(
+        sim.polls(&instance, &task),
+        3,
+        "refused requests are not polls"
+    );
+}
+
+#[tokio::test]
+async fn serves_on_the_listener_it_is_given() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sim = Simulator::start_on(listener).await;
+    assert_eq!(sim.uri(), format!("http://127.0.0.1:{port}"));
+    let (instance, task) = ids();
+    sim.add_task(
+        &instance,
+        &task,
+        TaskScript::new(TaskType::Modify).succeed(),
+    );
+    let client = iotda_task_watcher::IotdaClient::builder()
+        .endpoint(format!("http://127.0.0.1:{port}"))
+        .credentials(Credentials::aksk(DEFAULT_AK, DEFAULT_SK))
+        .project_id(DEFAULT_PROJECT_ID.parse().unwrap())
+        .build()
+        .unwrap();
+    let t = client.instance_task(&instance, &task).await.unwrap();
+    assert_eq!(t.status, Some(TaskStatus::Success));
+    assert_eq!(sim.requests(), 1);
 }

@@ -10,7 +10,8 @@
 //! - A broken connection (a reset mid-body, a refused one): `raw::serve`, the only way to break
 //!   one.
 //! - The request as the client sent it: `answering(template)`, a bare wiremock server with one
-//!   answer that keeps the requests. The simulator keeps none, and it refuses IAM tokens.
+//!   answer that keeps the requests. The simulator keeps none, and it refuses any IAM token but
+//!   those given to `Simulator::accept_token`.
 //! - A signature, checked apart from the crate's signer: `gateway_check`, written from the
 //!   algorithm's description (`check_wiremock` over a request `answering` kept).
 //! - What was logged: `capture_logs`.
