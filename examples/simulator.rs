@@ -1,25 +1,69 @@
-//! Runs the simulator on its own, to try `iotda-wait` (or anything else) against it by hand.
-//! It serves three tasks and prints the settings to use; Ctrl-C stops it.
+//! Runs the simulator as a server for other tools, with three tasks, and prints the settings
+//! and commands to use; Ctrl-C stops it.
 //!
 //! ```sh
-//! cargo run --example simulator
+//! cargo run --example simulator                  # a free port, printed
+//! cargo run --example simulator -- --port 8480   # a fixed one (or SIMULATOR_PORT=8480)
 //! ```
+//!
+//! It listens on 127.0.0.1 only, accepts AK/SK signatures with the simulator's default
+//! credentials, and the IAM token it prints.
 
+use std::net::TcpListener;
 use std::time::Duration;
 
+use iotda_task_watcher::model::ChargeMode;
 use iotda_task_watcher::simulator::{
     Fault, Simulator, TaskScript, DEFAULT_AK, DEFAULT_PROJECT_ID, DEFAULT_SK,
 };
 use iotda_task_watcher::{InstanceId, TaskId, TaskType};
 
+/// The IAM token the simulator accepts as `X-Auth-Token`.
+const TOKEN: &str = "simulator-iam-token";
+
+/// The port asked for: `--port N` (or `--port=N`), else `SIMULATOR_PORT`, else 0 (any free one).
+fn port() -> Result<u16, String> {
+    let mut args = std::env::args().skip(1);
+    let mut asked = None;
+    while let Some(arg) = args.next() {
+        match arg.strip_prefix("--port") {
+            Some("") => asked = Some(args.next().ok_or("--port needs a value")?),
+            Some(value) if value.starts_with('=') => asked = Some(value[1..].to_owned()),
+            _ => {
+                return Err(format!(
+                    "unknown argument {arg:?}; usage: simulator [--port N]"
+                ))
+            }
+        }
+    }
+    let Some(port) = asked.or_else(|| std::env::var("SIMULATOR_PORT").ok()) else {
+        return Ok(0);
+    };
+    port.trim()
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port (0 to 65535)"))
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let sim = Simulator::start().await;
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("simulator: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let port = port()?;
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+    let sim = Simulator::start_on(listener).await;
+    sim.accept_token(TOKEN);
     let instance: InstanceId = "a1b2c3d4-0000-1111-2222-333344445555".parse()?;
     let tasks: [(TaskId, TaskScript); 3] = [
         (
             "00000000-0000-0000-0000-000000000001".parse()?,
             TaskScript::new(TaskType::Modify)
+                .target_config("iotda.standard.s2", Some(4), ChargeMode::PrePaid)
                 .pending(2)
                 .running_for(Duration::from_secs(8))
                 .succeed(),
@@ -42,14 +86,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (task, script) in tasks.iter().cloned() {
         sim.add_task(&instance, &task, script);
     }
-    println!("export HUAWEICLOUD_SDK_AK={DEFAULT_AK} HUAWEICLOUD_SDK_SK={DEFAULT_SK} HUAWEICLOUD_SDK_PROJECT_ID={DEFAULT_PROJECT_ID}");
+    let uri = sim.uri();
+    let first = &tasks[0].0;
     let ids: Vec<String> = tasks.iter().map(|(t, _)| t.to_string()).collect();
+    println!("IoTDA simulator listening on {uri}");
+    println!("# task 1 succeeds after ~8 s, task 2 fails after ~6 s, task 3 runs for an hour");
+    println!("# (a task's clock starts at its first RUNNING answer); Ctrl-C stops the simulator");
+    println!();
+    println!("# settings (the official SDKs' variables)");
     println!(
-        "iotda-wait --endpoint {} --instance-id {instance} {}",
-        sim.uri(),
+        "export HUAWEICLOUD_SDK_AK={DEFAULT_AK} HUAWEICLOUD_SDK_SK={DEFAULT_SK} \
+         HUAWEICLOUD_SDK_PROJECT_ID={DEFAULT_PROJECT_ID}"
+    );
+    println!();
+    println!("# iotda-wait (cargo run --features cli --bin iotda-wait -- ...)");
+    println!(
+        "iotda-wait --endpoint {uri} --instance-id {instance} {}",
         ids.join(" ")
     );
-    println!("# task 1 succeeds after ~8 s, task 2 fails after ~6 s, task 3 runs for an hour; Ctrl-C stops the simulator");
+    println!();
+    println!("# curl, with the IAM token the simulator accepts");
+    println!(
+        "curl -s -H 'X-Auth-Token: {TOKEN}' \
+         {uri}/v5/iot/{DEFAULT_PROJECT_ID}/iotda-instances/{instance}/tasks/{first}"
+    );
+    println!();
+    println!("# the official Python SDK (pip install huaweicloudsdkcore huaweicloudsdkiotdm)");
+    println!(
+        "python3 -c 'from huaweicloudsdkcore.auth.credentials import BasicCredentials; \
+         from huaweicloudsdkiotdm.v5 import IoTDMClient, ShowInstanceTaskRequest; \
+         client = IoTDMClient.new_builder()\
+         .with_credentials(BasicCredentials(\"{DEFAULT_AK}\", \"{DEFAULT_SK}\", \"{DEFAULT_PROJECT_ID}\"))\
+         .with_endpoints([\"{uri}\"]).build(); \
+         print(client.show_instance_task(ShowInstanceTaskRequest(instance_id=\"{instance}\", \
+         task_id=\"{first}\")))'"
+    );
     tokio::signal::ctrl_c().await?;
     Ok(())
 }
