@@ -2,24 +2,48 @@
 
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// What `-h` and `--help` both end with: where credentials come from, and the exit codes.
+const AFTER_HELP: &str = "\
+Credentials: HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK, and for temporary credentials
+HUAWEICLOUD_SDK_SECURITY_TOKEN.
+
+Exit codes:
+  0    every task SUCCESS
+  1    a task FAILED
+  2    bad usage or input (no request sent)
+  3    timed out
+  4    an error that retrying cannot fix
+  5    the results could not be written to stdout
+  130  interrupted (SIGINT or SIGTERM)
+With several tasks: 1 if any FAILED, else 4 if any error, else 3 if any timed out, else 0.";
+
+/// The shortest delay or request timeout the command accepts: anything shorter only adds load.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The most requests in flight the command accepts.
+pub const MAX_IN_FLIGHT: usize = 1024;
 
 /// Waits for Huawei Cloud IoTDA instance tasks to finish.
-///
-/// Credentials come from HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK, and for temporary
-/// credentials HUAWEICLOUD_SDK_SECURITY_TOKEN.
-///
-/// Exit codes: 0 every task SUCCESS; 1 a task FAILED; 2 bad usage or input (no request sent);
-/// 3 timed out; 4 an error that retrying cannot fix; 130 interrupted. With several tasks:
-/// 1 if any FAILED, else 4 if any error, else 3 if any timed out, else 0.
 #[derive(Debug, Parser)]
-#[command(name = "iotda-wait", version, about, long_about)]
+#[command(
+    name = "iotda-wait",
+    version,
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct Args {
-    /// The instance the tasks belong to.
-    #[arg(long, value_name = "ID")]
-    pub instance_id: String,
+    /// Prints shell completions or the manual page instead of waiting.
+    #[command(subcommand)]
+    pub command: Option<Command>,
 
-    /// The tasks to wait for.
+    /// The instance the tasks belong to.
+    #[arg(long, value_name = "ID", required = true)]
+    pub instance_id: Option<String>,
+
+    /// The tasks to wait for; an id given twice is waited for once.
     #[arg(value_name = "TASK_ID", required = true)]
     pub task_ids: Vec<String>,
 
@@ -55,17 +79,18 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<std::path::PathBuf>,
 
-    /// The first delay between polls, and the delay after a maintenance window opens.
+    /// The first delay between polls, and the delay after a maintenance window opens; at
+    /// least 10ms.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub min_delay: Duration,
 
-    /// The longest delay between polls.
+    /// The longest delay between polls; at least --min-delay.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub max_delay: Duration,
 
     /// The longest delay between polls of a PENDING task whose maintenance window is closed:
     /// the delays grow towards it only after the task has been PENDING for a while, and a poll
-    /// lands just after the window opens.
+    /// lands just after the window opens. At least --max-delay.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub max_window_delay: Duration,
 
@@ -75,17 +100,69 @@ pub struct Args {
     #[arg(long)]
     pub fail_fast_on_window: bool,
 
-    /// The timeout of each request.
+    /// The timeout of each request; at least 10ms.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
-    /// The most requests in flight at once, over all tasks.
+    /// The most requests in flight at once, over all tasks; 1 to 1024.
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub max_in_flight: usize,
 
     /// What stdout carries: one line per task, or one JSON object per event.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+impl Args {
+    /// Refuses settings that cannot be right, with the range that is allowed.
+    pub fn check(&self) -> Result<(), String> {
+        let at_least = |name: &str, value: Duration, min: Duration, what: &str| {
+            if value < min {
+                Err(format!("{name} must be at least {what} (got {value:?})"))
+            } else {
+                Ok(())
+            }
+        };
+        at_least("--min-delay", self.min_delay, MIN_INTERVAL, "10ms")?;
+        at_least(
+            "--request-timeout",
+            self.request_timeout,
+            MIN_INTERVAL,
+            "10ms",
+        )?;
+        at_least(
+            "--max-delay",
+            self.max_delay,
+            self.min_delay,
+            &format!("--min-delay, {:?}", self.min_delay),
+        )?;
+        at_least(
+            "--max-window-delay",
+            self.max_window_delay,
+            self.max_delay,
+            &format!("--max-delay, {:?}", self.max_delay),
+        )?;
+        if !(1..=MAX_IN_FLIGHT).contains(&self.max_in_flight) {
+            return Err(format!(
+                "--max-in-flight must be between 1 and {MAX_IN_FLIGHT} (got {})",
+                self.max_in_flight
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the command can print instead of waiting.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Prints a completion script for a shell, e.g. `iotda-wait completions bash`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Prints the manual page (roff), e.g. `iotda-wait man > iotda-wait.1`.
+    Man,
 }
 
 /// The format of stdout.

@@ -5,10 +5,10 @@ mod args;
 mod report;
 mod state;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use futures::StreamExt;
 use iotda_task_watcher::watch::{OutcomeKind, WaitState};
 use iotda_task_watcher::{
@@ -16,14 +16,19 @@ use iotda_task_watcher::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::args::Args;
+use crate::args::{Args, Command};
 use crate::report::Reporter;
 
 /// Bad usage or input: nothing was sent.
 const USAGE: u8 = 2;
+/// The results could not be written to stdout.
+const UNWRITTEN: u8 = 5;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(command) = &args.command {
+        return ExitCode::from(print_extra(command));
+    }
     init_logs();
     let (client, instance_id, task_ids, saved) = match prepare(&args) {
         Ok(ready) => ready,
@@ -49,12 +54,18 @@ fn main() -> ExitCode {
 type Prepared = (IotdaClient, InstanceId, Vec<TaskId>, Vec<Option<WaitState>>);
 
 fn prepare(args: &Args) -> Result<Prepared, String> {
-    let instance_id = InstanceId::new(args.instance_id.as_str()).map_err(|e| e.to_string())?;
-    let task_ids = args
-        .task_ids
-        .iter()
-        .map(|id| TaskId::new(id.as_str()).map_err(|e| e.to_string()))
-        .collect::<Result<Vec<_>, _>>()?;
+    args.check()?;
+    let instance_id = args.instance_id.as_deref().unwrap_or_default();
+    let instance_id = InstanceId::new(instance_id).map_err(|e| e.to_string())?;
+    let mut task_ids: Vec<TaskId> = Vec::with_capacity(args.task_ids.len());
+    for id in &args.task_ids {
+        let id = TaskId::new(id.as_str()).map_err(|e| e.to_string())?;
+        if task_ids.contains(&id) {
+            eprintln!("iotda-wait: {id} is given more than once; it is waited for once");
+        } else {
+            task_ids.push(id);
+        }
+    }
     let project_id = args
         .project_id
         .as_deref()
@@ -78,10 +89,13 @@ fn prepare(args: &Args) -> Result<Prepared, String> {
     };
     let client = builder.build().map_err(|e| e.to_string())?;
     let saved = match &args.state_dir {
-        Some(dir) => task_ids
-            .iter()
-            .map(|id| state::load(dir, &instance_id, id))
-            .collect::<Result<Vec<_>, _>>()?,
+        Some(dir) => {
+            state::check_writable(dir)?;
+            task_ids
+                .iter()
+                .map(|id| state::load(dir, &instance_id, id))
+                .collect::<Result<Vec<_>, _>>()?
+        }
         None => vec![None; task_ids.len()],
     };
     Ok((client, instance_id, task_ids, saved))
@@ -99,7 +113,7 @@ async fn run(
     tokio::spawn(cancel_on_signal(token.clone(), interrupted.clone()));
 
     let terminal = std::io::stderr().is_terminal();
-    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let color = color_wanted();
     let reporter = Reporter::new(args.output, &task_ids, terminal, color);
 
     // A resumed wait reports no `Observed`: its last snapshot comes from the saved state.
@@ -146,8 +160,34 @@ async fn run(
     }
     if interrupted.is_cancelled() {
         OutcomeKind::Cancelled.exit_code()
+    } else if reporter.lost_output() {
+        UNWRITTEN
     } else {
         worst.exit_code()
+    }
+}
+
+/// Prints shell completions or the manual page; the exit code.
+fn print_extra(command: &Command) -> u8 {
+    let mut args = Args::command();
+    // Rendered first: the completion generator cannot report a failed write.
+    let mut text = Vec::new();
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut args, "iotda-wait", &mut text);
+        }
+        Command::Man => clap_mangen::Man::new(args)
+            .render(&mut text)
+            .expect("rendering into memory does not fail"),
+    }
+    let mut out = std::io::stdout().lock();
+    let written = out.write_all(&text).and_then(|()| out.flush());
+    match written {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("iotda-wait: cannot write to stdout: {e}");
+            UNWRITTEN
+        }
     }
 }
 
@@ -177,12 +217,18 @@ async fn cancel_on_signal(token: CancellationToken, interrupted: CancellationTok
     token.cancel();
 }
 
-/// Logs to stderr when `RUST_LOG` asks for them.
+/// Colours, unless `NO_COLOR` is set to something.
+fn color_wanted() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Logs to stderr when `RUST_LOG` asks for them; colours only on a terminal.
 fn init_logs() {
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal() && color_wanted())
             .try_init();
     }
 }

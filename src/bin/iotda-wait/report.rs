@@ -1,10 +1,11 @@
 //! What the command prints: stderr for people, stdout for programs.
 
+use std::cell::Cell;
 use std::io::Write;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use iotda_task_watcher::watch::OutcomeKind;
-use iotda_task_watcher::{InstanceTask, TaskEvent, TaskId, WaitError};
+use iotda_task_watcher::{InstanceTask, Outcome, TaskEvent, TaskId};
 use serde_json::{json, Map, Value};
 
 use crate::args::Output;
@@ -12,6 +13,8 @@ use crate::args::Output;
 pub struct Reporter {
     output: Output,
     people: People,
+    /// A line could not be written to stdout.
+    lost: Cell<bool>,
 }
 
 enum People {
@@ -48,7 +51,16 @@ impl Reporter {
         } else {
             People::Lines
         };
-        Self { output, people }
+        Self {
+            output,
+            people,
+            lost: Cell::new(false),
+        }
+    }
+
+    /// Whether a result could not be written to stdout.
+    pub fn lost_output(&self) -> bool {
+        self.lost.get()
     }
 
     /// Reports one event of task number `index`; `last` is that task's last snapshot, for
@@ -71,7 +83,7 @@ impl Reporter {
 
     fn for_people(&self, index: usize, id: &TaskId, event: &TaskEvent) {
         match &self.people {
-            People::Bars { bars, .. } => {
+            People::Bars { bars, multi } => {
                 let bar = &bars[index];
                 match event {
                     TaskEvent::Observed { task, .. } | TaskEvent::StatusChanged { task, .. } => {
@@ -92,17 +104,12 @@ impl Reporter {
                             "PENDING; may be waiting for its window, which opens at {opens_at}"
                         ));
                     }
-                    TaskEvent::Done(outcome) => match outcome {
-                        Ok(_) => {
-                            bar.set_position(100);
-                            bar.finish_with_message("SUCCESS");
-                        }
-                        Err(WaitError::Failed { task, .. }) => {
-                            let detail = task.status_detail.as_deref().unwrap_or("no detail");
-                            bar.abandon_with_message(format!("FAILED: {detail}"));
-                        }
-                        Err(e) => bar.abandon_with_message(e.to_string()),
-                    },
+                    // A bar is as wide as the terminal: the final line goes above the bars,
+                    // whole, and the bar goes.
+                    TaskEvent::Done(outcome) => {
+                        let _ = multi.println(format!("{id}: {}", final_words(outcome)));
+                        bar.finish_and_clear();
+                    }
                     _ => {}
                 }
             }
@@ -132,8 +139,7 @@ impl Reporter {
                         "PENDING; it may be waiting for its maintenance window, which opens at {opens_at}; next poll in {:.0}s",
                         delay.as_secs_f64()
                     ),
-                    TaskEvent::Done(Ok(_)) => "SUCCESS".into(),
-                    TaskEvent::Done(Err(e)) => e.to_string(),
+                    TaskEvent::Done(outcome) => final_words(outcome),
                     _ => return,
                 };
                 let _ = writeln!(std::io::stderr().lock(), "{id}: {line}");
@@ -142,21 +148,34 @@ impl Reporter {
     }
 }
 
+/// How a wait ended, in full: `SUCCESS`, or the error with everything it carries.
+fn final_words(outcome: &Outcome) -> String {
+    match outcome {
+        Ok(_) => "SUCCESS".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
 fn percent(p: Option<u8>) -> String {
     p.map(|p| format!(" {p}%")).unwrap_or_default()
 }
 
 impl Reporter {
-    /// Writes a line to stdout, with the bars out of the way when they share a terminal.
+    /// Writes a line to stdout, with the bars out of the way when they share a terminal. A
+    /// line that cannot be written is said once on stderr, and the exit code says so.
     fn emit(&self, line: &str) {
         let write = || {
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
+            writeln!(out, "{line}").and_then(|()| out.flush())
         };
-        match &self.people {
+        let written = match &self.people {
             People::Bars { multi, .. } => multi.suspend(write),
             People::Lines => write(),
+        };
+        if let Err(e) = written {
+            if !self.lost.replace(true) {
+                eprintln!("iotda-wait: cannot write the results to stdout: {e}");
+            }
         }
     }
 }

@@ -9,6 +9,21 @@ pub fn path(dir: &Path, task: &TaskId) -> PathBuf {
     dir.join(format!("{task}.json"))
 }
 
+/// Makes sure the state directory exists and takes files, before any request: a wait that
+/// cannot save its state cannot keep its promise to resume.
+pub fn check_writable(dir: &Path) -> Result<(), String> {
+    let refuse = |e: std::io::Error| {
+        format!(
+            "--state-dir {}: cannot keep state there: {e}",
+            dir.display()
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(refuse)?;
+    let probe = dir.join(format!(".iotda-wait-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(refuse)?;
+    std::fs::remove_file(&probe).map_err(refuse)
+}
+
 /// The saved state of `task`, if any. A file that cannot be used is an error rather than a
 /// fresh start, which would lose the first attempt's deadline.
 pub fn load(dir: &Path, instance: &InstanceId, task: &TaskId) -> Result<Option<WaitState>, String> {
@@ -37,11 +52,6 @@ pub fn load(dir: &Path, instance: &InstanceId, task: &TaskId) -> Result<Option<W
 /// kill mid-write leaves the last good state), removed when the wait ends, unless it was
 /// interrupted, so that the next attempt resumes it.
 pub fn saver(file: PathBuf) -> impl FnMut(&TaskEvent, Option<WaitState>) + Send + 'static {
-    if let Some(dir) = file.parent() {
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            eprintln!("iotda-wait: cannot create {}: {e}", dir.display());
-        }
-    }
     move |event, state| {
         let result = match state {
             Some(state) => {
