@@ -3,6 +3,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use iotda_task_watcher::model::ChargeMode;
 use iotda_task_watcher::simulator::{
     Fault, Simulator, TaskScript, DEFAULT_AK, DEFAULT_PROJECT_ID, DEFAULT_SK,
 };
@@ -414,6 +415,34 @@ async fn on_a_narrow_terminal_each_final_line_is_printed_whole() {
         screen.contains(&format!("{}: SUCCESS", task(2))),
         "{screen}"
     );
+}
+
+#[tokio::test]
+async fn the_done_line_carries_the_target_config_and_the_one_end_time() {
+    let sim = Simulator::start().await;
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify)
+            .target_config("iotda.standard.s2", Some(4), ChargeMode::PrePaid)
+            .running(1)
+            .succeed(),
+    );
+    let out = run(command(&sim, &["--output", "json", task(1).as_str()])).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines = out.json();
+    let done = &lines.last().unwrap()["task"];
+    assert_eq!(done["target_config"]["flavor"]["type"], "iotda.standard.s2");
+    assert_eq!(done["target_config"]["flavor"]["size"], 4);
+    assert_eq!(done["target_config"]["charge_mode"], "prePaid");
+    // A finished task reports one end time, however often it is asked.
+    let end = done["end_time"].as_str().unwrap().to_owned();
+    let again = sim
+        .client()
+        .instance_task(&instance(), &task(1))
+        .await
+        .unwrap();
+    assert_eq!(again.end_time.map(|t| t.to_string()), Some(end));
 }
 
 #[tokio::test]
