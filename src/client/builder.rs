@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::header::HeaderValue;
 
+use super::budget::{Budget, RequestBudget};
 use super::credentials::{Auth, Credentials};
 use super::endpoint::{Endpoint, EndpointError};
 use super::{ascii_value, Inner, IotdaClient, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT, USER_AGENT};
@@ -21,6 +22,7 @@ pub struct IotdaClientBuilder {
     timeout: Option<Duration>,
     max_body_bytes: Option<usize>,
     http: Option<reqwest::Client>,
+    budget: Option<RequestBudget>,
 }
 
 enum Target {
@@ -43,6 +45,7 @@ impl std::fmt::Debug for IotdaClientBuilder {
             .field("timeout", &self.timeout)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("http_client", &self.http.is_some())
+            .field("budget", &self.budget)
             .finish()
     }
 }
@@ -88,6 +91,13 @@ impl IotdaClientBuilder {
     /// Uses `client` for requests, so that many clients and watchers share one connection pool.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
+        self
+    }
+
+    /// The request budget every wait on this client (and its clones) shares: see
+    /// [`RequestBudget`]. Default: no fixed cap, the adaptive limiter on.
+    pub fn budget(mut self, budget: RequestBudget) -> Self {
+        self.budget = Some(budget);
         self
     }
 
@@ -141,6 +151,8 @@ impl IotdaClientBuilder {
                 timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
                 max_body_bytes: self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
                 clock_offset_ms: AtomicI64::new(0),
+                budget: Arc::new(Budget::new(self.budget.unwrap_or_default())),
+                feeds: crate::watch::shared::Feeds::default(),
             }),
         })
     }

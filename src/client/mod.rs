@@ -3,6 +3,7 @@
 //! and the signer.
 
 pub(crate) mod answer;
+pub mod budget;
 mod builder;
 pub mod credentials;
 pub mod endpoint;
@@ -20,10 +21,12 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use url::Url;
 
+use self::budget::{Budget, BudgetStats};
 use self::credentials::{Auth, Credentials};
 use self::endpoint::Endpoint;
 use crate::ids::{InstanceId, ProjectId, TaskId};
 use crate::model::InstanceTask;
+use crate::watch::shared::Feeds;
 use crate::watch::BoundTask;
 
 /// The per-request timeout unless [`IotdaClientBuilder::timeout`] says otherwise.
@@ -79,6 +82,10 @@ struct Inner {
     max_body_bytes: usize,
     /// The server's clock minus ours, in milliseconds, learnt from a refused signature.
     clock_offset_ms: AtomicI64,
+    /// The request budget every wait on this client shares.
+    budget: Arc<Budget>,
+    /// The tasks being waited for, so that waits on one task share its polls.
+    feeds: Feeds,
 }
 
 impl std::fmt::Debug for IotdaClient {
@@ -114,6 +121,21 @@ impl IotdaClient {
     #[must_use]
     pub fn timeout(&self) -> Duration {
         self.inner.timeout
+    }
+
+    /// What the request budget has seen: requests, throttled answers, time spent waiting for
+    /// a token, and the adaptive rate once engaged.
+    #[must_use]
+    pub fn budget_stats(&self) -> BudgetStats {
+        self.inner.budget.stats()
+    }
+
+    pub(crate) fn budget(&self) -> &Arc<Budget> {
+        &self.inner.budget
+    }
+
+    pub(crate) fn feeds(&self) -> &Feeds {
+        &self.inner.feeds
     }
 
     /// The URL of one task: `{endpoint}/v5/iot/{project_id}/iotda-instances/{instance_id}/tasks/{task_id}`.
@@ -152,6 +174,7 @@ impl IotdaClient {
     }
 
     /// Queries one task: one call, one request, no retries (retrying is the watcher's job).
+    /// The request takes its turn in the client's [budget](budget::RequestBudget) first.
     ///
     /// # Errors
     /// An [`ApiError`] for a failed request or an error answer; [`ApiError::is_transient`] says
@@ -176,10 +199,12 @@ impl IotdaClient {
         timeout: Duration,
     ) -> Result<InstanceTask, ApiError> {
         let url = self.task_url(instance_id, task_id);
+        self.inner.budget.acquire().await;
         self.fetch(&url, Some(timeout)).await
     }
 
-    /// One GET of a task's URL; `timeout` bounds it when given.
+    /// One GET of a task's URL; `timeout` bounds it when given. The caller has taken a token
+    /// from the budget; the answer is reported to it.
     pub(crate) async fn fetch(
         &self,
         url: &Url,
@@ -190,6 +215,7 @@ impl IotdaClient {
         let mut request = reqwest::Request::new(reqwest::Method::GET, url.clone());
         *request.headers_mut() = self.signed_headers(url, skew::shift(local, offset_ms));
         *request.timeout_mut() = timeout;
+        let sent_at = tokio::time::Instant::now();
         let response = self
             .inner
             .http
@@ -197,6 +223,10 @@ impl IotdaClient {
             .await
             .map_err(answer::transport_error)?;
         let answer = self.read_response(response).await;
+        let throttled = answer
+            .as_ref()
+            .is_err_and(|e| e.kind() == ApiErrorKind::Throttled);
+        self.inner.budget.answered(sent_at, throttled);
         answer.map_err(|mut error| {
             if error.kind() == ApiErrorKind::Unauthorized {
                 self.learn_clock(&mut error, local, offset_ms);

@@ -34,6 +34,7 @@ use tracing::Instrument;
 
 use super::clock::Clock;
 use super::schedule::Schedule;
+use super::shared::Polled;
 use super::state::{SavedSchedule, WaitState};
 use super::watcher::Settings;
 use super::window::next_opening;
@@ -44,6 +45,20 @@ use crate::model::{InstanceTask, TaskStatus};
 /// How late after the deadline a planned poll may still go out: tokio's timer has millisecond
 /// slots, so a sleep until the deadline can end just after it.
 const LATE_WAKE: Duration = Duration::from_millis(50);
+
+/// What ended a sleep.
+enum Wake {
+    Due,
+    Cancelled,
+    Answer(Arc<Polled>),
+}
+
+/// What came of waiting for the source to allow a request.
+enum Ready {
+    Go,
+    Cancelled,
+    TimedOut,
+}
 
 // Independent facts about one wait, each read in one place: a state enum would say less.
 #[allow(clippy::struct_excessive_bools)]
@@ -68,6 +83,10 @@ pub(crate) struct Engine<S> {
     late_start: bool,
     /// Whether any poll has had an answer from the service, even an error.
     answered: bool,
+    /// The answers to every wait's polls of this task, when they are shared.
+    answers: Option<tokio::sync::watch::Receiver<Option<Arc<Polled>>>>,
+    /// The last shared answer taken.
+    seen: u64,
     failures: u32,
     last: Option<InstanceTask>,
     last_error: Option<ApiError>,
@@ -108,6 +127,8 @@ impl<S: TaskSource> Engine<S> {
             sent: false,
             late_start: false,
             answered: false,
+            answers: None,
+            seen: 0,
             failures: 0,
             last: None,
             last_error: None,
@@ -116,6 +137,7 @@ impl<S: TaskSource> Engine<S> {
             span,
             clock,
         };
+        engine.answers = engine.source.shared_polls().map(|s| s.feed.subscribe());
         if let Some(state) = settings.resume {
             engine.restore(*state, settings.backoff);
         }
@@ -171,16 +193,21 @@ impl<S: TaskSource> Engine<S> {
         .await
     }
 
-    /// Sleeps until the next poll, polls, and queues what came of it.
+    /// Sleeps until the next poll, polls, and queues what came of it. A wait that shares its
+    /// task's polls also wakes for an answer to another wait's poll, and takes it as its own.
     async fn step(&mut self) {
         // A poll that is already due goes out without a trip through the timer.
-        let slept = if self.next_poll <= Instant::now() {
-            self.until(std::future::ready(())).await
-        } else {
-            self.until(tokio::time::sleep_until(self.next_poll)).await
-        };
-        if slept.is_none() {
-            return self.cancelled();
+        if self.next_poll > Instant::now() {
+            match self.sleep().await {
+                Wake::Cancelled => return self.cancelled(),
+                Wake::Answer(polled) => {
+                    // Another wait's request: a poll of this wait too.
+                    self.sent = true;
+                    self.polls = self.polls.saturating_add(1);
+                    return self.take(&polled);
+                }
+                Wake::Due => {}
+            }
         }
         let _permit = match &self.limiter {
             None => None,
@@ -196,18 +223,118 @@ impl<S: TaskSource> Engine<S> {
         if late && self.sent {
             return self.timed_out();
         }
+        let timeout = self.request_timeout;
+        let shared = self.source.shared_polls().cloned();
+        // Joining a request in flight takes no turn in the budget: it sends nothing.
+        let stale = Instant::now().checked_sub(timeout).unwrap_or(self.started);
+        let joined = shared.as_ref().and_then(|s| s.feed.in_flight(stale));
+        if joined.is_none() {
+            match self.ready().await {
+                Ready::Go => {}
+                Ready::Cancelled => return self.cancelled(),
+                Ready::TimedOut => return self.timed_out(),
+            }
+        }
         self.sent = true;
         self.polls = self.polls.saturating_add(1);
-        let timeout = self.request_timeout;
-        // Boxed so that a sleeping watcher does not carry the size of a request in flight.
-        let fetch = Box::pin(tokio::time::timeout(timeout, self.source.fetch()));
-        let result = match self.until(fetch).await {
-            None => return self.cancelled(),
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(ApiError::new(ApiErrorKind::Timeout)
-                .with_detail(format!("no answer within {timeout:?}"))),
+        let timed_out = move || {
+            Err(ApiError::new(ApiErrorKind::Timeout)
+                .with_detail(format!("no answer within {timeout:?}")))
         };
-        match result {
+        match shared {
+            Some(shared) => {
+                let request = joined.unwrap_or_else(|| {
+                    let request = (shared.request)();
+                    shared.feed.poll(stale, async move {
+                        tokio::time::timeout(timeout, request)
+                            .await
+                            .unwrap_or_else(|_| timed_out())
+                    })
+                });
+                match self.until(tokio::time::timeout(timeout, request)).await {
+                    None => self.cancelled(),
+                    Some(Ok(polled)) => self.take(&polled),
+                    Some(Err(_)) => self.answered(timed_out()),
+                }
+            }
+            None => {
+                // Boxed so that a sleeping watcher does not carry the size of a request in
+                // flight.
+                let fetch = Box::pin(tokio::time::timeout(timeout, self.source.fetch()));
+                match self.until(fetch).await {
+                    None => self.cancelled(),
+                    Some(Ok(result)) => self.answered(result),
+                    Some(Err(_)) => self.answered(timed_out()),
+                }
+            }
+        }
+    }
+
+    /// Sleeps until the next poll is due, unless the wait is cancelled or (when it shares its
+    /// task's polls) another wait's poll brings a new answer first.
+    async fn sleep(&mut self) -> Wake {
+        let cancelled = async {
+            match &self.cancel {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let due = tokio::time::sleep_until(self.next_poll);
+        let Some(answers) = self.answers.as_mut() else {
+            return tokio::select! {
+                biased;
+                () = cancelled => Wake::Cancelled,
+                () = due => Wake::Due,
+            };
+        };
+        tokio::pin!(due);
+        tokio::pin!(cancelled);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut cancelled => return Wake::Cancelled,
+                () = &mut due => return Wake::Due,
+                changed = answers.changed() => {
+                    if changed.is_err() {
+                        // The feed is gone: nobody else polls this task any more.
+                        self.answers = None;
+                        return Wake::Due;
+                    }
+                    let latest = answers.borrow_and_update().clone();
+                    if let Some(polled) = latest.filter(|p| p.seq > self.seen) {
+                        return Wake::Answer(polled);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for the source to allow a request (the client's budget), giving up on
+    /// cancellation, or at the deadline unless this is the wait's first poll.
+    async fn ready(&self) -> Ready {
+        let cancelled = async {
+            match &self.cancel {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let deadline = tokio::time::sleep_until(self.deadline + LATE_WAKE);
+        tokio::select! {
+            biased;
+            () = cancelled => Ready::Cancelled,
+            () = self.source.ready() => Ready::Go,
+            () = deadline, if self.sent => Ready::TimedOut,
+        }
+    }
+
+    /// Takes an answer from the task's shared polls as this wait's poll.
+    fn take(&mut self, polled: &Polled) {
+        self.seen = self.seen.max(polled.seq);
+        self.answered(polled.answer.clone());
+    }
+
+    fn answered(&mut self, answer: Result<InstanceTask, ApiError>) {
+        match answer {
             Ok(task) => self.observed(task),
             Err(error) => self.failed(error),
         }

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 
+use super::shared::{Feed, Request, SharedPolls};
 use crate::client::{ApiError, IotdaClient};
 use crate::ids::{InstanceId, TaskId};
 use crate::model::InstanceTask;
@@ -28,6 +29,20 @@ pub trait TaskSource: Send + Sync {
     fn ids(&self) -> Option<(&InstanceId, &TaskId)> {
         None
     }
+
+    /// Waits until a request may be sent: the client's request budget, for
+    /// [`BoundTask`]. The watcher starts the request timeout after it, and gives up on it at
+    /// its deadline. Ready at once by default.
+    fn ready(&self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
+    /// The polls this source shares with other waits on the same task (see
+    /// [`SharedPolls`]); the watcher then takes their answers as its own polls and joins
+    /// their requests. `None` by default.
+    fn shared_polls(&self) -> Option<&SharedPolls> {
+        None
+    }
 }
 
 impl<F, Fut> TaskSource for F
@@ -48,6 +63,8 @@ pub struct BoundTask {
     task_id: TaskId,
     /// Built once: every poll of a wait asks for the same URL.
     url: url::Url,
+    /// The polls shared with every other wait on this task through this client.
+    shared: SharedPolls,
 }
 
 impl BoundTask {
@@ -57,11 +74,18 @@ impl BoundTask {
         instance_id: InstanceId,
         task_id: TaskId,
     ) -> Self {
+        let feed: std::sync::Arc<Feed> = client.feeds().join(&url);
+        let (owned_client, owned_url) = (client.clone(), url.clone());
+        let request: Request = std::sync::Arc::new(move || {
+            let (client, url) = (owned_client.clone(), owned_url.clone());
+            Box::pin(async move { client.fetch(&url, None).await })
+        });
         Self {
             client,
             instance_id,
             task_id,
             url,
+            shared: SharedPolls { feed, request },
         }
     }
 
@@ -92,5 +116,13 @@ impl TaskSource for BoundTask {
 
     fn ids(&self) -> Option<(&InstanceId, &TaskId)> {
         Some((&self.instance_id, &self.task_id))
+    }
+
+    fn ready(&self) -> impl Future<Output = ()> + Send {
+        self.client.budget().acquire()
+    }
+
+    fn shared_polls(&self) -> Option<&SharedPolls> {
+        Some(&self.shared)
     }
 }

@@ -1,0 +1,481 @@
+//! One request budget per client, shared by every wait on it: an optional fixed cap, and an
+//! adaptive limiter that engages on the first throttling answer.
+//!
+//! Huawei Cloud throttles per account (429 `APIGW.0308`, 403 `IOTDA.021101`/`IOTDA.021102`), so
+//! a hundred waits that each back off on their own keep the account over its quota. Every
+//! request of a client (and of its clones) first takes a token from the budget:
+//!
+//! - **Fixed cap** ([`RequestBudget::with_max_rps`]): a token bucket of `rate` tokens per second
+//!   holding at most `burst`.
+//! - **Adaptive** (on by default): idle until the service throttles a request, then a token
+//!   bucket whose rate follows the curve of AWS's "adaptive" retry mode (botocore
+//!   `retries/adaptive.py`, smithy-rs `client_rate_limiter.rs`), itself the CUBIC curve of
+//!   TCP (RFC 8312). On a throttle the rate is cut to [`BETA`] (0.7) times the rate the client
+//!   was sending at; it then grows back as `C (t - K)^3 + W` (with [`SCALE`] C = 0.4, W the
+//!   rate before the cut, and K the time at which the curve is back at W), flat near W and
+//!   faster beyond it, but never above twice the rate actually sent, and never below
+//!   [`MIN_RATE`]. The sending rate is measured over half-second windows, smoothed by
+//!   [`SMOOTH`]. All four constants are AWS's.
+//! - One change of ours: a throttle only cuts the rate for a request sent after the last
+//!   cut. The answers to requests already in flight at a cut say what the old rate did, and
+//!   cutting again for each of them would collapse the rate for one burst of answers.
+//!
+//! Waits queue for tokens in the order their polls fell due (a fair, first-in first-out
+//! queue), so under a budget the poll that has waited longest goes first and none starves.
+//! When no cap is set and nothing was ever throttled, taking a token is one atomic load and
+//! the measurement of the rate sent (one uncontended lock).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How much the rate is cut on a throttle (AWS's `BETA`).
+pub const BETA: f64 = 0.7;
+/// How fast the rate grows back after a cut (AWS's `SCALE_CONSTANT`), in requests per second
+/// per second cubed.
+pub const SCALE: f64 = 0.4;
+/// The weight of the latest half-second in the measured sending rate (AWS's `SMOOTH`).
+pub const SMOOTH: f64 = 0.8;
+/// The lowest rate the adaptive limiter goes down to, in requests per second (AWS's
+/// `MIN_FILL_RATE`).
+pub const MIN_RATE: f64 = 0.5;
+/// The window over which the sending rate is counted.
+const WINDOW: Duration = Duration::from_millis(500);
+
+/// How many requests per second a client may send, over all the waits that share it.
+///
+/// The default has no fixed cap and the adaptive limiter on: nothing is held back until the
+/// service throttles a request, and from then on the whole client keeps near the rate the
+/// service accepts.
+///
+/// ```
+/// use iotda_task_watcher::client::budget::RequestBudget;
+/// // At most 20 requests per second in bursts of 40, and slower still if throttled.
+/// let budget = RequestBudget::default().with_max_rps(20.0, 40);
+/// assert_eq!(budget.max_rps(), Some((20.0, 40)));
+/// assert!(budget.adaptive());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct RequestBudget {
+    max_rps: Option<(f64, u32)>,
+    adaptive: bool,
+}
+
+impl Default for RequestBudget {
+    fn default() -> Self {
+        Self {
+            max_rps: None,
+            adaptive: true,
+        }
+    }
+}
+
+impl RequestBudget {
+    /// No cap and no adaptive limiter: every wait paces itself alone.
+    #[must_use]
+    pub fn unlimited() -> Self {
+        Self {
+            max_rps: None,
+            adaptive: false,
+        }
+    }
+
+    /// A fixed cap: `rate` requests per second, at most `burst` at once. A rate that is not a
+    /// positive number is no cap; a burst below 1 counts as 1.
+    #[must_use]
+    pub fn with_max_rps(mut self, rate: f64, burst: u32) -> Self {
+        self.max_rps = (rate.is_finite() && rate > 0.0).then_some((rate, burst.max(1)));
+        self
+    }
+
+    /// Turns the adaptive limiter on or off (on by default).
+    #[must_use]
+    pub fn with_adaptive(mut self, on: bool) -> Self {
+        self.adaptive = on;
+        self
+    }
+
+    /// The fixed cap, as (requests per second, burst).
+    #[must_use]
+    pub fn max_rps(&self) -> Option<(f64, u32)> {
+        self.max_rps
+    }
+
+    /// Whether the adaptive limiter is on.
+    #[must_use]
+    pub fn adaptive(&self) -> bool {
+        self.adaptive
+    }
+}
+
+/// What a client's budget has seen, for reports.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
+pub struct BudgetStats {
+    /// Requests that took a token.
+    pub requests: u64,
+    /// Answers that throttled.
+    pub throttled: u64,
+    /// Total time requests waited for a token.
+    pub waited: Duration,
+    /// The adaptive limiter's rate, once a throttle engaged it.
+    pub adaptive_rate: Option<f64>,
+}
+
+/// A token bucket.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    capacity: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, capacity: f64, now: Instant) -> Self {
+        Self {
+            rate,
+            capacity,
+            tokens: capacity,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
+        self.at = now;
+    }
+
+    /// How long until a token is there (zero when one is).
+    fn wait(&self) -> Duration {
+        if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+        }
+    }
+}
+
+/// The sending rate, counted per window and smoothed.
+#[derive(Debug)]
+struct Meter {
+    window_start: Instant,
+    count: u32,
+    rate: f64,
+}
+
+impl Meter {
+    fn sent(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= WINDOW {
+            let latest = f64::from(self.count) / elapsed.as_secs_f64();
+            self.rate = SMOOTH * latest + (1.0 - SMOOTH) * self.rate;
+            self.window_start = now;
+            self.count = 0;
+        }
+        self.count = self.count.saturating_add(1);
+    }
+}
+
+/// The adaptive limiter, once engaged.
+#[derive(Debug)]
+struct Adaptive {
+    bucket: Bucket,
+    /// The rate before the last cut (W), and when that cut came.
+    before_cut: f64,
+    cut_at: Instant,
+    /// When the curve is back at `before_cut`, in seconds after the cut (K).
+    k: f64,
+}
+
+impl Adaptive {
+    fn cut(from: f64, now: Instant, tokens: Option<f64>) -> Self {
+        let rate = (from * BETA).max(MIN_RATE);
+        let mut bucket = Bucket::new(rate, rate.max(1.0), now);
+        if let Some(tokens) = tokens {
+            bucket.tokens = tokens.min(bucket.capacity);
+        }
+        Self {
+            bucket,
+            before_cut: from,
+            cut_at: now,
+            k: (from * (1.0 - BETA) / SCALE).cbrt(),
+        }
+    }
+
+    fn rise(&mut self, now: Instant, measured: f64) {
+        let t = now.saturating_duration_since(self.cut_at).as_secs_f64() - self.k;
+        let curve = SCALE * t * t * t + self.before_cut;
+        let rate = curve.min(2.0 * measured).max(MIN_RATE);
+        self.bucket.refill(now);
+        self.bucket.rate = rate;
+        self.bucket.capacity = rate.max(1.0);
+        self.bucket.tokens = self.bucket.tokens.min(self.bucket.capacity);
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    fixed: Option<Bucket>,
+    adaptive: Option<Adaptive>,
+    meter: Meter,
+}
+
+/// A client's budget: see the module docs.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    config: RequestBudget,
+    /// Polls waiting for a token, first come first served.
+    queue: tokio::sync::Mutex<()>,
+    state: Mutex<State>,
+    /// Whether taking a token may have to wait: a fixed cap, or an engaged limiter.
+    limited: AtomicBool,
+    requests: AtomicU64,
+    throttled: AtomicU64,
+    waited_ns: AtomicU64,
+}
+
+impl Budget {
+    pub(crate) fn new(config: RequestBudget) -> Self {
+        let now = Instant::now();
+        let fixed = config
+            .max_rps
+            .map(|(rate, burst)| Bucket::new(rate, f64::from(burst), now));
+        Self {
+            limited: AtomicBool::new(fixed.is_some()),
+            state: Mutex::new(State {
+                fixed,
+                adaptive: None,
+                meter: Meter {
+                    window_start: now,
+                    count: 0,
+                    rate: 0.0,
+                },
+            }),
+            queue: tokio::sync::Mutex::new(()),
+            config,
+            requests: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            waited_ns: AtomicU64::new(0),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is plain numbers: a panic elsewhere cannot leave it half-written.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits for a token, in turn; returns when the request may go.
+    pub(crate) async fn acquire(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if !self.limited.load(Ordering::Acquire) {
+            if self.config.adaptive {
+                self.state().meter.sent(Instant::now());
+            }
+            return;
+        }
+        let queued = Instant::now();
+        let _turn = self.queue.lock().await;
+        loop {
+            let wait = {
+                let mut state = self.state();
+                let now = Instant::now();
+                let State {
+                    fixed,
+                    adaptive,
+                    meter,
+                } = &mut *state;
+                let buckets = fixed
+                    .iter_mut()
+                    .chain(adaptive.as_mut().map(|a| &mut a.bucket));
+                let mut wait = Duration::ZERO;
+                let mut all: Vec<&mut Bucket> = Vec::with_capacity(2);
+                for bucket in buckets {
+                    bucket.refill(now);
+                    wait = wait.max(bucket.wait());
+                    all.push(bucket);
+                }
+                if wait.is_zero() {
+                    for bucket in all {
+                        bucket.tokens -= 1.0;
+                    }
+                    meter.sent(now);
+                }
+                wait
+            };
+            if wait.is_zero() {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+        }
+        let waited = u64::try_from(queued.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.waited_ns.fetch_add(waited, Ordering::Relaxed);
+    }
+
+    /// Takes in what the service answered to a request sent at `sent_at`.
+    pub(crate) fn answered(&self, sent_at: Instant, throttled: bool) {
+        if throttled {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        if !self.config.adaptive {
+            return;
+        }
+        let now = Instant::now();
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let measured = state.meter.rate;
+        match (&mut state.adaptive, throttled) {
+            (None, false) => {}
+            (Some(adaptive), false) => adaptive.rise(now, measured),
+            // Sent before the last cut: it speaks of the rate before it.
+            (Some(adaptive), true) if sent_at < adaptive.cut_at => {}
+            (adaptive, true) => {
+                let (from, tokens) = match adaptive {
+                    None => (measured, None),
+                    Some(a) => {
+                        a.bucket.refill(now);
+                        (a.bucket.rate.min(measured), Some(a.bucket.tokens))
+                    }
+                };
+                // A throttle before any window closed: the rate sent is not known yet, so
+                // start from what the first window counted.
+                let from = if from > 0.0 {
+                    from
+                } else {
+                    f64::from(state.meter.count) / WINDOW.as_secs_f64()
+                };
+                state.adaptive = Some(Adaptive::cut(from.max(MIN_RATE), now, tokens));
+                self.limited.store(true, Ordering::Release);
+                tracing::debug!(
+                    rate = from * BETA,
+                    "throttled: the client's request rate is cut"
+                );
+            }
+        }
+    }
+
+    pub(crate) fn stats(&self) -> BudgetStats {
+        BudgetStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
+            waited: Duration::from_nanos(self.waited_ns.load(Ordering::Relaxed)),
+            adaptive_rate: self.state().adaptive.as_ref().map(|a| a.bucket.rate),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fixed_cap_lets_a_burst_through_then_paces() {
+        let budget = Budget::new(RequestBudget::unlimited().with_max_rps(10.0, 3));
+        let start = Instant::now();
+        let mut at = Vec::new();
+        for _ in 0..6 {
+            budget.acquire().await;
+            at.push(start.elapsed().as_secs_f64());
+        }
+        assert_eq!(at, [0.0, 0.0, 0.0, 0.1, 0.2, 0.3]);
+        assert_eq!(budget.stats().requests, 6);
+        assert_eq!(budget.stats().waited, secs(0.3), "three waited 0.1 s each");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_held_back_until_a_throttle() {
+        let budget = Budget::new(RequestBudget::default());
+        let start = Instant::now();
+        for _ in 0..100 {
+            budget.acquire().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(budget.stats().adaptive_rate, None);
+    }
+
+    /// Sends at `rate` for `secs`, the budget permitting; returns how many went.
+    async fn send(budget: &Budget, rate: f64, secs_long: f64) -> u32 {
+        let end = Instant::now() + secs(secs_long);
+        let mut sent = 0;
+        while Instant::now() < end {
+            budget.acquire().await;
+            budget.answered(Instant::now(), false);
+            sent += 1;
+            tokio::time::sleep(secs(1.0 / rate)).await;
+        }
+        sent
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_cuts_the_rate_sent_and_it_grows_back_on_the_cubic_curve() {
+        let budget = Budget::new(RequestBudget::default());
+        send(&budget, 40.0, 3.0).await;
+        let measured = budget.state().meter.rate;
+        assert!((measured - 40.0).abs() < 2.0, "{measured}");
+        budget.answered(Instant::now(), true);
+        let cut = budget.stats().adaptive_rate.unwrap();
+        assert!((cut - measured * BETA).abs() < 1e-9, "{cut}");
+        // Back at the rate before the cut after K seconds: (W (1 - BETA) / C)^(1/3).
+        let k = (measured * (1.0 - BETA) / SCALE).cbrt();
+        let start = Instant::now();
+        send(&budget, 1000.0, k).await;
+        let rate = budget.stats().adaptive_rate.unwrap();
+        assert!(
+            (rate - measured).abs() < 1.5,
+            "{rate} after {:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_to_requests_sent_before_a_cut_do_not_cut_again() {
+        let budget = Budget::new(RequestBudget::default());
+        send(&budget, 40.0, 2.0).await;
+        let before = Instant::now();
+        tokio::time::advance(secs(0.01)).await;
+        budget.answered(before, true);
+        let once = budget.stats().adaptive_rate.unwrap();
+        for _ in 0..10 {
+            budget.answered(before, true);
+        }
+        assert_eq!(budget.stats().adaptive_rate, Some(once));
+        assert_eq!(budget.stats().throttled, 11);
+        // A request sent after the cut and throttled cuts again.
+        budget.answered(Instant::now(), true);
+        let twice = budget.stats().adaptive_rate.unwrap();
+        assert!(twice < once, "{twice} < {once}");
+        assert!(twice >= MIN_RATE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_serves_polls_in_the_order_they_fell_due() {
+        let budget =
+            std::sync::Arc::new(Budget::new(RequestBudget::unlimited().with_max_rps(1.0, 1)));
+        budget.acquire().await;
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut handles = Vec::new();
+        for i in 0..5 {
+            let (budget, order) = (budget.clone(), order.clone());
+            handles.push(tokio::spawn(async move {
+                budget.acquire().await;
+                order.lock().unwrap().push(i);
+            }));
+            // Each falls due a moment after the one before.
+            tokio::time::advance(secs(0.01)).await;
+        }
+        for handle in handles {
+            handle.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3, 4]);
+    }
+}
