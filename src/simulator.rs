@@ -25,6 +25,10 @@
 //! listener of your choosing, e.g. a fixed port for other tools (`cargo run --example
 //! simulator`).
 //!
+//! Like the real service, it can hold its account to a quota ([`Simulator::set_quota`]): a
+//! token bucket over every authenticated request, whatever the task, answering a request over
+//! it with the gateway's 429 or IoTDA's 403.
+//!
 //! # Error answers
 //!
 //! Every answer's `X-Request-Id` is 32 lowercase hex digits, counting the requests from
@@ -57,6 +61,10 @@
 //!   clock) are the simulator's own, after the gateway's `APIGW.0301` prefix.
 //! - The messages of `APIGW.0308` (429) and `APIGW.0101` (404, a path that is not this API), and
 //!   that these bodies carry `request_id` like `APIGW.0301`'s.
+//! - The account quota ([`Simulator::set_quota`]): the service limits each account but does not
+//!   publish how. The simulator's quota is a token bucket, checked after the signature (a
+//!   refused signature costs no token) and before the task is looked up; whether the gateway's
+//!   429 carries a `Retry-After` is left to the test.
 
 use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
@@ -171,6 +179,108 @@ impl RawAnswer {
         self.headers.retain(|(n, _)| *n != name);
         self.headers.push((name, value));
         self
+    }
+}
+
+/// An account quota: a token bucket of `rate` requests per second holding at most `burst`,
+/// shared by every authenticated request the simulator serves, whatever the instance or task.
+///
+/// The bucket starts full and refills continuously in real time. A request that finds less
+/// than a whole token is refused with the quota's [`QuotaAnswer`] and takes nothing.
+///
+/// ```
+/// use std::time::Duration;
+/// use iotda_task_watcher::simulator::{Quota, QuotaAnswer};
+/// // 10 requests per second in bursts of 20, the 21st of a burst refused with a 429 and
+/// // `Retry-After: 1`.
+/// let quota = Quota::per_second(10.0, 20).answer(QuotaAnswer::Throttled {
+///     retry_after: Some(Duration::from_secs(1)),
+/// });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[must_use]
+pub struct Quota {
+    rate: f64,
+    burst: u32,
+    answer: QuotaAnswer,
+}
+
+impl Quota {
+    /// `rate` requests per second, at most `burst` at once, answered over it with the default
+    /// [`QuotaAnswer`] (a 429 without `Retry-After`). A rate of 0 never refills: `burst`
+    /// requests in all. A burst of 0 refuses every request.
+    ///
+    /// # Panics
+    /// When `rate` is negative, infinite or NaN.
+    pub fn per_second(rate: f64, burst: u32) -> Self {
+        assert!(
+            rate.is_finite() && rate >= 0.0,
+            "a quota's rate is a finite number of requests per second, 0 or more, not {rate}"
+        );
+        Self {
+            rate,
+            burst,
+            answer: QuotaAnswer::default(),
+        }
+    }
+
+    /// The same quota, answering a request over it with `answer`.
+    pub fn answer(mut self, answer: QuotaAnswer) -> Self {
+        self.answer = answer;
+        self
+    }
+}
+
+/// How the simulator answers a request over its [`Quota`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QuotaAnswer {
+    /// HTTP 429 `APIGW.0308`, the API gateway's answer (as [`Fault::Throttled`]), with
+    /// `Retry-After` in whole seconds (any fraction dropped) when given. The default, without
+    /// `Retry-After`.
+    Throttled {
+        /// The wait asked for, if any.
+        retry_after: Option<Duration>,
+    },
+    /// HTTP 403 `IOTDA.021101`, IoTDA's request rate limit (as [`Fault::RateLimited`]).
+    RateLimited,
+}
+
+impl Default for QuotaAnswer {
+    fn default() -> Self {
+        Self::Throttled { retry_after: None }
+    }
+}
+
+/// A [`Quota`] being enforced: the tokens it holds, as of `at`.
+#[derive(Debug)]
+struct Bucket {
+    quota: Quota,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// A full bucket at `now`.
+    fn new(quota: Quota, now: Instant) -> Self {
+        Self {
+            quota,
+            tokens: f64::from(quota.burst),
+            at: now,
+        }
+    }
+
+    /// Takes a token for a request at `now`, or says how to refuse it.
+    fn take(&mut self, now: Instant) -> Result<(), QuotaAnswer> {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.quota.rate).min(f64::from(self.quota.burst));
+        self.at = self.at.max(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(self.quota.answer)
+        }
     }
 }
 
@@ -421,6 +531,10 @@ struct Shared {
     tokens: Mutex<HashSet<String>>,
     requests: AtomicU64,
     clock_offset_secs: std::sync::atomic::AtomicI64,
+    /// The account quota, if one is set.
+    quota: Mutex<Option<Bucket>>,
+    /// Requests the quota refused.
+    throttled: AtomicU64,
 }
 
 /// A running simulator. The server stops when this is dropped.
@@ -483,6 +597,8 @@ impl Simulator {
             tokens: Mutex::new(HashSet::new()),
             requests: AtomicU64::new(0),
             clock_offset_secs: std::sync::atomic::AtomicI64::new(0),
+            quota: Mutex::new(None),
+            throttled: AtomicU64::new(0),
         });
         // Requests are counted here; wiremock need not keep them all.
         let builder = MockServer::builder().disable_request_recording();
@@ -596,12 +712,77 @@ impl Simulator {
         self.shared.requests.load(Ordering::Relaxed)
     }
 
+    /// Holds the account to `quota` from now on, its bucket full, in place of any quota set
+    /// before. Every request that passes authentication takes a token, whatever its task, before
+    /// the task is looked up; one that finds none gets the quota's answer. A refused request is
+    /// counted by [`requests`](Self::requests) and [`throttled`](Self::throttled), not as a
+    /// poll: its task's script does not move.
+    ///
+    /// ```
+    /// use iotda_task_watcher::client::ApiErrorKind;
+    /// use iotda_task_watcher::simulator::{Quota, QuotaAnswer, Simulator, TaskScript};
+    /// use iotda_task_watcher::TaskType;
+    /// # #[tokio::main] async fn main() {
+    /// let sim = Simulator::start().await;
+    /// let (instance, task) = ("a1b2c3d4".parse().unwrap(), "075f413d".parse().unwrap());
+    /// sim.add_task(&instance, &task, TaskScript::new(TaskType::Modify).succeed());
+    /// // Two requests, then one every 1000 seconds, refused with IoTDA's 403.
+    /// sim.set_quota(Quota::per_second(0.001, 2).answer(QuotaAnswer::RateLimited));
+    /// let client = sim.client();
+    /// for _ in 0..2 {
+    ///     assert!(client.instance_task(&instance, &task).await.is_ok());
+    /// }
+    /// let refused = client.instance_task(&instance, &task).await.unwrap_err();
+    /// assert_eq!(refused.kind(), ApiErrorKind::Throttled);
+    /// assert_eq!(refused.error_code(), Some("IOTDA.021101"));
+    /// assert_eq!((sim.requests(), sim.throttled()), (3, 1));
+    /// sim.clear_quota();
+    /// assert!(client.instance_task(&instance, &task).await.is_ok());
+    /// # }
+    /// ```
+    pub fn set_quota(&self, quota: Quota) {
+        *self.shared.quota_bucket() = Some(Bucket::new(quota, Instant::now()));
+    }
+
+    /// Lifts the account quota: every request is served again.
+    pub fn clear_quota(&self) {
+        *self.shared.quota_bucket() = None;
+    }
+
+    /// How many requests the account quota refused, over every quota set (a scripted
+    /// [`Fault::Throttled`] or [`Fault::RateLimited`] is not counted here).
+    #[must_use]
+    pub fn throttled(&self) -> u64 {
+        self.shared.throttled.load(Ordering::Relaxed)
+    }
+
     /// Sets the simulated server clock `offset` seconds from the local one: it shows in `Date`,
     /// and a request whose `X-Sdk-Date` is more than 15 minutes from it is refused as expired.
     pub fn set_clock_offset(&self, offset_secs: i64) {
         self.shared
             .clock_offset_secs
             .store(offset_secs, Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    fn quota_bucket(&self) -> std::sync::MutexGuard<'_, Option<Bucket>> {
+        // The bucket is plain numbers, whole after every statement: a panic elsewhere cannot
+        // leave it half-written.
+        self.quota
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes a token from the account quota, if one is set; otherwise says how to refuse.
+    fn take_token(&self) -> Result<(), QuotaAnswer> {
+        let mut bucket = self.quota_bucket();
+        let Some(bucket) = bucket.as_mut() else {
+            return Ok(());
+        };
+        bucket.take(Instant::now()).inspect_err(|_| {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+        })
     }
 }
 
@@ -660,6 +841,30 @@ fn json_error(status: u16, body: &serde_json::Value) -> ResponseTemplate {
     ResponseTemplate::new(status).set_body_raw(body.to_string(), "application/json")
 }
 
+/// The gateway's 429 for a request over its throttling threshold, with `Retry-After` in whole
+/// seconds when given.
+fn throttled(retry_after: Option<Duration>, request_id: &str) -> ResponseTemplate {
+    let template = gateway_error(
+        429,
+        "APIGW.0308",
+        "The throttling threshold has been reached.",
+        request_id,
+    );
+    match retry_after {
+        Some(wait) => template.insert_header("Retry-After", wait.as_secs().to_string().as_str()),
+        None => template,
+    }
+}
+
+/// IoTDA's 403 for a request over its request rate limit.
+fn rate_limited() -> ResponseTemplate {
+    service_error(
+        403,
+        "IOTDA.021101",
+        "Request reached the maximum rate limit.",
+    )
+}
+
 /// The simulator's own answer for a task it does not know (see "Where the simulator guesses").
 fn task_not_found() -> ResponseTemplate {
     service_error(
@@ -700,6 +905,13 @@ fn answer(
     if let Err(why) = authenticate(shared, request, server_now) {
         return at_once(unauthenticated(&why, request_id));
     }
+    match shared.take_token() {
+        Ok(()) => {}
+        Err(QuotaAnswer::Throttled { retry_after }) => {
+            return at_once(throttled(retry_after, request_id));
+        }
+        Err(QuotaAnswer::RateLimited) => return at_once(rate_limited()),
+    }
     if project != shared.project_id.as_str() {
         return at_once(task_not_found());
     }
@@ -728,18 +940,8 @@ fn answer(
             "SIMULATOR.INTERNAL_ERROR",
             "Simulated server error.",
         ),
-        Answer::Fault(Fault::Throttled { retry_after }) => gateway_error(
-            429,
-            "APIGW.0308",
-            "The throttling threshold has been reached.",
-            request_id,
-        )
-        .insert_header("Retry-After", retry_after.as_secs().to_string().as_str()),
-        Answer::Fault(Fault::RateLimited) => service_error(
-            403,
-            "IOTDA.021101",
-            "Request reached the maximum rate limit.",
-        ),
+        Answer::Fault(Fault::Throttled { retry_after }) => throttled(Some(retry_after), request_id),
+        Answer::Fault(Fault::RateLimited) => rate_limited(),
         Answer::Fault(Fault::Malformed) => ResponseTemplate::new(200).set_body_raw(
             format!(r#"{{"task_id":"{task}","status":"RUN"#),
             "application/json",
@@ -804,4 +1006,63 @@ fn authenticate(shared: &Shared, request: &Request, server_now: SystemTime) -> R
         return Err("verify aksk signature fail".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_quota_lets_its_burst_through_then_refills_at_its_rate() {
+        let t0 = Instant::now();
+        let answer = QuotaAnswer::RateLimited;
+        let mut bucket = Bucket::new(Quota::per_second(4.0, 2).answer(answer), t0);
+        assert_eq!(bucket.take(t0), Ok(()));
+        assert_eq!(bucket.take(t0), Ok(()));
+        assert_eq!(bucket.take(t0), Err(answer));
+        // A refusal takes nothing: a quarter of a second later one token is back, whole.
+        assert_eq!(bucket.take(t0 + ms(125)), Err(answer));
+        assert_eq!(bucket.take(t0 + ms(250)), Ok(()));
+        assert_eq!(bucket.take(t0 + ms(250)), Err(answer));
+        // However long it waits, it holds no more than its burst.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(bucket.take(later), Ok(()));
+        assert_eq!(bucket.take(later), Ok(()));
+        assert_eq!(bucket.take(later), Err(QuotaAnswer::RateLimited));
+    }
+
+    #[test]
+    fn a_quota_without_rate_or_burst_refills_nothing() {
+        let t0 = Instant::now();
+        let mut once = Bucket::new(Quota::per_second(0.0, 1), t0);
+        assert_eq!(once.take(t0), Ok(()));
+        assert_eq!(
+            once.take(t0 + Duration::from_secs(3600)),
+            Err(QuotaAnswer::Throttled { retry_after: None })
+        );
+        let mut none = Bucket::new(Quota::per_second(1000.0, 0), t0);
+        assert!(none.take(t0 + Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn a_clock_read_out_of_order_adds_no_tokens() {
+        let t0 = Instant::now();
+        let mut bucket = Bucket::new(Quota::per_second(2.0, 1), t0 + ms(500));
+        assert_eq!(bucket.take(t0 + ms(500)), Ok(()));
+        // An instant before the last one counts as no time at all, and the time runs on from
+        // the latest instant seen: half a token by 750 ms, a whole one by 1000 ms.
+        assert!(bucket.take(t0).is_err());
+        assert!(bucket.take(t0 + ms(750)).is_err());
+        assert_eq!(bucket.take(t0 + ms(1000)), Ok(()));
+    }
+
+    #[test]
+    #[should_panic(expected = "a quota's rate")]
+    fn a_quota_refuses_a_rate_that_is_not_a_number() {
+        let _ = Quota::per_second(f64::NAN, 1);
+    }
 }

@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
-use iotda_task_watcher::client::ApiErrorKind;
+use iotda_task_watcher::client::{ApiError, ApiErrorKind};
 use iotda_task_watcher::model::ChargeMode;
 use iotda_task_watcher::simulator::{
-    Fault, RawAnswer, Simulator, TaskScript, DEFAULT_AK, DEFAULT_PROJECT_ID, DEFAULT_SK,
+    Fault, Quota, QuotaAnswer, RawAnswer, Simulator, TaskScript, DEFAULT_AK, DEFAULT_PROJECT_ID,
+    DEFAULT_SK,
 };
-use iotda_task_watcher::{Credentials, InstanceId, TaskId, TaskStatus, TaskType};
+use iotda_task_watcher::{Credentials, InstanceId, InstanceTask, TaskId, TaskStatus, TaskType};
 
 fn ids() -> (InstanceId, TaskId) {
     ("a1b2c3d4".parse().unwrap(), "075f413d".parse().unwrap())
@@ -525,4 +526,237 @@ async fn serves_on_the_listener_it_is_given() {
     let t = client.instance_task(&instance, &task).await.unwrap();
     assert_eq!(t.status, Some(TaskStatus::Success));
     assert_eq!(sim.requests(), 1);
+}
+
+/// One poll through a client of its own. A client may learn from a throttled answer to pace
+/// its next requests; these tests are about the simulator's quota, so no client carries what
+/// it learnt to the next request.
+async fn poll(
+    sim: &Simulator,
+    instance: &InstanceId,
+    task: &TaskId,
+) -> Result<InstanceTask, ApiError> {
+    sim.client().instance_task(instance, task).await
+}
+
+/// The kind, status and code of an error answer.
+fn refusal(e: &ApiError) -> (ApiErrorKind, u16, Option<&str>) {
+    (
+        e.kind(),
+        e.status().map_or(0, |s| s.as_u16()),
+        e.error_code(),
+    )
+}
+
+#[tokio::test]
+async fn a_quota_lets_its_burst_through_then_answers_the_gateway_s_429() {
+    let sim = Simulator::start().await;
+    let (instance, task) = ids();
+    sim.add_task(
+        &instance,
+        &task,
+        TaskScript::new(TaskType::Modify).running(10),
+    );
+    sim.set_quota(Quota::per_second(0.001, 3).answer(QuotaAnswer::Throttled {
+        retry_after: Some(Duration::from_secs(7)),
+    }));
+    let client = sim.client();
+    for n in 1..=3 {
+        let t = client.instance_task(&instance, &task).await;
+        assert_eq!(t.unwrap().status, Some(TaskStatus::Running), "request {n}");
+    }
+    let e = client.instance_task(&instance, &task).await.unwrap_err();
+    assert_eq!(
+        refusal(&e),
+        (ApiErrorKind::Throttled, 429, Some("APIGW.0308")),
+        "{e}"
+    );
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+    assert!(is_request_id(e.request_id().unwrap()), "{e}");
+    assert_eq!((sim.requests(), sim.throttled()), (4, 1));
+    assert_eq!(
+        sim.polls(&instance, &task),
+        3,
+        "a refused request is not a poll"
+    );
+
+    // On the wire, the gateway's shape, as for its other errors.
+    sim.accept_token("token");
+    let path = task_path(&sim, &instance, &task);
+    let (status, id, body) = raw_get(&sim, &path, &[("X-Auth-Token", "token")]).await;
+    assert_eq!(status, 429);
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "error_code": "APIGW.0308",
+            "error_msg": "The throttling threshold has been reached.",
+            "request_id": id,
+        })
+    );
+
+    // A new quota starts full; its default answer has no Retry-After.
+    sim.set_quota(Quota::per_second(0.001, 1));
+    assert!(poll(&sim, &instance, &task).await.is_ok());
+    let e = poll(&sim, &instance, &task).await.unwrap_err();
+    assert_eq!(
+        refusal(&e),
+        (ApiErrorKind::Throttled, 429, Some("APIGW.0308"))
+    );
+    assert_eq!(e.retry_after(), None, "{e}");
+    assert_eq!(sim.throttled(), 3);
+}
+
+#[tokio::test]
+async fn a_quota_can_answer_with_iotda_s_403() {
+    let sim = Simulator::start().await;
+    let (instance, task) = ids();
+    sim.add_task(
+        &instance,
+        &task,
+        TaskScript::new(TaskType::Modify).succeed(),
+    );
+    sim.set_quota(Quota::per_second(0.001, 1).answer(QuotaAnswer::RateLimited));
+    assert!(poll(&sim, &instance, &task).await.unwrap().is_terminal());
+    let e = poll(&sim, &instance, &task).await.unwrap_err();
+    assert_eq!(
+        refusal(&e),
+        (ApiErrorKind::Throttled, 403, Some("IOTDA.021101")),
+        "{e}"
+    );
+    assert_eq!(
+        e.error_msg(),
+        Some("Request reached the maximum rate limit.")
+    );
+    assert_eq!(e.retry_after(), None);
+    assert!(
+        is_request_id(e.request_id().unwrap()),
+        "the header is always sent"
+    );
+    // IoTDA's shape: no request id in the body.
+    sim.accept_token("token");
+    let path = task_path(&sim, &instance, &task);
+    let (status, _, body) = raw_get(&sim, &path, &[("X-Auth-Token", "token")]).await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "error_code": "IOTDA.021101",
+            "error_msg": "Request reached the maximum rate limit.",
+        })
+    );
+    assert_eq!(sim.throttled(), 2);
+}
+
+#[tokio::test]
+async fn a_quota_refills_at_its_rate() {
+    let sim = Simulator::start().await;
+    let (instance, task) = ids();
+    sim.add_task(
+        &instance,
+        &task,
+        TaskScript::new(TaskType::Modify).running(10),
+    );
+    // A token every 100 ms. The second request follows the first on the same connection, well
+    // within 100 ms; after the refusal, 150 ms is more than a token's worth.
+    sim.set_quota(Quota::per_second(10.0, 1));
+    let client = sim.client();
+    assert!(client.instance_task(&instance, &task).await.is_ok());
+    let e = client.instance_task(&instance, &task).await.unwrap_err();
+    assert_eq!(e.kind(), ApiErrorKind::Throttled, "{e}");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let t = poll(&sim, &instance, &task).await.unwrap();
+    assert_eq!(t.status, Some(TaskStatus::Running));
+    assert_eq!(sim.polls(&instance, &task), 2);
+    assert_eq!(sim.throttled(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_signature_takes_no_token() {
+    let sim = Simulator::start().await;
+    let (instance, task) = ids();
+    sim.add_task(
+        &instance,
+        &task,
+        TaskScript::new(TaskType::Modify).succeed(),
+    );
+    sim.set_quota(Quota::per_second(0.001, 1));
+    let unknown_token = sim
+        .client_builder()
+        .credentials(Credentials::iam_token("not-given"))
+        .build()
+        .unwrap();
+    for client in [
+        wrong_key_client(&sim),
+        wrong_key_client(&sim),
+        unknown_token.clone(),
+    ] {
+        let e = client.instance_task(&instance, &task).await.unwrap_err();
+        assert_eq!(
+            refusal(&e),
+            (ApiErrorKind::Unauthorized, 401, Some("APIGW.0301"))
+        );
+    }
+    assert!(
+        poll(&sim, &instance, &task).await.is_ok(),
+        "the token is still there"
+    );
+    let e = poll(&sim, &instance, &task).await.unwrap_err();
+    assert_eq!(e.kind(), ApiErrorKind::Throttled, "{e}");
+    // Over the quota, a bad signature is still refused as such: authentication comes first.
+    let e = wrong_key_client(&sim)
+        .instance_task(&instance, &task)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ApiErrorKind::Unauthorized, "{e}");
+    assert_eq!((sim.requests(), sim.throttled()), (6, 1));
+}
+
+#[tokio::test]
+async fn the_quota_is_the_account_s_and_counts_its_refusals() {
+    let sim = Simulator::start().await;
+    let first: InstanceId = "a1b2c3d4".parse().unwrap();
+    let second: InstanceId = "e5f6a7b8".parse().unwrap();
+    let (task_a, task_b): (TaskId, TaskId) = ("0001".parse().unwrap(), "0002".parse().unwrap());
+    sim.add_task(&first, &task_a, TaskScript::new(TaskType::Modify).succeed());
+    sim.add_task(
+        &second,
+        &task_b,
+        TaskScript::new(TaskType::Modify).succeed(),
+    );
+    sim.set_quota(Quota::per_second(0.001, 2));
+    assert!(poll(&sim, &first, &task_a).await.is_ok());
+    assert!(poll(&sim, &second, &task_b).await.is_ok());
+    assert_eq!(sim.throttled(), 0);
+    for (instance, task) in [(&first, &task_a), (&second, &task_b), (&second, &task_b)] {
+        let e = poll(&sim, instance, task).await.unwrap_err();
+        assert_eq!(e.kind(), ApiErrorKind::Throttled, "{e}");
+    }
+    // The quota comes before the task is looked up: an unknown one is refused the same way.
+    let unknown: TaskId = "ffff".parse().unwrap();
+    let e = poll(&sim, &first, &unknown).await.unwrap_err();
+    assert_eq!(e.kind(), ApiErrorKind::Throttled, "{e}");
+    assert_eq!((sim.requests(), sim.throttled()), (6, 4));
+    assert_eq!(
+        (sim.polls(&first, &task_a), sim.polls(&second, &task_b)),
+        (1, 1)
+    );
+
+    // Lifted, every request is served, and a scripted throttle is not the quota's.
+    sim.clear_quota();
+    let task_c: TaskId = "0003".parse().unwrap();
+    sim.add_task(
+        &first,
+        &task_c,
+        TaskScript::new(TaskType::Modify)
+            .fault(Fault::Throttled {
+                retry_after: Duration::from_secs(1),
+            })
+            .succeed(),
+    );
+    let e = poll(&sim, &first, &task_c).await.unwrap_err();
+    assert_eq!(e.error_code(), Some("APIGW.0308"));
+    for (instance, task) in [(&first, &task_a), (&second, &task_b), (&first, &task_c)] {
+        assert!(poll(&sim, instance, task).await.unwrap().is_terminal());
+    }
+    assert_eq!((sim.requests(), sim.throttled()), (10, 4));
 }
