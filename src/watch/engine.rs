@@ -224,7 +224,12 @@ impl<S: TaskSource> Engine<S> {
             return self.timed_out();
         }
         let timeout = self.request_timeout;
-        let shared = self.source.shared_polls().cloned();
+        // Alone on its task, a wait polls as if nothing were shared.
+        let shared = self
+            .source
+            .shared_polls()
+            .filter(|s| s.feed.shared_with_others())
+            .cloned();
         // Joining a request in flight takes no turn in the budget: it sends nothing.
         let stale = Instant::now().checked_sub(timeout).unwrap_or(self.started);
         let joined = shared.as_ref().and_then(|s| s.feed.in_flight(stale));
@@ -280,7 +285,13 @@ impl<S: TaskSource> Engine<S> {
             }
         };
         let due = tokio::time::sleep_until(self.next_poll);
-        let Some(answers) = self.answers.as_mut() else {
+        // Alone on its task, a wait has nobody's answers to wake for.
+        let alone = !self
+            .source
+            .shared_polls()
+            .is_some_and(|s| s.feed.shared_with_others());
+        let answers = self.answers.as_mut().filter(|_| !alone);
+        let Some(answers) = answers else {
             return tokio::select! {
                 biased;
                 () = cancelled => Wake::Cancelled,
@@ -330,6 +341,16 @@ impl<S: TaskSource> Engine<S> {
     /// Takes an answer from the task's shared polls as this wait's poll.
     fn take(&mut self, polled: &Polled) {
         self.seen = self.seen.max(polled.seq);
+        if let Some(answers) = &mut self.answers {
+            // This answer is on the channel too: no need to wake for it.
+            if answers
+                .borrow()
+                .as_ref()
+                .is_some_and(|p| p.seq <= self.seen)
+            {
+                answers.mark_unchanged();
+            }
+        }
         self.answered(polled.answer.clone());
     }
 

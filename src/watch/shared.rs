@@ -55,6 +55,12 @@ impl Feed {
         }
     }
 
+    /// Whether another wait than the caller listens: alone, a wait polls as if nothing were
+    /// shared.
+    pub(crate) fn shared_with_others(&self) -> bool {
+        self.latest.receiver_count() > 1
+    }
+
     /// Listens to the answers; the answer already there counts as seen.
     pub(crate) fn subscribe(&self) -> watch::Receiver<Option<Arc<Polled>>> {
         let mut rx = self.latest.subscribe();

@@ -75,10 +75,10 @@ impl BoundTask {
         task_id: TaskId,
     ) -> Self {
         let feed: std::sync::Arc<Feed> = client.feeds().join(&url);
-        let (owned_client, owned_url) = (client.clone(), url.clone());
+        let target = std::sync::Arc::new((client.clone(), url.clone()));
         let request: Request = std::sync::Arc::new(move || {
-            let (client, url) = (owned_client.clone(), owned_url.clone());
-            Box::pin(async move { client.fetch(&url, None).await })
+            let target = target.clone();
+            Box::pin(async move { target.0.fetch(&target.1, None).await })
         });
         Self {
             client,
