@@ -1,0 +1,136 @@
+//! Many waits on one client: a throttle seen by one slows all of them, and waits on one task
+//! share its polls. Real HTTP on loopback, through the simulator and the real client.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use iotda_task_watcher::client::budget::RequestBudget;
+use iotda_task_watcher::simulator::{Fault, Simulator, TaskScript};
+use iotda_task_watcher::{
+    wait_all, IotdaClient, TaskEvent, TaskId, TaskStatus, TaskType, TaskWatcher,
+};
+
+fn id(n: u32) -> TaskId {
+    format!("00000000-0000-0000-0000-{n:012}").parse().unwrap()
+}
+
+fn instance() -> iotda_task_watcher::InstanceId {
+    "a1b2c3d4-0000-1111-2222-333344445555".parse().unwrap()
+}
+
+/// A wait that polls every 10 ms.
+fn eager(client: &IotdaClient, task: &TaskId) -> TaskWatcher {
+    TaskWatcher::new(client, &instance(), task)
+        .min_delay(Duration::from_millis(10))
+        .max_delay(Duration::from_millis(10))
+        .timeout(Duration::from_secs(30))
+}
+
+/// How many polls task 2 gets in the second after task 1's first poll is throttled, with the
+/// client's budget set to `budget`.
+async fn polls_of_another_wait_after_a_throttle(budget: RequestBudget) -> u64 {
+    let sim = Simulator::start().await;
+    let (throttled, other) = (id(1), id(2));
+    sim.add_task(
+        &instance(),
+        &throttled,
+        TaskScript::new(TaskType::Modify)
+            .fault(Fault::Throttled {
+                retry_after: Duration::ZERO,
+            })
+            .running(1_000_000),
+    );
+    sim.add_task(
+        &instance(),
+        &other,
+        TaskScript::new(TaskType::Modify).running(1_000_000),
+    );
+    let client = sim.client_builder().budget(budget).build().unwrap();
+    let background = tokio::spawn(eager(&client, &other).wait());
+    let mut events = eager(&client, &throttled).events();
+    while let Some(event) = events.next().await {
+        if matches!(event, TaskEvent::Retrying { .. }) {
+            break;
+        }
+    }
+    let before = sim.polls(&instance(), &other);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = sim.polls(&instance(), &other);
+    background.abort();
+    after - before
+}
+
+#[tokio::test]
+async fn a_throttle_seen_by_one_wait_delays_the_polls_of_another_on_the_same_client() {
+    // Adaptive (the default): the throttle engages the limiter for the whole client, at 0.7
+    // times the few requests a second it had measured, and the other wait's 10 ms polls
+    // are held to that.
+    let adaptive = polls_of_another_wait_after_a_throttle(RequestBudget::default()).await;
+    assert!(
+        adaptive <= 12,
+        "{adaptive} polls in the second after the throttle"
+    );
+    // Without a budget, the other wait goes on at its own pace.
+    let unlimited = polls_of_another_wait_after_a_throttle(RequestBudget::unlimited()).await;
+    assert!(unlimited >= 20, "{unlimited} polls in that second");
+}
+
+#[tokio::test]
+async fn two_waits_on_one_task_send_one_request_per_poll() {
+    let sim = Simulator::start().await;
+    let task = id(1);
+    let script = || TaskScript::new(TaskType::Modify).running(6).succeed();
+    sim.add_task(&instance(), &task, script());
+    let client = sim.client();
+    // Alone, the wait sends one request per answer of the script: 6 RUNNING, then SUCCESS.
+    let alone = TaskWatcher::new(&client, &instance(), &task)
+        .min_delay(Duration::from_millis(5))
+        .max_delay(Duration::from_millis(20));
+    alone.wait().await.unwrap();
+    assert_eq!(sim.polls(&instance(), &task), 7);
+
+    // Two waits on the same task, each with its own jitter, deadline and events.
+    let again = id(2);
+    sim.add_task(&instance(), &again, script());
+    let wait = |timeout| {
+        TaskWatcher::new(&client, &instance(), &again)
+            .min_delay(Duration::from_millis(5))
+            .max_delay(Duration::from_millis(20))
+            .timeout(timeout)
+            .events()
+            .collect::<Vec<_>>()
+    };
+    let (first, second) =
+        tokio::join!(wait(Duration::from_secs(20)), wait(Duration::from_secs(30)));
+    assert_eq!(sim.polls(&instance(), &again), 7, "one request per poll");
+    for events in [&first, &second] {
+        let done = events.last().unwrap();
+        assert!(
+            matches!(done, TaskEvent::Done(Ok(task)) if task.status == Some(TaskStatus::Success)),
+            "{done:?}"
+        );
+        assert!(
+            matches!(events.first(), Some(TaskEvent::Observed { .. })),
+            "each wait has its own events: {events:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn wait_all_given_one_id_twice_polls_it_once() {
+    let sim = Simulator::start().await;
+    let task = id(1);
+    sim.add_task(
+        &instance(),
+        &task,
+        TaskScript::new(TaskType::Modify).running(1).succeed(),
+    );
+    // The defaults: a poll at once, the next a second later.
+    let outcomes = wait_all(&sim.client(), &instance(), [task.clone(), task.clone()], 8).await;
+    assert_eq!(outcomes.len(), 2);
+    assert!(
+        outcomes.iter().all(|(t, o)| *t == task && o.is_ok()),
+        "{outcomes:?}"
+    );
+    assert_eq!(sim.polls(&instance(), &task), 2);
+}
