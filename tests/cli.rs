@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use iotda_task_watcher::model::ChargeMode;
 use iotda_task_watcher::simulator::{
-    Fault, Simulator, TaskScript, DEFAULT_AK, DEFAULT_PROJECT_ID, DEFAULT_SK,
+    Fault, Quota, Simulator, TaskScript, DEFAULT_AK, DEFAULT_PROJECT_ID, DEFAULT_SK,
 };
 use iotda_task_watcher::{InstanceId, TaskId, TaskType};
 use serde_json::Value;
@@ -212,6 +212,10 @@ async fn settings_that_cannot_be_right_are_refused_with_the_allowed_range() {
         (
             &["--max-in-flight", "0"],
             "--max-in-flight must be between 1 and 1024 (got 0)",
+        ),
+        (
+            &["--max-rps", "0"],
+            "--max-rps must be between 0.01 and 10000 requests per second (got 0)",
         ),
         (
             &["--max-delay", "1m", "--max-window-delay", "30s"],
@@ -443,6 +447,64 @@ async fn the_done_line_carries_the_target_config_and_the_one_end_time() {
         .await
         .unwrap();
     assert_eq!(again.end_time.map(|t| t.to_string()), Some(end));
+}
+
+#[tokio::test]
+async fn throttling_shows_in_the_events_and_a_summary_line() {
+    let sim = Simulator::start().await;
+    for n in 1..=3 {
+        sim.add_task(
+            &instance(),
+            &task(n),
+            TaskScript::new(TaskType::Modify).running(4).succeed(),
+        );
+    }
+    // Room for the first polls, then 40 a second: less than three tasks polled every
+    // 10-40 ms ask for.
+    sim.set_quota(Quota::per_second(40.0, 4));
+    let ids: Vec<String> = (1..=3).map(|n| task(n).to_string()).collect();
+    let mut args = vec!["--output", "json"];
+    args.extend(ids.iter().map(String::as_str));
+    let out = run(command(&sim, &args)).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(sim.throttled() > 0, "the quota was reached");
+    let throttled = out
+        .json()
+        .into_iter()
+        .filter(|l| l["event"] == "retrying" && l["reason"] == "throttled")
+        .count();
+    assert!(throttled > 0, "{}", out.stdout);
+    let summary = format!("the service throttled {} of", sim.throttled());
+    assert!(out.stderr.contains(&summary), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("requests were slowed to"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn max_rps_caps_the_requests_of_every_task_together() {
+    let sim = Simulator::start().await;
+    for n in 1..=3 {
+        sim.add_task(
+            &instance(),
+            &task(n),
+            TaskScript::new(TaskType::Modify).running(4).succeed(),
+        );
+    }
+    let ids: Vec<String> = (1..=3).map(|n| task(n).to_string()).collect();
+    let mut args = vec!["--max-rps", "10"];
+    args.extend(ids.iter().map(String::as_str));
+    let started = std::time::Instant::now();
+    let out = run(command(&sim, &args)).await;
+    let took = started.elapsed();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // 15 requests at 10 a second in bursts of 10: the last five wait half a second at
+    // least, where the delays alone (10-40 ms) would take a fraction of that.
+    assert_eq!(sim.requests(), 15);
+    assert!(took >= Duration::from_millis(450), "{took:?}");
+    assert!(!out.stderr.contains("throttled"), "{}", out.stderr);
 }
 
 #[tokio::test]

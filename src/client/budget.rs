@@ -169,6 +169,18 @@ struct Meter {
 }
 
 impl Meter {
+    /// The rate sent: the smoothed one, or while no window has closed yet, the current
+    /// window's count over its length so far (at least a tenth of a window).
+    fn rate_at(&self, now: Instant) -> f64 {
+        if self.rate > 0.0 {
+            return self.rate;
+        }
+        let elapsed = now
+            .saturating_duration_since(self.window_start)
+            .max(WINDOW / 10);
+        f64::from(self.count) / elapsed.as_secs_f64()
+    }
+
     fn sent(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.window_start);
         if elapsed >= WINDOW {
@@ -193,12 +205,12 @@ struct Adaptive {
 }
 
 impl Adaptive {
+    /// A cut from the rate `from`; the bucket keeps the `tokens` it had, none at the first
+    /// cut (the service's own bucket is empty: whatever was saved up would be refused too).
     fn cut(from: f64, now: Instant, tokens: Option<f64>) -> Self {
         let rate = (from * BETA).max(MIN_RATE);
         let mut bucket = Bucket::new(rate, rate.max(1.0), now);
-        if let Some(tokens) = tokens {
-            bucket.tokens = tokens.min(bucket.capacity);
-        }
+        bucket.tokens = tokens.unwrap_or(0.0).min(bucket.capacity);
         Self {
             bucket,
             before_cut: from,
@@ -329,7 +341,7 @@ impl Budget {
         let now = Instant::now();
         let mut guard = self.state();
         let state = &mut *guard;
-        let measured = state.meter.rate;
+        let measured = state.meter.rate_at(now);
         match (&mut state.adaptive, throttled) {
             (None, false) => {}
             (Some(adaptive), false) => adaptive.rise(now, measured),
@@ -340,15 +352,13 @@ impl Budget {
                     None => (measured, None),
                     Some(a) => {
                         a.bucket.refill(now);
-                        (a.bucket.rate.min(measured), Some(a.bucket.tokens))
+                        let from = if measured > 0.0 {
+                            a.bucket.rate.min(measured)
+                        } else {
+                            a.bucket.rate
+                        };
+                        (from, Some(a.bucket.tokens))
                     }
-                };
-                // A throttle before any window closed: the rate sent is not known yet, so
-                // start from what the first window counted.
-                let from = if from > 0.0 {
-                    from
-                } else {
-                    f64::from(state.meter.count) / WINDOW.as_secs_f64()
                 };
                 state.adaptive = Some(Adaptive::cut(from.max(MIN_RATE), now, tokens));
                 self.limited.store(true, Ordering::Release);

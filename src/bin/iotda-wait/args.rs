@@ -104,6 +104,12 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
+    /// At most this many requests per second over all tasks (bursts of as many). Without
+    /// it, nothing is held back until the service throttles a request; from then on the
+    /// command keeps near the rate the service accepts.
+    #[arg(long, value_name = "N")]
+    pub max_rps: Option<f64>,
+
     /// The most requests in flight at once, over all tasks; 1 to 1024.
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub max_in_flight: usize,
@@ -142,6 +148,13 @@ impl Args {
             self.max_delay,
             &format!("--max-delay, {:?}", self.max_delay),
         )?;
+        if let Some(rps) = self.max_rps {
+            if !(rps.is_finite() && (0.01..=10_000.0).contains(&rps)) {
+                return Err(format!(
+                    "--max-rps must be between 0.01 and 10000 requests per second (got {rps})"
+                ));
+            }
+        }
         if !(1..=MAX_IN_FLIGHT).contains(&self.max_in_flight) {
             return Err(format!(
                 "--max-in-flight must be between 1 and {MAX_IN_FLIGHT} (got {})",

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use futures::StreamExt;
+use iotda_task_watcher::client::budget::RequestBudget;
 use iotda_task_watcher::watch::{OutcomeKind, WaitState};
 use iotda_task_watcher::{
     watch_many, Credentials, InstanceId, InstanceTask, IotdaClient, ProjectId, TaskId, TaskWatcher,
@@ -74,10 +75,18 @@ fn prepare(args: &Args) -> Result<Prepared, String> {
     let credentials = Credentials::from_env().map_err(|e| {
         format!("{e}: set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK (and HUAWEICLOUD_SDK_SECURITY_TOKEN for temporary credentials)")
     })?;
+    let mut budget = RequestBudget::default();
+    if let Some(rps) = args.max_rps {
+        // Bursts of one second's worth, at least one request.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let burst = rps.ceil() as u32;
+        budget = budget.with_max_rps(rps, burst);
+    }
     let builder = IotdaClient::builder()
         .credentials(credentials)
         .project_id(project_id)
-        .timeout(args.request_timeout);
+        .timeout(args.request_timeout)
+        .budget(budget);
     let builder = match (&args.endpoint, &args.region) {
         (Some(endpoint), _) => builder.endpoint(endpoint.as_str()),
         (None, Some(region)) => builder.region(region.as_str()),
@@ -158,6 +167,7 @@ async fn run(
             worst = worst.max(OutcomeKind::of(outcome));
         }
     }
+    summarize_throttling(&client);
     if interrupted.is_cancelled() {
         OutcomeKind::Cancelled.exit_code()
     } else if reporter.lost_output() {
@@ -165,6 +175,25 @@ async fn run(
     } else {
         worst.exit_code()
     }
+}
+
+/// One line on stderr when the service throttled: how often, and what the command did.
+fn summarize_throttling(client: &IotdaClient) {
+    let stats = client.budget_stats();
+    if stats.throttled == 0 {
+        return;
+    }
+    let slowed = match stats.adaptive_rate {
+        Some(rate) => format!("; requests were slowed to {rate:.1}/s"),
+        None => String::new(),
+    };
+    eprintln!(
+        "iotda-wait: the service throttled {} of {} requests{slowed}; they waited {:.1}s in all \
+         for their turn",
+        stats.throttled,
+        stats.requests,
+        stats.waited.as_secs_f64()
+    );
 }
 
 /// Prints shell completions or the manual page; the exit code.

@@ -4,6 +4,7 @@ use std::cell::Cell;
 use std::io::Write;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use iotda_task_watcher::client::ApiErrorKind;
 use iotda_task_watcher::watch::OutcomeKind;
 use iotda_task_watcher::{InstanceTask, Outcome, TaskEvent, TaskId};
 use serde_json::{json, Map, Value};
@@ -180,6 +181,20 @@ impl Reporter {
     }
 }
 
+/// The `reason` of a `retrying` line: why the poll failed, as a word.
+fn reason(kind: ApiErrorKind) -> &'static str {
+    match kind {
+        ApiErrorKind::Network => "network",
+        ApiErrorKind::Timeout => "timeout",
+        ApiErrorKind::Throttled => "throttled",
+        ApiErrorKind::Server => "server",
+        ApiErrorKind::ClockSkew => "clock_skew",
+        ApiErrorKind::Decode => "decode",
+        ApiErrorKind::NotFound => "not_found",
+        _ => "other",
+    }
+}
+
 /// The JSON line of an event: always `event` and `task_id`, with `status` and `progress` where
 /// known.
 fn json_line(id: &TaskId, event: &TaskEvent, last: Option<&InstanceTask>) -> Option<Value> {
@@ -202,6 +217,7 @@ fn json_line(id: &TaskId, event: &TaskEvent, last: Option<&InstanceTask>) -> Opt
             ..
         } => {
             line.insert("error".into(), json!(error.to_string()));
+            line.insert("reason".into(), json!(reason(error.kind())));
             line.insert("attempt".into(), json!(attempt));
             line.insert("delay_ms".into(), json!(delay.as_millis() as u64));
             "retrying"
