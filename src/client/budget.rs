@@ -155,7 +155,10 @@ impl Bucket {
         if self.tokens >= 1.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+            // A rate so low that the wait overflows a Duration waits a day, then looks again.
+            Duration::try_from_secs_f64((1.0 - self.tokens) / self.rate)
+                .unwrap_or(Duration::MAX)
+                .min(Duration::from_secs(86_400))
         }
     }
 }
@@ -285,8 +288,8 @@ impl Budget {
 
     /// Waits for a token, in turn; returns when the request may go.
     pub(crate) async fn acquire(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
         if !self.limited.load(Ordering::Acquire) {
+            self.requests.fetch_add(1, Ordering::Relaxed);
             if self.config.adaptive {
                 self.state().meter.sent(Instant::now());
             }
@@ -326,6 +329,7 @@ impl Budget {
             }
             tokio::time::sleep(wait).await;
         }
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let waited = u64::try_from(queued.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.waited_ns.fetch_add(waited, Ordering::Relaxed);
     }
@@ -400,6 +404,19 @@ mod tests {
         assert_eq!(at, [0.0, 0.0, 0.0, 0.1, 0.2, 0.3]);
         assert_eq!(budget.stats().requests, 6);
         assert_eq!(budget.stats().waited, secs(0.3), "three waited 0.1 s each");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_too_low_to_write_as_a_duration_waits_without_panicking() {
+        let budget = Budget::new(RequestBudget::unlimited().with_max_rps(1e-300, 1));
+        budget.acquire().await;
+        let second = tokio::time::timeout(Duration::from_secs(7 * 86_400), budget.acquire());
+        assert!(second.await.is_err(), "no second token within a week");
+        assert_eq!(
+            budget.stats().requests,
+            1,
+            "a request still queued is not counted"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,8 +13,9 @@
 //!    `fail_fast_on_window` does a window that opens after the deadline end the wait;
 //! 4. a transient failure waits at least as long as the server's `Retry-After`;
 //! 5. no poll is planned after the deadline: the next delay is clamped so that the last poll
-//!    lands on it, and after a poll that ends at or past it the wait times out. The first poll
-//!    goes out even when the deadline has already passed (the task may be done), and only
+//!    lands on it, and after a poll that ends at or past it the wait times out; so does a
+//!    wait for a `watch_many` permit or a budget token that lasts past it. The first poll of
+//!    a wait that starts after its deadline goes out anyway (the task may be done), and only
 //!    that one.
 //!
 //! Events are emitted as soon as a poll's answer is in; the sleep before the next poll only
@@ -27,7 +28,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -46,18 +47,14 @@ use crate::model::{InstanceTask, TaskStatus};
 /// slots, so a sleep until the deadline can end just after it.
 const LATE_WAKE: Duration = Duration::from_millis(50);
 
-/// What ended a sleep.
-enum Wake {
-    Due,
+/// What came of waiting for something before a poll (the time it is due, a permit, a token).
+enum Gate<T> {
+    Go(T),
     Cancelled,
-    Answer(Arc<Polled>),
-}
-
-/// What came of waiting for the source to allow a request.
-enum Ready {
-    Go,
-    Cancelled,
+    /// The deadline passed first.
     TimedOut,
+    /// Another wait on the task brought an answer newer than this wait's: its poll.
+    Answer(Arc<Polled>),
 }
 
 // Independent facts about one wait, each read in one place: a state enum would say less.
@@ -84,9 +81,10 @@ pub(crate) struct Engine<S> {
     /// Whether any poll has had an answer from the service, even an error.
     answered: bool,
     /// The answers to every wait's polls of this task, when they are shared.
-    answers: Option<tokio::sync::watch::Receiver<Option<Arc<Polled>>>>,
-    /// The last shared answer taken.
-    seen: u64,
+    answers: Option<watch::Receiver<Option<Arc<Polled>>>>,
+    /// The number of the latest request whose answer this wait has (or awaits): shared
+    /// answers to requests that started before it are older news.
+    asked: u64,
     failures: u32,
     last: Option<InstanceTask>,
     last_error: Option<ApiError>,
@@ -128,7 +126,7 @@ impl<S: TaskSource> Engine<S> {
             late_start: false,
             answered: false,
             answers: None,
-            seen: 0,
+            asked: 0,
             failures: 0,
             last: None,
             last_error: None,
@@ -198,29 +196,27 @@ impl<S: TaskSource> Engine<S> {
     async fn step(&mut self) {
         // A poll that is already due goes out without a trip through the timer.
         if self.next_poll > Instant::now() {
-            match self.sleep().await {
-                Wake::Cancelled => return self.cancelled(),
-                Wake::Answer(polled) => {
-                    // Another wait's request: a poll of this wait too.
-                    self.sent = true;
-                    self.polls = self.polls.saturating_add(1);
-                    return self.take(&polled);
-                }
-                Wake::Due => {}
+            let due = tokio::time::sleep_until(self.next_poll);
+            match self.gate(due, false).await {
+                Gate::Cancelled => return self.cancelled(),
+                Gate::Answer(polled) => return self.take(&polled),
+                Gate::Go(()) | Gate::TimedOut => {}
             }
         }
         let _permit = match &self.limiter {
             None => None,
-            Some(limiter) => match self.until(limiter.clone().acquire_owned()).await {
-                None => return self.cancelled(),
-                Some(permit) => permit.ok(),
+            Some(limiter) => match self.gate(limiter.clone().acquire_owned(), true).await {
+                Gate::Go(permit) => permit.ok(),
+                Gate::Cancelled => return self.cancelled(),
+                Gate::TimedOut => return self.timed_out(),
+                Gate::Answer(polled) => return self.take(&polled),
             },
         };
         // The last poll is planned on the deadline and a timer may wake a moment after it; a
-        // poll much later than that (a permit that came late) is not sent. The first poll
-        // is: a wait started or resumed after its deadline still learns where the task is.
+        // poll much later than that is not sent. Only a wait started or resumed after its
+        // deadline sends one: it still learns where the task is.
         let late = self.next_poll > self.deadline || Instant::now() > self.deadline + LATE_WAKE;
-        if late && self.sent {
+        if late && (self.sent || !self.late_start) {
             return self.timed_out();
         }
         let timeout = self.request_timeout;
@@ -232,13 +228,28 @@ impl<S: TaskSource> Engine<S> {
             .cloned();
         // Joining a request in flight takes no turn in the budget: it sends nothing.
         let stale = Instant::now().checked_sub(timeout).unwrap_or(self.started);
-        let joined = shared.as_ref().and_then(|s| s.feed.in_flight(stale));
+        let mut joined = shared.as_ref().and_then(|s| s.feed.in_flight(stale));
         if joined.is_none() {
-            match self.ready().await {
-                Ready::Go => {}
-                Ready::Cancelled => return self.cancelled(),
-                Ready::TimedOut => return self.timed_out(),
+            let gate = {
+                let bounded = self.sent || !self.late_start;
+                let listen = self.answers.as_mut().filter(|_| shared.is_some());
+                gate(
+                    self.source.ready(),
+                    self.cancel.as_ref(),
+                    bounded.then_some(self.deadline + LATE_WAKE),
+                    listen,
+                    self.asked,
+                )
+                .await
+            };
+            match gate {
+                Gate::Go(()) => {}
+                Gate::Cancelled => return self.cancelled(),
+                Gate::TimedOut => return self.timed_out(),
+                Gate::Answer(polled) => return self.take(&polled),
             }
+            // Another wait may have sent a request while this one waited for its turn.
+            joined = shared.as_ref().and_then(|s| s.feed.in_flight(stale));
         }
         self.sent = true;
         self.polls = self.polls.saturating_add(1);
@@ -246,107 +257,65 @@ impl<S: TaskSource> Engine<S> {
             Err(ApiError::new(ApiErrorKind::Timeout)
                 .with_detail(format!("no answer within {timeout:?}")))
         };
-        match shared {
-            Some(shared) => {
-                let request = joined.unwrap_or_else(|| {
-                    let request = (shared.request)();
-                    shared.feed.poll(stale, async move {
-                        tokio::time::timeout(timeout, request)
-                            .await
-                            .unwrap_or_else(|_| timed_out())
-                    })
-                });
-                match self.until(tokio::time::timeout(timeout, request)).await {
-                    None => self.cancelled(),
-                    Some(Ok(polled)) => self.take(&polled),
-                    Some(Err(_)) => self.answered(timed_out()),
-                }
-            }
-            None => {
-                // Boxed so that a sleeping watcher does not carry the size of a request in
-                // flight.
-                let fetch = Box::pin(tokio::time::timeout(timeout, self.source.fetch()));
-                match self.until(fetch).await {
-                    None => self.cancelled(),
-                    Some(Ok(result)) => self.answered(result),
-                    Some(Err(_)) => self.answered(timed_out()),
-                }
-            }
+        if let Some(shared) = shared {
+            let (request, answer) = joined.unwrap_or_else(|| {
+                let request = (shared.request)();
+                shared.feed.poll(stale, async move {
+                    tokio::time::timeout(timeout, request)
+                        .await
+                        .unwrap_or_else(|_| timed_out())
+                })
+            });
+            self.asked = self.asked.max(request);
+            return match self.until(tokio::time::timeout(timeout, answer)).await {
+                None => self.cancelled(),
+                Some(Ok(polled)) => self.take(&polled),
+                Some(Err(_)) => self.answered(timed_out()),
+            };
+        }
+        if let Some(polls) = self.source.shared_polls() {
+            // Alone now, but another wait may join while this request is out: its answers
+            // to requests that started before this one are not news.
+            self.asked = polls.feed.number();
+        }
+        // Boxed so that a sleeping watcher does not carry the size of a request in flight.
+        let fetch = Box::pin(tokio::time::timeout(timeout, self.source.fetch()));
+        match self.until(fetch).await {
+            None => self.cancelled(),
+            Some(Ok(result)) => self.answered(result),
+            Some(Err(_)) => self.answered(timed_out()),
         }
     }
 
-    /// Sleeps until the next poll is due, unless the wait is cancelled or (when it shares its
-    /// task's polls) another wait's poll brings a new answer first.
-    async fn sleep(&mut self) -> Wake {
-        let cancelled = async {
-            match &self.cancel {
-                Some(token) => token.cancelled().await,
-                None => std::future::pending().await,
-            }
-        };
-        let due = tokio::time::sleep_until(self.next_poll);
+    /// Waits for `fut` unless the wait is cancelled first, or (when it shares its task's
+    /// polls) another wait's poll brings a newer answer, or, if `bounded`, the deadline
+    /// passes (except before the first poll of a wait that started after its deadline).
+    async fn gate<F: Future>(&mut self, fut: F, bounded: bool) -> Gate<F::Output> {
+        let deadline =
+            (bounded && (self.sent || !self.late_start)).then_some(self.deadline + LATE_WAKE);
         // Alone on its task, a wait has nobody's answers to wake for.
-        let alone = !self
+        let shared = self
             .source
             .shared_polls()
             .is_some_and(|s| s.feed.shared_with_others());
-        let answers = self.answers.as_mut().filter(|_| !alone);
-        let Some(answers) = answers else {
-            return tokio::select! {
-                biased;
-                () = cancelled => Wake::Cancelled,
-                () = due => Wake::Due,
-            };
-        };
-        tokio::pin!(due);
-        tokio::pin!(cancelled);
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut cancelled => return Wake::Cancelled,
-                () = &mut due => return Wake::Due,
-                changed = answers.changed() => {
-                    if changed.is_err() {
-                        // The feed is gone: nobody else polls this task any more.
-                        self.answers = None;
-                        return Wake::Due;
-                    }
-                    let latest = answers.borrow_and_update().clone();
-                    if let Some(polled) = latest.filter(|p| p.seq > self.seen) {
-                        return Wake::Answer(polled);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Waits for the source to allow a request (the client's budget), giving up on
-    /// cancellation, or at the deadline unless this is the wait's first poll.
-    async fn ready(&self) -> Ready {
-        let cancelled = async {
-            match &self.cancel {
-                Some(token) => token.cancelled().await,
-                None => std::future::pending().await,
-            }
-        };
-        let deadline = tokio::time::sleep_until(self.deadline + LATE_WAKE);
-        tokio::select! {
-            biased;
-            () = cancelled => Ready::Cancelled,
-            () = self.source.ready() => Ready::Go,
-            () = deadline, if self.sent => Ready::TimedOut,
-        }
+        let listen = self.answers.as_mut().filter(|_| shared);
+        gate(fut, self.cancel.as_ref(), deadline, listen, self.asked).await
     }
 
     /// Takes an answer from the task's shared polls as this wait's poll.
     fn take(&mut self, polled: &Polled) {
-        self.seen = self.seen.max(polled.seq);
+        if polled.request > self.asked {
+            // Another wait's request: a poll of this wait too.
+            self.sent = true;
+            self.polls = self.polls.saturating_add(1);
+        }
+        self.asked = self.asked.max(polled.request);
         if let Some(answers) = &mut self.answers {
             // This answer is on the channel too: no need to wake for it.
             if answers
                 .borrow()
                 .as_ref()
-                .is_some_and(|p| p.seq <= self.seen)
+                .is_some_and(|p| p.request <= self.asked)
             {
                 answers.mark_unchanged();
             }
@@ -476,10 +445,11 @@ impl<S: TaskSource> Engine<S> {
             && self.last.is_none()
             && self.polls <= self.not_found_tolerance;
         self.answered |= error.status().is_some();
-        // An endpoint that has never answered is more likely wrong than briefly down.
+        // An endpoint that has never answered is more likely wrong than briefly down. While
+        // nothing has answered, every failure so far was one without an answer.
         let unreachable = error.kind() == ApiErrorKind::Network
             && !self.answered
-            && self.polls > self.not_found_tolerance;
+            && self.failures >= self.not_found_tolerance;
         if unreachable || (!error.is_transient() && !not_yet_visible) {
             tracing::warn!(%error, "poll failed; not retrying");
             let last = self.last.clone();
@@ -543,6 +513,53 @@ impl<S: TaskSource> Engine<S> {
     }
 }
 
+/// Waits for `fut`, unless `cancel` fires, `deadline` passes, or `answers` brings an answer
+/// to a request numbered after `asked`, whichever comes first (in that order when several
+/// are ready at once). A free function so that `fut` may borrow the engine's source.
+async fn gate<F: Future>(
+    fut: F,
+    cancel: Option<&CancellationToken>,
+    deadline: Option<Instant>,
+    answers: Option<&mut watch::Receiver<Option<Arc<Polled>>>>,
+    asked: u64,
+) -> Gate<F::Output> {
+    let cancelled = async {
+        match cancel {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    let passed = async {
+        match deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => std::future::pending().await,
+        }
+    };
+    let answer = async {
+        let Some(answers) = answers else {
+            return std::future::pending().await;
+        };
+        loop {
+            if answers.changed().await.is_err() {
+                // Nobody can publish any more (the feed outlives every source, so this is
+                // only a safeguard): wait for the rest.
+                return std::future::pending().await;
+            }
+            let latest = answers.borrow_and_update().clone();
+            if let Some(polled) = latest.filter(|p| p.request > asked) {
+                return polled;
+            }
+        }
+    };
+    tokio::select! {
+        biased;
+        () = cancelled => Gate::Cancelled,
+        polled = answer => Gate::Answer(polled),
+        out = fut => Gate::Go(out),
+        () = passed => Gate::TimedOut,
+    }
+}
+
 /// A future that yields the next event and gives the engine back.
 pub(crate) type StepFuture =
     Pin<Box<dyn Future<Output = (Option<TaskEvent>, Box<dyn Run>)> + Send>>;
@@ -563,5 +580,150 @@ impl<S: TaskSource + 'static> Run for Engine<S> {
 
     fn checkpoint(&self) -> WaitState {
         Engine::checkpoint(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::watch::shared::{Feed, Feeds, Request, SharedPolls};
+    use crate::watch::TaskWatcher;
+
+    fn running(progress: i64) -> InstanceTask {
+        InstanceTask {
+            status: Some(TaskStatus::Running),
+            progress: Some(progress),
+            ..InstanceTask::default()
+        }
+    }
+
+    /// A source on a shared feed whose own requests answer `answer`, and whose budget lets
+    /// a request go only when `open` is set.
+    struct Shared {
+        polls: SharedPolls,
+        answer: InstanceTask,
+        open: Arc<AtomicBool>,
+    }
+
+    impl Shared {
+        fn new(feed: Arc<Feed>, answer: InstanceTask) -> Self {
+            let sent = answer.clone();
+            let request: Request = Arc::new(move || {
+                let sent = sent.clone();
+                Box::pin(async move { Ok(sent) })
+            });
+            Self {
+                polls: SharedPolls { feed, request },
+                answer,
+                open: Arc::new(AtomicBool::new(true)),
+            }
+        }
+    }
+
+    impl TaskSource for Shared {
+        fn fetch(&self) -> impl Future<Output = Result<InstanceTask, ApiError>> + Send {
+            std::future::ready(Ok(self.answer.clone()))
+        }
+
+        async fn ready(&self) {
+            if !self.open.load(Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+        }
+
+        fn shared_polls(&self) -> Option<&SharedPolls> {
+            Some(&self.polls)
+        }
+    }
+
+    fn feed() -> Arc<Feed> {
+        let feeds = Feeds::default();
+        feeds.join(&url::Url::parse("http://127.0.0.1/v5/t").unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_to_a_request_older_than_the_waits_own_poll_is_not_taken() {
+        let feed = feed();
+        // A request started before the wait (by a wait since gone), not yet driven: it will
+        // say 10 %, older news than anything the wait is about to see.
+        let (_, old) = feed.poll(Instant::now(), async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Ok(running(10))
+        });
+        let watcher = TaskWatcher::from_source(Shared::new(feed.clone(), running(50)))
+            .jitter(false)
+            .min_delay(Duration::from_secs(5))
+            .progress_guided(false)
+            .timeout(Duration::from_secs(8));
+        let mut events = watcher.events();
+        // Alone on the task, the wait polls on its own and sees 50 %.
+        let first = events.next().await.unwrap();
+        assert_eq!(
+            first.task().and_then(InstanceTask::progress_percent),
+            Some(50)
+        );
+        // Someone else joins the task and drives the old request to its answer.
+        let _other = feed.subscribe();
+        tokio::spawn(old);
+        let mut seen = Vec::new();
+        while let Some(event) = events.next().await {
+            seen.push(event);
+        }
+        assert!(
+            !seen
+                .iter()
+                .any(|e| matches!(e, TaskEvent::ProgressChanged { .. })),
+            "the progress never goes back to 10 %: {seen:?}"
+        );
+        let Some(TaskEvent::Done(Err(WaitError::TimedOut { polls, .. }))) = seen.last() else {
+            panic!("{seen:?}");
+        };
+        // Its own polls at 0 and 5 s and on the deadline at 8 s; the late old answer is not
+        // one of them.
+        assert_eq!(*polls, 3, "{seen:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_poll_waiting_for_the_budget_ends_at_the_deadline() {
+        let source = Shared::new(feed(), running(50));
+        source.open.store(false, Ordering::Relaxed);
+        let started = Instant::now();
+        let outcome = TaskWatcher::from_source(source)
+            .timeout(Duration::from_secs(10))
+            .wait()
+            .await;
+        let Err(WaitError::TimedOut {
+            polls, late_start, ..
+        }) = outcome
+        else {
+            panic!("{outcome:?}");
+        };
+        assert_eq!((polls, late_start), (0, false));
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(10) && waited <= Duration::from_secs(10) + LATE_WAKE,
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_started_after_its_deadline_still_waits_for_its_one_poll() {
+        let source = Shared::new(feed(), running(50));
+        source.open.store(false, Ordering::Relaxed);
+        let wait = tokio::spawn(
+            TaskWatcher::from_source(source)
+                .deadline_instant(Instant::now())
+                .wait(),
+        );
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(
+            !wait.is_finished(),
+            "the one poll is still owed, not timed out"
+        );
+        wait.abort();
     }
 }

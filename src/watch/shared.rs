@@ -21,10 +21,12 @@ use tokio::time::Instant;
 use crate::client::ApiError;
 use crate::model::InstanceTask;
 
-/// One answer to a poll of a task, numbered in the order the answers came.
+/// One answer to a poll of a task, with the number of the request it answers. Requests are
+/// numbered in the order they started, so a wait can tell an answer that is newer than the
+/// one it has from one that is older (a request that started earlier but took longer).
 #[derive(Debug)]
 pub(crate) struct Polled {
-    pub(crate) seq: u64,
+    pub(crate) request: u64,
     pub(crate) answer: Result<InstanceTask, ApiError>,
 }
 
@@ -35,6 +37,7 @@ pub(crate) struct Feed {
     latest: watch::Sender<Option<Arc<Polled>>>,
     /// The request in flight: which one, when it started, and its answer to come.
     in_flight: Mutex<Option<(u64, Instant, InFlight)>>,
+    /// The number of the last request started, by any wait on the task.
     requests: AtomicU64,
 }
 
@@ -68,9 +71,15 @@ impl Feed {
         rx
     }
 
-    /// The request in flight, unless it started before `stale` (its starter gave up on it
-    /// and nobody drove it since).
-    pub(crate) fn in_flight(&self, stale: Instant) -> Option<InFlight> {
+    /// Numbers a request that a wait sends on its own: answers to requests that started
+    /// before it are older than the answer it will have.
+    pub(crate) fn number(&self) -> u64 {
+        self.requests.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The request in flight and its number, unless it started before `stale` (its starter
+    /// gave up on it and nobody drove it since).
+    pub(crate) fn in_flight(&self, stale: Instant) -> Option<(u64, InFlight)> {
         let guard = self
             .in_flight
             .lock()
@@ -78,11 +87,12 @@ impl Feed {
         guard
             .as_ref()
             .filter(|(_, started, _)| *started >= stale)
-            .map(|(_, _, request)| request.clone())
+            .map(|(id, _, request)| (*id, request.clone()))
     }
 
-    /// Joins the request in flight (unless it is older than `stale`), or starts `request`.
-    pub(crate) fn poll<F>(self: &Arc<Self>, stale: Instant, request: F) -> InFlight
+    /// Joins the request in flight (unless it is older than `stale`), or starts `request`;
+    /// returns the request's number and its answer to come.
+    pub(crate) fn poll<F>(self: &Arc<Self>, stale: Instant, request: F) -> (u64, InFlight)
     where
         F: Future<Output = Result<InstanceTask, ApiError>> + Send + 'static,
     {
@@ -90,20 +100,24 @@ impl Feed {
             .in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, started, running)) = guard.as_ref() {
+        if let Some((id, started, running)) = guard.as_ref() {
             if *started >= stale {
-                return running.clone();
+                return (*id, running.clone());
             }
         }
-        let id = self.requests.fetch_add(1, Ordering::Relaxed);
+        let id = self.number();
         // Weak: a request nobody waits for any more must not keep the feed alive.
         let feed = Arc::downgrade(self);
         let shared = async move {
             let answer = request.await;
+            let polled = Arc::new(Polled {
+                request: id,
+                answer,
+            });
             let Some(feed) = feed.upgrade() else {
-                return Arc::new(Polled { seq: 0, answer });
+                return polled;
             };
-            let polled = feed.publish(answer);
+            feed.publish(&polled);
             let mut in_flight = feed
                 .in_flight
                 .lock()
@@ -120,18 +134,27 @@ impl Feed {
         .boxed()
         .shared();
         *guard = Some((id, Instant::now(), shared.clone()));
-        shared
+        (id, shared)
     }
 
-    fn publish(&self, answer: Result<InstanceTask, ApiError>) -> Arc<Polled> {
-        let mut polled = None;
-        self.latest.send_modify(|latest| {
-            let seq = latest.as_ref().map_or(1, |p| p.seq + 1);
-            let answer = Arc::new(Polled { seq, answer });
-            polled = Some(answer.clone());
-            *latest = Some(answer);
+    /// Tells every wait on the task of an answer from the service, unless a newer one is
+    /// already out. A request that got no answer (a network failure, a timeout) says nothing
+    /// of the task: only the waits that joined it count it as a failed poll.
+    fn publish(&self, polled: &Arc<Polled>) {
+        let heard = match &polled.answer {
+            Ok(_) => true,
+            Err(error) => error.status().is_some(),
+        };
+        if !heard {
+            return;
+        }
+        self.latest.send_if_modified(|latest| {
+            if latest.as_ref().is_some_and(|p| p.request > polled.request) {
+                return false;
+            }
+            *latest = Some(polled.clone());
+            true
         });
-        polled.expect("send_modify runs the closure")
     }
 }
 
@@ -200,20 +223,61 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         let mut listener = b.subscribe();
         let long_ago = Instant::now();
-        let first = a.poll(long_ago, async {
+        let (one, first) = a.poll(long_ago, async {
             tokio::time::sleep(Duration::from_secs(1)).await;
             Ok(task(10))
         });
-        let joined = b.poll(long_ago, async { unreachable!("joined, not sent") });
+        let (also_one, joined) = b.poll(long_ago, async { unreachable!("joined, not sent") });
+        assert_eq!((one, also_one), (1, 1));
         let (first, joined) = tokio::join!(first, joined);
         assert!(Arc::ptr_eq(&first, &joined));
-        assert_eq!(first.seq, 1);
+        assert_eq!(first.request, 1);
         listener.changed().await.unwrap();
-        assert_eq!(listener.borrow_and_update().as_ref().unwrap().seq, 1);
+        assert_eq!(listener.borrow_and_update().as_ref().unwrap().request, 1);
         // Nothing in flight any more: the next poll is a new request.
-        let second = b.poll(Instant::now(), async { Ok(task(20)) }).await;
-        assert_eq!(second.seq, 2);
+        let (two, second) = b.poll(Instant::now(), async { Ok(task(20)) });
+        let second = second.await;
+        assert_eq!((two, second.request), (2, 2));
         assert_eq!(second.answer.as_ref().unwrap().progress, Some(20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_older_request_answering_late_does_not_replace_a_newer_answer() {
+        let feeds = Feeds::default();
+        let url = url::Url::parse("http://127.0.0.1/v5/z").unwrap();
+        let feed = feeds.join(&url);
+        let listener = feed.subscribe();
+        let start = Instant::now();
+        // The first request hangs; once it is stale a second one starts and answers first.
+        let (one, slow) = feed.poll(start, async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(task(10))
+        });
+        let slow = tokio::spawn(slow);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let (two, fast) = feed.poll(start + Duration::from_secs(10), async { Ok(task(40)) });
+        assert_eq!((one, two), (1, 2));
+        assert_eq!(fast.await.request, 2);
+        assert_eq!(slow.await.unwrap().request, 1);
+        let latest = listener.borrow().clone().unwrap();
+        assert_eq!(latest.request, 2);
+        assert_eq!(latest.answer.as_ref().unwrap().progress, Some(40));
+        // A number taken for a request sent alone comes after both.
+        assert_eq!(feed.number(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_without_an_answer_is_told_only_to_those_who_joined_it() {
+        let feeds = Feeds::default();
+        let url = url::Url::parse("http://127.0.0.1/v5/w").unwrap();
+        let feed = feeds.join(&url);
+        let listener = feed.subscribe();
+        let (_, failed) = feed.poll(Instant::now(), async {
+            Err(ApiError::new(crate::client::ApiErrorKind::Timeout))
+        });
+        assert!(failed.await.answer.is_err());
+        assert!(!listener.has_changed().unwrap());
+        assert!(listener.borrow().is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -225,6 +289,6 @@ mod tests {
         drop(feed);
         assert!(weak.upgrade().is_none());
         let again = feeds.join(&url);
-        assert_eq!(again.latest.borrow().as_ref().map(|p| p.seq), None);
+        assert_eq!(again.latest.borrow().as_ref().map(|p| p.request), None);
     }
 }
