@@ -92,6 +92,31 @@ async fn run(mut cmd: Command) -> Run {
 }
 
 #[tokio::test]
+async fn a_stderr_nobody_reads_does_not_change_the_exit_code() {
+    let sim = Simulator::start().await;
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify).fail("quota exceeded"),
+    );
+    // stderr is a pipe nobody reads: every write to it fails with a broken pipe.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    // An id given twice is noted on stderr before the wait starts.
+    let mut cmd = command(&sim, &[task(1).as_str(), task(1).as_str()]);
+    // `output()` would capture stderr: spawn with it on the pipe instead.
+    cmd.stdout(Stdio::piped()).stderr(writer);
+    let child = cmd.spawn().unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the command finishes")
+        .unwrap();
+    let stdout = String::from_utf8(done.stdout).unwrap();
+    assert_eq!(done.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAILED"), "{stdout}");
+}
+
+#[tokio::test]
 async fn success_exits_0_with_one_line_per_task() {
     let sim = Simulator::start().await;
     sim.add_task(

@@ -1,6 +1,15 @@
 //! `iotda-wait`: waits for IoTDA instance tasks from shell scripts and CI.
 #![forbid(unsafe_code)]
 
+/// A line on stderr, like `eprintln!`, except that a closed stderr is not a panic: the exit
+/// code still says what happened.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod args;
 mod report;
 mod state;
@@ -34,7 +43,7 @@ fn main() -> ExitCode {
     let (client, instance_id, task_ids, saved) = match prepare(&args) {
         Ok(ready) => ready,
         Err(message) => {
-            eprintln!("iotda-wait: {message}");
+            note!("iotda-wait: {message}");
             return ExitCode::from(USAGE);
         }
     };
@@ -44,7 +53,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("iotda-wait: cannot start the runtime: {e}");
+            note!("iotda-wait: cannot start the runtime: {e}");
             return ExitCode::from(USAGE);
         }
     };
@@ -62,7 +71,7 @@ fn prepare(args: &Args) -> Result<Prepared, String> {
     for id in &args.task_ids {
         let id = TaskId::new(id.as_str()).map_err(|e| e.to_string())?;
         if task_ids.contains(&id) {
-            eprintln!("iotda-wait: {id} is given more than once; it is waited for once");
+            note!("iotda-wait: {id} is given more than once; it is waited for once");
         } else {
             task_ids.push(id);
         }
@@ -187,7 +196,7 @@ fn summarize_throttling(client: &IotdaClient) {
         Some(rate) => format!("; requests were slowed to {rate:.1}/s"),
         None => String::new(),
     };
-    eprintln!(
+    note!(
         "iotda-wait: the service throttled {} of {} requests{slowed}; they waited {:.1}s in all \
          for their turn",
         stats.throttled,
@@ -214,7 +223,7 @@ fn print_extra(command: &Command) -> u8 {
     match written {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("iotda-wait: cannot write to stdout: {e}");
+            note!("iotda-wait: cannot write to stdout: {e}");
             UNWRITTEN
         }
     }

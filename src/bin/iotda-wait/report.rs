@@ -175,7 +175,7 @@ impl Reporter {
         };
         if let Err(e) = written {
             if !self.lost.replace(true) {
-                eprintln!("iotda-wait: cannot write the results to stdout: {e}");
+                note!("iotda-wait: cannot write the results to stdout: {e}");
             }
         }
     }

@@ -67,7 +67,7 @@ pub fn saver(file: PathBuf) -> impl FnMut(&TaskEvent, Option<WaitState>) + Send 
             },
         };
         if let Err(e) = result {
-            eprintln!("iotda-wait: cannot update {}: {e}", file.display());
+            note!("iotda-wait: cannot update {}: {e}", file.display());
         }
     }
 }
