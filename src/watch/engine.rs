@@ -197,7 +197,7 @@ impl<S: TaskSource> Engine<S> {
         // A poll that is already due goes out without a trip through the timer.
         if self.next_poll > Instant::now() {
             let due = tokio::time::sleep_until(self.next_poll);
-            match self.gate(due, false).await {
+            match self.gate(|_| due, false).await {
                 Gate::Cancelled => return self.cancelled(),
                 Gate::Answer(polled) => return self.take(&polled),
                 Gate::Go(()) | Gate::TimedOut => {}
@@ -205,18 +205,21 @@ impl<S: TaskSource> Engine<S> {
         }
         let _permit = match &self.limiter {
             None => None,
-            Some(limiter) => match self.gate(limiter.clone().acquire_owned(), true).await {
-                Gate::Go(permit) => permit.ok(),
-                Gate::Cancelled => return self.cancelled(),
-                Gate::TimedOut => return self.timed_out(),
-                Gate::Answer(polled) => return self.take(&polled),
-            },
+            Some(limiter) => {
+                let permit = limiter.clone().acquire_owned();
+                match self.gate(|_| permit, true).await {
+                    Gate::Go(permit) => permit.ok(),
+                    Gate::Cancelled => return self.cancelled(),
+                    Gate::TimedOut => return self.timed_out(),
+                    Gate::Answer(polled) => return self.take(&polled),
+                }
+            }
         };
         // The last poll is planned on the deadline and a timer may wake a moment after it; a
         // poll much later than that is not sent. Only a wait started or resumed after its
         // deadline sends one: it still learns where the task is.
         let late = self.next_poll > self.deadline || Instant::now() > self.deadline + LATE_WAKE;
-        if late && (self.sent || !self.late_start) {
+        if late && self.deadline_binds() {
             return self.timed_out();
         }
         let timeout = self.request_timeout;
@@ -230,19 +233,7 @@ impl<S: TaskSource> Engine<S> {
         let stale = Instant::now().checked_sub(timeout).unwrap_or(self.started);
         let mut joined = shared.as_ref().and_then(|s| s.feed.in_flight(stale));
         if joined.is_none() {
-            let gate = {
-                let bounded = self.sent || !self.late_start;
-                let listen = self.answers.as_mut().filter(|_| shared.is_some());
-                gate(
-                    self.source.ready(),
-                    self.cancel.as_ref(),
-                    bounded.then_some(self.deadline + LATE_WAKE),
-                    listen,
-                    self.asked,
-                )
-                .await
-            };
-            match gate {
+            match self.gate(S::ready, true).await {
                 Gate::Go(()) => {}
                 Gate::Cancelled => return self.cancelled(),
                 Gate::TimedOut => return self.timed_out(),
@@ -287,19 +278,70 @@ impl<S: TaskSource> Engine<S> {
         }
     }
 
-    /// Waits for `fut` unless the wait is cancelled first, or (when it shares its task's
-    /// polls) another wait's poll brings a newer answer, or, if `bounded`, the deadline
-    /// passes (except before the first poll of a wait that started after its deadline).
-    async fn gate<F: Future>(&mut self, fut: F, bounded: bool) -> Gate<F::Output> {
-        let deadline =
-            (bounded && (self.sent || !self.late_start)).then_some(self.deadline + LATE_WAKE);
+    /// Whether the deadline ends waits and polls: always, but for the first poll of a wait
+    /// that started after its deadline.
+    fn deadline_binds(&self) -> bool {
+        self.sent || !self.late_start
+    }
+
+    /// Waits for the future `make` gives (from the source), unless the wait is cancelled
+    /// first, or (when it shares its task's polls) another wait's poll brings an answer newer
+    /// than this wait's, or, if `bounded`, the deadline passes. In that order when several
+    /// are ready at once.
+    async fn gate<'a, F: Future + 'a>(
+        &'a mut self,
+        make: impl FnOnce(&'a S) -> F,
+        bounded: bool,
+    ) -> Gate<F::Output> {
+        let deadline = (bounded && self.deadline_binds()).then_some(self.deadline + LATE_WAKE);
+        let Self {
+            source,
+            answers,
+            cancel,
+            asked,
+            ..
+        } = self;
+        let asked = *asked;
         // Alone on its task, a wait has nobody's answers to wake for.
-        let shared = self
-            .source
+        let shared = source
             .shared_polls()
             .is_some_and(|s| s.feed.shared_with_others());
-        let listen = self.answers.as_mut().filter(|_| shared);
-        gate(fut, self.cancel.as_ref(), deadline, listen, self.asked).await
+        let answers = answers.as_mut().filter(|_| shared);
+        let cancelled = async {
+            match cancel {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let passed = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        let answer = async {
+            let Some(answers) = answers else {
+                return std::future::pending().await;
+            };
+            loop {
+                if answers.changed().await.is_err() {
+                    // Nobody can publish any more (the source holds the feed, so this is only
+                    // a safeguard): wait for the rest.
+                    return std::future::pending().await;
+                }
+                let latest = answers.borrow_and_update().clone();
+                if let Some(polled) = latest.filter(|p| p.request > asked) {
+                    return polled;
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            () = cancelled => Gate::Cancelled,
+            polled = answer => Gate::Answer(polled),
+            out = make(source) => Gate::Go(out),
+            () = passed => Gate::TimedOut,
+        }
     }
 
     /// Takes an answer from the task's shared polls as this wait's poll.
@@ -513,53 +555,6 @@ impl<S: TaskSource> Engine<S> {
     }
 }
 
-/// Waits for `fut`, unless `cancel` fires, `deadline` passes, or `answers` brings an answer
-/// to a request numbered after `asked`, whichever comes first (in that order when several
-/// are ready at once). A free function so that `fut` may borrow the engine's source.
-async fn gate<F: Future>(
-    fut: F,
-    cancel: Option<&CancellationToken>,
-    deadline: Option<Instant>,
-    answers: Option<&mut watch::Receiver<Option<Arc<Polled>>>>,
-    asked: u64,
-) -> Gate<F::Output> {
-    let cancelled = async {
-        match cancel {
-            Some(token) => token.cancelled().await,
-            None => std::future::pending().await,
-        }
-    };
-    let passed = async {
-        match deadline {
-            Some(deadline) => tokio::time::sleep_until(deadline).await,
-            None => std::future::pending().await,
-        }
-    };
-    let answer = async {
-        let Some(answers) = answers else {
-            return std::future::pending().await;
-        };
-        loop {
-            if answers.changed().await.is_err() {
-                // Nobody can publish any more (the feed outlives every source, so this is
-                // only a safeguard): wait for the rest.
-                return std::future::pending().await;
-            }
-            let latest = answers.borrow_and_update().clone();
-            if let Some(polled) = latest.filter(|p| p.request > asked) {
-                return polled;
-            }
-        }
-    };
-    tokio::select! {
-        biased;
-        () = cancelled => Gate::Cancelled,
-        polled = answer => Gate::Answer(polled),
-        out = fut => Gate::Go(out),
-        () = passed => Gate::TimedOut,
-    }
-}
-
 /// A future that yields the next event and gives the engine back.
 pub(crate) type StepFuture =
     Pin<Box<dyn Future<Output = (Option<TaskEvent>, Box<dyn Run>)> + Send>>;
@@ -590,7 +585,7 @@ mod tests {
     use futures::StreamExt;
 
     use super::*;
-    use crate::watch::shared::{Feed, Feeds, Request, SharedPolls};
+    use crate::watch::shared::{Feed, Request, SharedPolls};
     use crate::watch::TaskWatcher;
 
     fn running(progress: i64) -> InstanceTask {
@@ -641,8 +636,7 @@ mod tests {
     }
 
     fn feed() -> Arc<Feed> {
-        let feeds = Feeds::default();
-        feeds.join(&url::Url::parse("http://127.0.0.1/v5/t").unwrap())
+        Arc::new(Feed::new())
     }
 
     #[tokio::test(start_paused = true)]
