@@ -118,6 +118,11 @@ impl ApiError {
         }
     }
 
+    /// The error of a request that had no answer within `timeout`.
+    pub(crate) fn no_answer_within(timeout: std::time::Duration) -> Self {
+        Self::new(ApiErrorKind::Timeout).with_detail(format!("no answer within {timeout:?}"))
+    }
+
     /// Adds a description of a failure that had no error body.
     #[must_use]
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {

@@ -28,7 +28,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -80,8 +80,6 @@ pub(crate) struct Engine<S> {
     late_start: bool,
     /// Whether any poll has had an answer from the service, even an error.
     answered: bool,
-    /// The answers to every wait's polls of this task, when they are shared.
-    answers: Option<watch::Receiver<Option<Arc<Polled>>>>,
     /// The number of the latest request whose answer this wait has (or awaits): shared
     /// answers to requests that started before it are older news.
     asked: u64,
@@ -125,7 +123,6 @@ impl<S: TaskSource> Engine<S> {
             sent: false,
             late_start: false,
             answered: false,
-            answers: None,
             asked: 0,
             failures: 0,
             last: None,
@@ -135,7 +132,8 @@ impl<S: TaskSource> Engine<S> {
             span,
             clock,
         };
-        engine.answers = engine.source.shared_polls().map(|s| s.feed.subscribe());
+        // Answers to requests started before the wait are not its polls.
+        engine.asked = engine.source.shared_polls().map_or(0, |s| s.feed.started());
         if let Some(state) = settings.resume {
             engine.restore(*state, settings.backoff);
         }
@@ -244,24 +242,13 @@ impl<S: TaskSource> Engine<S> {
         }
         self.sent = true;
         self.polls = self.polls.saturating_add(1);
-        let timed_out = move || {
-            Err(ApiError::new(ApiErrorKind::Timeout)
-                .with_detail(format!("no answer within {timeout:?}")))
-        };
         if let Some(shared) = shared {
-            let (request, answer) = joined.unwrap_or_else(|| {
-                let request = (shared.request)();
-                shared.feed.poll(stale, async move {
-                    tokio::time::timeout(timeout, request)
-                        .await
-                        .unwrap_or_else(|_| timed_out())
-                })
-            });
+            let (request, answer) = joined.unwrap_or_else(|| shared.feed.poll(stale, timeout));
             self.asked = self.asked.max(request);
             return match self.until(tokio::time::timeout(timeout, answer)).await {
                 None => self.cancelled(),
                 Some(Ok(polled)) => self.take(&polled),
-                Some(Err(_)) => self.answered(timed_out()),
+                Some(Err(_)) => self.failed(ApiError::no_answer_within(timeout)),
             };
         }
         if let Some(polls) = self.source.shared_polls() {
@@ -274,7 +261,7 @@ impl<S: TaskSource> Engine<S> {
         match self.until(fetch).await {
             None => self.cancelled(),
             Some(Ok(result)) => self.answered(result),
-            Some(Err(_)) => self.answered(timed_out()),
+            Some(Err(_)) => self.failed(ApiError::no_answer_within(timeout)),
         }
     }
 
@@ -296,17 +283,15 @@ impl<S: TaskSource> Engine<S> {
         let deadline = (bounded && self.deadline_binds()).then_some(self.deadline + LATE_WAKE);
         let Self {
             source,
-            answers,
             cancel,
             asked,
             ..
         } = self;
-        let asked = *asked;
         // Alone on its task, a wait has nobody's answers to wake for.
-        let shared = source
+        let feed = source
             .shared_polls()
-            .is_some_and(|s| s.feed.shared_with_others());
-        let answers = answers.as_mut().filter(|_| shared);
+            .map(|s| &s.feed)
+            .filter(|feed| feed.shared_with_others());
         let cancelled = async {
             match cancel {
                 Some(token) => token.cancelled().await,
@@ -320,19 +305,9 @@ impl<S: TaskSource> Engine<S> {
             }
         };
         let answer = async {
-            let Some(answers) = answers else {
-                return std::future::pending().await;
-            };
-            loop {
-                if answers.changed().await.is_err() {
-                    // Nobody can publish any more (the source holds the feed, so this is only
-                    // a safeguard): wait for the rest.
-                    return std::future::pending().await;
-                }
-                let latest = answers.borrow_and_update().clone();
-                if let Some(polled) = latest.filter(|p| p.request > asked) {
-                    return polled;
-                }
+            match feed {
+                Some(feed) => feed.news_after(*asked).await,
+                None => std::future::pending().await,
             }
         };
         tokio::select! {
@@ -350,17 +325,7 @@ impl<S: TaskSource> Engine<S> {
             // Another wait's request: a poll of this wait too.
             self.sent = true;
             self.polls = self.polls.saturating_add(1);
-        }
-        self.asked = self.asked.max(polled.request);
-        if let Some(answers) = &mut self.answers {
-            // This answer is on the channel too: no need to wake for it.
-            if answers
-                .borrow()
-                .as_ref()
-                .is_some_and(|p| p.request <= self.asked)
-            {
-                answers.mark_unchanged();
-            }
+            self.asked = polled.request;
         }
         self.answered(polled.answer.clone());
     }
@@ -585,7 +550,8 @@ mod tests {
     use futures::StreamExt;
 
     use super::*;
-    use crate::watch::shared::{Feed, Request, SharedPolls};
+    use crate::watch::shared::tests::feed;
+    use crate::watch::shared::{Feed, SharedPolls};
     use crate::watch::TaskWatcher;
 
     fn running(progress: i64) -> InstanceTask {
@@ -596,8 +562,8 @@ mod tests {
         }
     }
 
-    /// A source on a shared feed whose own requests answer `answer`, and whose budget lets
-    /// a request go only when `open` is set.
+    /// A source on a shared feed whose requests sent alone answer `answer`, and whose budget
+    /// lets a request go only when `open` is set.
     struct Shared {
         polls: SharedPolls,
         answer: InstanceTask,
@@ -606,13 +572,8 @@ mod tests {
 
     impl Shared {
         fn new(feed: Arc<Feed>, answer: InstanceTask) -> Self {
-            let sent = answer.clone();
-            let request: Request = Arc::new(move || {
-                let sent = sent.clone();
-                Box::pin(async move { Ok(sent) })
-            });
             Self {
-                polls: SharedPolls { feed, request },
+                polls: SharedPolls { feed },
                 answer,
                 open: Arc::new(AtomicBool::new(true)),
             }
@@ -635,25 +596,26 @@ mod tests {
         }
     }
 
-    fn feed() -> Arc<Feed> {
-        Arc::new(Feed::new())
-    }
-
     #[tokio::test(start_paused = true)]
     async fn an_answer_to_a_request_older_than_the_waits_own_poll_is_not_taken() {
-        let feed = feed();
-        // A request started before the wait (by a wait since gone), not yet driven: it will
-        // say 10 %, older news than anything the wait is about to see.
-        let (_, old) = feed.poll(Instant::now(), async {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            Ok(running(10))
-        });
-        let watcher = TaskWatcher::from_source(Shared::new(feed.clone(), running(50)))
+        let feed = feed(vec![
+            (2, Ok(running(10))),
+            (0, Ok(running(50))),
+            (0, Ok(running(50))),
+        ]);
+        let other = Arc::downgrade(&feed);
+        let watcher = TaskWatcher::from_source(Shared::new(feed, running(50)))
             .jitter(false)
             .min_delay(Duration::from_secs(5))
             .progress_guided(false)
             .timeout(Duration::from_secs(8));
         let mut events = watcher.events();
+        // A request started after the wait but before its first poll, by a wait since gone,
+        // and not yet driven: it will say 10 %, older news than the wait's own first poll.
+        let (_, old) = other
+            .upgrade()
+            .unwrap()
+            .poll(Instant::now(), Duration::from_secs(60));
         // Alone on the task, the wait polls on its own and sees 50 %.
         let first = events.next().await.unwrap();
         assert_eq!(
@@ -661,7 +623,7 @@ mod tests {
             Some(50)
         );
         // Someone else joins the task and drives the old request to its answer.
-        let _other = feed.subscribe();
+        let _other = other.upgrade().unwrap();
         tokio::spawn(old);
         let mut seen = Vec::new();
         while let Some(event) = events.next().await {
@@ -682,8 +644,30 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_answer_from_before_the_wait_began_is_not_its_poll() {
+        let done = InstanceTask {
+            status: Some(TaskStatus::Success),
+            ..InstanceTask::default()
+        };
+        let feed = feed(vec![(0, Ok(done)), (0, Ok(running(50)))]);
+        // An earlier wait's answer: SUCCESS, but the task has been retried since.
+        let (_, earlier) = feed.poll(Instant::now(), Duration::from_secs(60));
+        earlier.await;
+        let watcher = TaskWatcher::from_source(Shared::new(feed.clone(), running(50)))
+            .timeout(Duration::from_secs(1));
+        let mut events = watcher.events();
+        let first = events.next().await.unwrap();
+        assert_eq!(
+            first.task().and_then(|t| t.status.clone()),
+            Some(TaskStatus::Running),
+            "{first:?}"
+        );
+        assert_eq!(feed.started(), 2, "the wait sent its own request");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_first_poll_waiting_for_the_budget_ends_at_the_deadline() {
-        let source = Shared::new(feed(), running(50));
+        let source = Shared::new(feed(vec![]), running(50));
         source.open.store(false, Ordering::Relaxed);
         let started = Instant::now();
         let outcome = TaskWatcher::from_source(source)
@@ -706,7 +690,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_wait_started_after_its_deadline_still_waits_for_its_one_poll() {
-        let source = Shared::new(feed(), running(50));
+        let source = Shared::new(feed(vec![]), running(50));
         source.open.store(false, Ordering::Relaxed);
         let wait = tokio::spawn(
             TaskWatcher::from_source(source)

@@ -2,21 +2,23 @@
 //! and every answer reaches each of them as one of its own polls.
 //!
 //! Each task being waited for has a [`Feed`] on the client, found by the task's URL: the
-//! latest answer (on a `watch` channel every wait on the task listens to), and the request in
-//! flight, if any. A wait whose poll falls due joins the request in flight rather than sending
+//! latest answer (with a `Notify` that wakes every wait on the task), and the request in
+//! flight, if any. A feed is small (a sleeping watcher carries one), and the waits find it in
+//! a map keyed by a hash of the URL. A wait whose poll falls due joins the request in flight rather than sending
 //! another; an answer to anyone's request wakes every wait on the task, which takes it as its
 //! poll and plans its next one from there. So the task is polled at the pace of the most eager
 //! of its waits, once per poll, while each wait keeps its own schedule, deadline,
 //! cancellation and events.
 
 use std::collections::HashMap;
-use std::future::Future;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::time::Instant;
+use url::Url;
 
 use crate::client::ApiError;
 use crate::model::InstanceTask;
@@ -32,11 +34,26 @@ pub(crate) struct Polled {
 
 type InFlight = Shared<BoxFuture<'static, Arc<Polled>>>;
 
+/// Makes one request for the task at a URL, owning what it needs.
+pub(crate) type Request =
+    Arc<dyn Fn(Url) -> BoxFuture<'static, Result<InstanceTask, ApiError>> + Send + Sync>;
+
+/// What a feed knows, under one lock.
+#[derive(Default)]
+struct Latest {
+    /// The newest answer from the service.
+    answer: Option<Arc<Polled>>,
+    /// The request in flight: which one, when it started, and its answer to come.
+    in_flight: Option<(u64, Instant, InFlight)>,
+}
+
 /// The shared polls of one task.
 pub(crate) struct Feed {
-    latest: watch::Sender<Option<Arc<Polled>>>,
-    /// The request in flight: which one, when it started, and its answer to come.
-    in_flight: Mutex<Option<(u64, Instant, InFlight)>>,
+    url: Url,
+    request: Request,
+    latest: Mutex<Latest>,
+    /// Wakes the waits on the task when a newer answer is in.
+    news: Notify,
     /// The number of the last request started, by any wait on the task.
     requests: AtomicU64,
 }
@@ -44,31 +61,42 @@ pub(crate) struct Feed {
 impl std::fmt::Debug for Feed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Feed")
-            .field("waits", &self.latest.receiver_count())
+            .field("url", &self.url.as_str())
+            .field("requests", &self.requests)
             .finish_non_exhaustive()
     }
 }
 
 impl Feed {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(url: Url, request: Request) -> Self {
         Self {
-            latest: watch::Sender::new(None),
-            in_flight: Mutex::new(None),
+            url,
+            request,
+            latest: Mutex::new(Latest::default()),
+            news: Notify::new(),
             requests: AtomicU64::new(0),
         }
     }
 
-    /// Whether another wait than the caller listens: alone, a wait polls as if nothing were
-    /// shared.
-    pub(crate) fn shared_with_others(&self) -> bool {
-        self.latest.receiver_count() > 1
+    /// The task's URL.
+    pub(crate) fn url(&self) -> &Url {
+        &self.url
     }
 
-    /// Listens to the answers; the answer already there counts as seen.
-    pub(crate) fn subscribe(&self) -> watch::Receiver<Option<Arc<Polled>>> {
-        let mut rx = self.latest.subscribe();
-        rx.mark_unchanged();
-        rx
+    fn latest(&self) -> std::sync::MutexGuard<'_, Latest> {
+        self.latest.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether another source on the task exists: alone, a wait polls as if nothing were
+    /// shared.
+    pub(crate) fn shared_with_others(self: &Arc<Self>) -> bool {
+        Arc::strong_count(self) > 1
+    }
+
+    /// The number of the last request started: a wait that starts now takes no answer to it
+    /// or to any before it (it may join it while it is in flight).
+    pub(crate) fn started(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// Numbers a request that a wait sends on its own: answers to requests that started
@@ -77,98 +105,128 @@ impl Feed {
         self.requests.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// The newest answer, if it answers a request numbered after `asked`.
+    fn answer_after(&self, asked: u64) -> Option<Arc<Polled>> {
+        self.latest()
+            .answer
+            .as_ref()
+            .filter(|p| p.request > asked)
+            .cloned()
+    }
+
+    /// Waits for an answer to a request numbered after `asked`.
+    pub(crate) async fn news_after(&self, asked: u64) -> Arc<Polled> {
+        loop {
+            // Registered before the look, so that an answer published in between still wakes.
+            let notified = self.news.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(polled) = self.answer_after(asked) {
+                return polled;
+            }
+            notified.await;
+        }
+    }
+
     /// The request in flight and its number, unless it started before `stale` (its starter
     /// gave up on it and nobody drove it since).
     pub(crate) fn in_flight(&self, stale: Instant) -> Option<(u64, InFlight)> {
-        let guard = self
+        self.latest()
             .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        guard
             .as_ref()
             .filter(|(_, started, _)| *started >= stale)
             .map(|(id, _, request)| (*id, request.clone()))
     }
 
-    /// Joins the request in flight (unless it is older than `stale`), or starts `request`;
-    /// returns the request's number and its answer to come.
-    pub(crate) fn poll<F>(self: &Arc<Self>, stale: Instant, request: F) -> (u64, InFlight)
-    where
-        F: Future<Output = Result<InstanceTask, ApiError>> + Send + 'static,
-    {
-        let mut guard = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some((id, started, running)) = guard.as_ref() {
+    /// Joins the request in flight (unless it is older than `stale`), or starts one, each
+    /// bounded by `timeout`; returns the request's number and its answer to come.
+    pub(crate) fn poll(
+        self: &Arc<Self>,
+        stale: Instant,
+        timeout: std::time::Duration,
+    ) -> (u64, InFlight) {
+        let mut latest = self.latest();
+        if let Some((id, started, running)) = latest.in_flight.as_ref() {
             if *started >= stale {
                 return (*id, running.clone());
             }
         }
         let id = self.number();
+        let request = (self.request)(self.url.clone());
         // Weak: a request nobody waits for any more must not keep the feed alive.
         let feed = Arc::downgrade(self);
         let shared = async move {
-            let answer = request.await;
+            let answer = tokio::time::timeout(timeout, request)
+                .await
+                .unwrap_or_else(|_| Err(ApiError::no_answer_within(timeout)));
             let polled = Arc::new(Polled {
                 request: id,
                 answer,
             });
-            let Some(feed) = feed.upgrade() else {
-                return polled;
-            };
-            feed.publish(&polled);
-            let mut in_flight = feed
-                .in_flight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            // Unless a newer request replaced this one, nothing is in flight any more.
-            if in_flight
-                .as_ref()
-                .is_some_and(|(current, _, _)| *current == id)
-            {
-                *in_flight = None;
+            if let Some(feed) = feed.upgrade() {
+                feed.publish(&polled, id);
             }
             polled
         }
         .boxed()
         .shared();
-        *guard = Some((id, Instant::now(), shared.clone()));
+        latest.in_flight = Some((id, Instant::now(), shared.clone()));
         (id, shared)
     }
 
     /// Tells every wait on the task of an answer from the service, unless a newer one is
-    /// already out. A request that got no answer (a network failure, a timeout) says nothing
-    /// of the task: only the waits that joined it count it as a failed poll.
-    fn publish(&self, polled: &Arc<Polled>) {
+    /// already out, and clears request `id` from the flight. A request that got no answer (a
+    /// network failure, a timeout) says nothing of the task: only the waits that joined it
+    /// count it as a failed poll.
+    fn publish(&self, polled: &Arc<Polled>, id: u64) {
         let heard = match &polled.answer {
             Ok(_) => true,
             Err(error) => error.status().is_some(),
         };
-        if !heard {
-            return;
+        let mut latest = self.latest();
+        // Unless a newer request replaced this one, nothing is in flight any more.
+        if latest
+            .in_flight
+            .as_ref()
+            .is_some_and(|(current, _, _)| *current == id)
+        {
+            latest.in_flight = None;
         }
-        self.latest.send_if_modified(|latest| {
-            if latest.as_ref().is_some_and(|p| p.request > polled.request) {
-                return false;
-            }
-            *latest = Some(polled.clone());
-            true
-        });
+        let newer = latest
+            .answer
+            .as_ref()
+            .is_none_or(|p| p.request < polled.request);
+        if heard && newer {
+            latest.answer = Some(polled.clone());
+            drop(latest);
+            self.news.notify_waiters();
+        }
     }
 }
 
-/// The feeds of a client's tasks, by URL; a feed lives while a wait holds it.
+/// The feeds of a client's tasks, found by a hash of their URL; a feed lives while a source
+/// holds it.
 #[derive(Debug, Default)]
 pub(crate) struct Feeds {
-    by_url: Mutex<HashMap<String, Weak<Feed>>>,
+    hasher: std::hash::RandomState,
+    by_url: Mutex<HashMap<u64, Weak<Feed>>>,
 }
 
 impl Feeds {
-    /// The feed of the task at `url`, made if no wait holds one.
-    pub(crate) fn join(&self, url: &url::Url) -> Arc<Feed> {
+    /// The feed of the task at `url`, made with `request` if no source holds one.
+    pub(crate) fn join(&self, url: Url, request: impl FnOnce() -> Request) -> Arc<Feed> {
+        let key = self.hasher.hash_one(url.as_str());
         let mut by_url = self.by_url.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(feed) = by_url.get(url.as_str()).and_then(Weak::upgrade) {
+        let held = by_url.get(&key).and_then(Weak::upgrade);
+        if let Some(feed) = &held {
+            if feed.url == url {
+                return feed.clone();
+            }
+        }
+        let feed = Arc::new(Feed::new(url, request()));
+        if held.is_some() {
+            // Another task's URL with the same hash (a 1 in 2^64 chance): this one is not
+            // shared, and nothing is wrong.
             return feed;
         }
         // Forget the feeds of finished waits now and then, so the map stays as large as the
@@ -176,15 +234,10 @@ impl Feeds {
         if by_url.len() >= 64 && by_url.len().is_power_of_two() {
             by_url.retain(|_, feed| feed.strong_count() > 0);
         }
-        let feed = Arc::new(Feed::new());
-        by_url.insert(url.as_str().to_owned(), Arc::downgrade(&feed));
+        by_url.insert(key, Arc::downgrade(&feed));
         feed
     }
 }
-
-/// Makes one request for the task, owning what it needs.
-pub(crate) type Request =
-    Arc<dyn Fn() -> BoxFuture<'static, Result<InstanceTask, ApiError>> + Send + Sync>;
 
 /// The polls a [`TaskSource`](super::TaskSource) shares with the other waits on the same task
 /// through the same client. Only the crate's own [`BoundTask`](super::BoundTask) has one;
@@ -192,50 +245,74 @@ pub(crate) type Request =
 #[derive(Clone)]
 pub struct SharedPolls {
     pub(crate) feed: Arc<Feed>,
-    pub(crate) request: Request,
 }
 
 impl std::fmt::Debug for SharedPolls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedPolls")
             .field("feed", &self.feed)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::collections::VecDeque;
     use std::time::Duration;
 
-    fn task(progress: i64) -> InstanceTask {
+    pub(crate) fn task(progress: i64) -> InstanceTask {
         InstanceTask {
             progress: Some(progress),
             ..InstanceTask::default()
         }
     }
 
+    /// Requests that answer in turn, each after its delay in seconds; panics past the end.
+    pub(crate) fn scripted(answers: Vec<(u64, Result<InstanceTask, ApiError>)>) -> Request {
+        let answers = Arc::new(Mutex::new(VecDeque::from(answers)));
+        Arc::new(move |_url| {
+            let (delay, answer) = answers
+                .lock()
+                .unwrap()
+                .pop_front()
+                .expect("a scripted answer");
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_secs(delay)).await;
+                answer
+            })
+        })
+    }
+
+    pub(crate) fn feed(answers: Vec<(u64, Result<InstanceTask, ApiError>)>) -> Arc<Feed> {
+        let url = Url::parse("http://127.0.0.1/v5/t").unwrap();
+        Arc::new(Feed::new(url, scripted(answers)))
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(60);
+
     #[tokio::test(start_paused = true)]
     async fn a_poll_in_flight_is_joined_and_its_answer_reaches_every_listener() {
         let feeds = Feeds::default();
-        let url = url::Url::parse("http://127.0.0.1/v5/x").unwrap();
-        let (a, b) = (feeds.join(&url), feeds.join(&url));
+        let url = Url::parse("http://127.0.0.1/v5/x").unwrap();
+        let script = || scripted(vec![(1, Ok(task(10))), (0, Ok(task(20)))]);
+        let (a, b) = (feeds.join(url.clone(), script), feeds.join(url, script));
         assert!(Arc::ptr_eq(&a, &b));
-        let mut listener = b.subscribe();
+        assert!(a.shared_with_others());
         let long_ago = Instant::now();
-        let (one, first) = a.poll(long_ago, async {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            Ok(task(10))
+        let listener = tokio::spawn({
+            let b = b.clone();
+            async move { b.news_after(0).await }
         });
-        let (also_one, joined) = b.poll(long_ago, async { unreachable!("joined, not sent") });
+        let (one, first) = a.poll(long_ago, TIMEOUT);
+        let (also_one, joined) = b.poll(long_ago, TIMEOUT);
         assert_eq!((one, also_one), (1, 1));
         let (first, joined) = tokio::join!(first, joined);
         assert!(Arc::ptr_eq(&first, &joined));
         assert_eq!(first.request, 1);
-        listener.changed().await.unwrap();
-        assert_eq!(listener.borrow_and_update().as_ref().unwrap().request, 1);
+        assert_eq!(listener.await.unwrap().request, 1);
         // Nothing in flight any more: the next poll is a new request.
-        let (two, second) = b.poll(Instant::now(), async { Ok(task(20)) });
+        let (two, second) = b.poll(Instant::now(), TIMEOUT);
         let second = second.await;
         assert_eq!((two, second.request), (2, 2));
         assert_eq!(second.answer.as_ref().unwrap().progress, Some(20));
@@ -243,21 +320,17 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_older_request_answering_late_does_not_replace_a_newer_answer() {
-        let feed = Arc::new(Feed::new());
-        let listener = feed.subscribe();
-        let start = Instant::now();
         // The first request hangs; once it is stale a second one starts and answers first.
-        let (one, slow) = feed.poll(start, async {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            Ok(task(10))
-        });
+        let feed = feed(vec![(30, Ok(task(10))), (0, Ok(task(40)))]);
+        let start = Instant::now();
+        let (one, slow) = feed.poll(start, TIMEOUT);
         let slow = tokio::spawn(slow);
         tokio::time::advance(Duration::from_secs(11)).await;
-        let (two, fast) = feed.poll(start + Duration::from_secs(10), async { Ok(task(40)) });
+        let (two, fast) = feed.poll(start + Duration::from_secs(10), TIMEOUT);
         assert_eq!((one, two), (1, 2));
         assert_eq!(fast.await.request, 2);
         assert_eq!(slow.await.unwrap().request, 1);
-        let latest = listener.borrow().clone().unwrap();
+        let latest = feed.news_after(0).await;
         assert_eq!(latest.request, 2);
         assert_eq!(latest.answer.as_ref().unwrap().progress, Some(40));
         // A number taken for a request sent alone comes after both.
@@ -266,25 +339,39 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_request_without_an_answer_is_told_only_to_those_who_joined_it() {
-        let feed = Arc::new(Feed::new());
-        let listener = feed.subscribe();
-        let (_, failed) = feed.poll(Instant::now(), async {
-            Err(ApiError::new(crate::client::ApiErrorKind::Timeout))
-        });
+        let feed = feed(vec![(
+            0,
+            Err(ApiError::new(crate::client::ApiErrorKind::Timeout)),
+        )]);
+        let (_, failed) = feed.poll(Instant::now(), TIMEOUT);
         assert!(failed.await.answer.is_err());
-        assert!(!listener.has_changed().unwrap());
-        assert!(listener.borrow().is_none());
+        assert!(feed.answer_after(0).is_none());
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_feed_lives_while_a_wait_holds_it() {
+    async fn a_request_past_its_timeout_is_a_timeout() {
+        let feed = feed(vec![(90, Ok(task(10)))]);
+        let (_, answer) = feed.poll(Instant::now(), TIMEOUT);
+        let polled = answer.await;
+        let error = polled.answer.as_ref().unwrap_err();
+        assert_eq!(error.kind(), crate::client::ApiErrorKind::Timeout);
+        assert!(feed.in_flight(Instant::now() - TIMEOUT).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_feed_lives_while_a_source_holds_it() {
         let feeds = Feeds::default();
-        let url = url::Url::parse("http://127.0.0.1/v5/y").unwrap();
-        let feed = feeds.join(&url);
+        let url = Url::parse("http://127.0.0.1/v5/y").unwrap();
+        let feed = feeds.join(url.clone(), || scripted(vec![]));
+        assert!(!feed.shared_with_others());
         let weak = Arc::downgrade(&feed);
         drop(feed);
         assert!(weak.upgrade().is_none());
-        let again = feeds.join(&url);
-        assert_eq!(again.latest.borrow().as_ref().map(|p| p.request), None);
+        let again = feeds.join(url, || scripted(vec![]));
+        assert_eq!(again.started(), 0);
+        let other = feeds.join(Url::parse("http://127.0.0.1/v5/z").unwrap(), || {
+            scripted(vec![])
+        });
+        assert!(!Arc::ptr_eq(&again, &other));
     }
 }

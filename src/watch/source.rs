@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use super::shared::{Feed, Request, SharedPolls};
+use super::shared::{Request, SharedPolls};
 use crate::client::{ApiError, IotdaClient};
 use crate::ids::{InstanceId, TaskId};
 use crate::model::InstanceTask;
@@ -61,9 +61,8 @@ pub struct BoundTask {
     client: IotdaClient,
     instance_id: InstanceId,
     task_id: TaskId,
-    /// Built once: every poll of a wait asks for the same URL.
-    url: url::Url,
-    /// The polls shared with every other wait on this task through this client.
+    /// The polls shared with every other wait on this task through this client, and the
+    /// task's URL (built once: every poll asks for it).
     shared: SharedPolls,
 }
 
@@ -74,18 +73,19 @@ impl BoundTask {
         instance_id: InstanceId,
         task_id: TaskId,
     ) -> Self {
-        let feed: std::sync::Arc<Feed> = client.feeds().join(&url);
-        let target = std::sync::Arc::new((client.clone(), url.clone()));
-        let request: Request = std::sync::Arc::new(move || {
-            let target = target.clone();
-            Box::pin(async move { target.0.fetch(&target.1, None).await })
+        let feed = client.feeds().join(url, || {
+            let client = client.clone();
+            let request: Request = std::sync::Arc::new(move |url| {
+                let client = client.clone();
+                Box::pin(async move { client.fetch(&url, None).await })
+            });
+            request
         });
         Self {
             client,
             instance_id,
             task_id,
-            url,
-            shared: SharedPolls { feed, request },
+            shared: SharedPolls { feed },
         }
     }
 
@@ -111,7 +111,7 @@ impl BoundTask {
 impl TaskSource for BoundTask {
     fn fetch(&self) -> impl Future<Output = Result<InstanceTask, ApiError>> + Send {
         // The watcher's timeout bounds the request; a second timer here would only add work.
-        self.client.fetch(&self.url, None)
+        self.client.fetch(self.shared.feed.url(), None)
     }
 
     fn ids(&self) -> Option<(&InstanceId, &TaskId)> {
