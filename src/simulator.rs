@@ -5,7 +5,9 @@
 //! signature with its access key, or an `X-Auth-Token` that it was given with
 //! [`Simulator::accept_token`]; any other request gets the gateway's 401. Each task plays a
 //! script: PENDING for some polls, RUNNING with progress over polls or over time, faults, then
-//! SUCCESS or FAILED, its end time fixed when it first ends.
+//! SUCCESS or FAILED, its end time fixed when it first ends. A FAILED task can be retried
+//! (`RetryInstanceTask`, a POST of `.../tasks/{task_id}/retry`, authenticated like a poll):
+//! the script goes on after its failure, as [`TaskScript::fail`] says.
 //!
 //! ```
 //! use iotda_task_watcher::simulator::{Simulator, TaskScript};
@@ -65,6 +67,9 @@
 //!   publish how. The simulator's quota is a token bucket, checked after the signature (a
 //!   refused signature costs no token) and before the task is looked up; whether the gateway's
 //!   429 carries a `Retry-After` is left to the test.
+//! - `RetryInstanceTask`: what the service answers for a task that is not FAILED. The
+//!   simulator refuses it with 400 and `SIMULATOR.TASK_NOT_RETRYABLE`; and it answers an
+//!   accepted retry with the task PENDING at progress 0, its start and end times cleared.
 
 use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
@@ -353,7 +358,20 @@ impl TaskScript {
         self
     }
 
-    /// Ends in FAILED with `detail` as `status_detail`.
+    /// Ends in FAILED with `detail` as `status_detail`, until the task is retried: a retry
+    /// answers the task PENDING, and the steps after this one play from the next poll (with
+    /// none, the task stays PENDING).
+    ///
+    /// ```
+    /// use iotda_task_watcher::simulator::TaskScript;
+    /// use iotda_task_watcher::TaskType;
+    /// // Fails once, then succeeds when retried.
+    /// let script = TaskScript::new(TaskType::Modify)
+    ///     .running(2)
+    ///     .fail("flavor sold out")
+    ///     .running(2)
+    ///     .succeed();
+    /// ```
     pub fn fail(mut self, detail: impl Into<String>) -> Self {
         self.steps.push(Step::Fail(detail.into()));
         self
@@ -411,6 +429,8 @@ struct TaskState {
     ended: Option<TaskTime>,
     /// The last task or raw answer, given again past the end of the script.
     last: Option<Answer>,
+    /// Retries accepted.
+    retries: u64,
 }
 
 #[derive(Clone)]
@@ -483,6 +503,23 @@ impl TaskState {
             self.last = Some(answer.clone());
             return (answer, delay);
         }
+    }
+
+    /// Retries the task if its last answer was FAILED: the script goes on after the failure,
+    /// from PENDING. `None` when the task is not FAILED.
+    fn retry(&mut self, task_id: &str) -> Option<InstanceTask> {
+        let failed =
+            matches!(&self.last, Some(Answer::Task(t)) if t.status == Some(TaskStatus::Failed));
+        if !failed {
+            return None;
+        }
+        self.retries += 1;
+        self.next_step();
+        self.started = None;
+        self.ended = None;
+        let task = self.snapshot(task_id, TaskStatus::Pending, 0, None);
+        self.last = Some(Answer::Task(Box::new(task.clone())));
+        Some(task)
     }
 
     fn next_step(&mut self) {
@@ -663,6 +700,7 @@ impl Simulator {
             started: None,
             ended: None,
             last: None,
+            retries: 0,
         };
         self.shared
             .tasks
@@ -704,6 +742,17 @@ impl Simulator {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&(instance_id.to_string(), task_id.to_string()))
             .map_or(0, |t| t.polls)
+    }
+
+    /// How many retries of this task the simulator accepted.
+    #[must_use]
+    pub fn retries(&self, instance_id: &InstanceId, task_id: &TaskId) -> u64 {
+        self.shared
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(instance_id.to_string(), task_id.to_string()))
+            .map_or(0, |t| t.retries)
     }
 
     /// How many requests reached the simulator, of any kind.
@@ -896,12 +945,19 @@ fn answer(
         .trim_start_matches('/')
         .split('/')
         .collect();
-    let ["v5", "iot", project, "iotda-instances", instance, "tasks", task] = segments[..] else {
-        return at_once(no_such_api());
+    let (project, instance, task, retry) = match segments[..] {
+        ["v5", "iot", project, "iotda-instances", instance, "tasks", task]
+            if request.method.as_str() == "GET" =>
+        {
+            (project, instance, task, false)
+        }
+        ["v5", "iot", project, "iotda-instances", instance, "tasks", task, "retry"]
+            if request.method.as_str() == "POST" =>
+        {
+            (project, instance, task, true)
+        }
+        _ => return at_once(no_such_api()),
     };
-    if request.method.as_str() != "GET" {
-        return at_once(no_such_api());
-    }
     if let Err(why) = authenticate(shared, request, server_now) {
         return at_once(unauthenticated(&why, request_id));
     }
@@ -922,6 +978,19 @@ fn answer(
     let Some(state) = tasks.get_mut(&(instance.to_owned(), task.to_owned())) else {
         return at_once(task_not_found());
     };
+    if retry {
+        return at_once(match state.retry(task) {
+            Some(task) => ResponseTemplate::new(200).set_body_raw(
+                serde_json::to_string(&task).expect("a task serializes"),
+                "application/json",
+            ),
+            None => service_error(
+                400,
+                "SIMULATOR.TASK_NOT_RETRYABLE",
+                "Only a FAILED task can be retried.",
+            ),
+        });
+    }
     let (answer, delay) = state.advance(task);
     let template = match answer {
         Answer::Raw(raw) => {

@@ -203,6 +203,27 @@ impl IotdaClient {
         self.fetch(&url, Some(timeout)).await
     }
 
+    /// Retries a task that FAILED: `RetryInstanceTask`, a signed POST of
+    /// `{task URL}/retry` with an empty body, answered with the task as the service restarts
+    /// it. One call, one request, no retries; it takes its turn in the client's
+    /// [budget](budget::RequestBudget) first. A retried task may fail again for the same
+    /// reason, and running it again may cost money: see
+    /// [`TaskWatcher::retry_failed`](crate::TaskWatcher::retry_failed).
+    ///
+    /// # Errors
+    /// An [`ApiError`], as for [`IotdaClient::instance_task`]; the service refuses to retry a
+    /// task that is not FAILED.
+    pub async fn retry_task(
+        &self,
+        instance_id: &InstanceId,
+        task_id: &TaskId,
+    ) -> Result<InstanceTask, ApiError> {
+        let url = retry_url(&self.task_url(instance_id, task_id));
+        self.inner.budget.acquire().await;
+        self.send(reqwest::Method::POST, &url, Some(self.inner.timeout))
+            .await
+    }
+
     /// One GET of a task's URL; `timeout` bounds it when given. The caller has taken a token
     /// from the budget; the answer is reported to it.
     pub(crate) async fn fetch(
@@ -210,10 +231,22 @@ impl IotdaClient {
         url: &Url,
         timeout: Option<Duration>,
     ) -> Result<InstanceTask, ApiError> {
+        self.send(reqwest::Method::GET, url, timeout).await
+    }
+
+    /// One signed request with an empty body, answered with a task: a GET of a task or a POST
+    /// of its retry.
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &Url,
+        timeout: Option<Duration>,
+    ) -> Result<InstanceTask, ApiError> {
         let local = SystemTime::now();
         let offset_ms = self.inner.clock_offset_ms.load(Ordering::Relaxed);
-        let mut request = reqwest::Request::new(reqwest::Method::GET, url.clone());
-        *request.headers_mut() = self.signed_headers(url, skew::shift(local, offset_ms));
+        let headers = self.signed_headers(&method, url, skew::shift(local, offset_ms));
+        let mut request = reqwest::Request::new(method, url.clone());
+        *request.headers_mut() = headers;
         *request.timeout_mut() = timeout;
         let sent_at = tokio::time::Instant::now();
         let response = self
@@ -235,9 +268,10 @@ impl IotdaClient {
         })
     }
 
-    /// The headers of a GET of `url` signed at `now`: `Host`, `X-Sdk-Date`, `X-Project-Id`,
-    /// `X-Security-Token` and `Authorization`, or `X-Auth-Token` for an IAM token.
-    fn signed_headers(&self, url: &Url, now: SystemTime) -> HeaderMap {
+    /// The headers of a request with an empty body to `url`, signed at `now`: `Host`,
+    /// `X-Sdk-Date`, `X-Project-Id`, `X-Security-Token` and `Authorization`, or
+    /// `X-Auth-Token` for an IAM token.
+    fn signed_headers(&self, method: &reqwest::Method, url: &Url, now: SystemTime) -> HeaderMap {
         let inner = &*self.inner;
         let mut headers = HeaderMap::with_capacity(8);
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
@@ -260,7 +294,7 @@ impl IotdaClient {
                 // The token is signed when there is one.
                 let count = if security_token.is_some() { 4 } else { 3 };
                 let request = signer::SignRequest {
-                    method: "GET",
+                    method: method.as_str(),
                     url,
                     headers: &signed[..count],
                     body: b"",
@@ -282,6 +316,15 @@ impl IotdaClient {
         }
         headers
     }
+}
+
+/// The URL of a task's retry: `{task URL}/retry`.
+pub(crate) fn retry_url(task: &Url) -> Url {
+    let mut url = task.clone();
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments.push("retry");
+    }
+    url
 }
 
 #[cfg(test)]
@@ -319,7 +362,7 @@ mod tests {
             &"075f413d-a3bb-4243-974d-8eb9221c1234".parse().unwrap(),
         );
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_704_067_200);
-        let headers = client.signed_headers(&url, now);
+        let headers = client.signed_headers(&reqwest::Method::GET, &url, now);
         assert_eq!(headers["x-sdk-date"], "20240101T000000Z");
         assert_eq!(headers["host"], "iotda-mgmt.cn-north-4.myhuaweicloud.com");
         assert_eq!(

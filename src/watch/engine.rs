@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::clock::Clock;
+use super::condition::Condition;
 use super::schedule::Schedule;
 use super::shared::Polled;
 use super::state::{SavedSchedule, WaitState};
@@ -64,6 +65,13 @@ pub(crate) struct Engine<S> {
     request_timeout: Duration,
     not_found_tolerance: u32,
     window_fail_fast: bool,
+    /// What the wait waits for.
+    condition: Condition,
+    /// How many times a FAILED task may be retried, and how many times it was.
+    retry_failed: u32,
+    retries: u32,
+    /// The task was seen FAILED and is to be retried before the next poll.
+    retry_due: bool,
     /// The window opening last reported with `WaitingForWindow`, in this status.
     window_noted: Option<jiff::Timestamp>,
     cancel: Option<CancellationToken>,
@@ -112,6 +120,10 @@ impl<S: TaskSource> Engine<S> {
             request_timeout: settings.request_timeout,
             not_found_tolerance: settings.not_found_tolerance,
             window_fail_fast: settings.window_fail_fast,
+            condition: settings.condition,
+            retry_failed: settings.retry_failed,
+            retries: 0,
+            retry_due: false,
             window_noted: None,
             cancel: settings.cancel,
             limiter: settings.limiter,
@@ -132,6 +144,7 @@ impl<S: TaskSource> Engine<S> {
             span,
             clock,
         };
+        engine.schedule.aim_at(engine.condition.target());
         // Answers to requests started before the wait are not its polls.
         engine.asked = engine.source.shared_polls().map_or(0, |s| s.feed.started());
         if let Some(state) = settings.resume {
@@ -148,9 +161,11 @@ impl<S: TaskSource> Engine<S> {
         self.next_poll = at(state.next_poll_at).min(self.deadline);
         self.polls = state.polls;
         self.failures = state.failures;
+        self.retries = state.retries;
         self.answered = state.last.is_some();
         self.last = state.last;
         self.schedule = Schedule::resume(backoff, state.schedule.load(&self.clock));
+        self.schedule.aim_at(self.condition.target());
     }
 
     /// Where the wait stands, to resume it elsewhere.
@@ -164,6 +179,7 @@ impl<S: TaskSource> Engine<S> {
             next_poll_at: self.clock.timestamp(self.next_poll),
             polls: self.polls,
             failures: self.failures,
+            retries: self.retries,
             last: self.last.clone(),
             schedule: SavedSchedule::save(self.schedule.state(), &self.clock),
         }
@@ -221,6 +237,9 @@ impl<S: TaskSource> Engine<S> {
             return self.timed_out();
         }
         let timeout = self.request_timeout;
+        if self.retry_due {
+            return self.retry(timeout).await;
+        }
         // Alone on its task, a wait polls as if nothing were shared.
         let shared = self
             .source
@@ -262,6 +281,58 @@ impl<S: TaskSource> Engine<S> {
             None => self.cancelled(),
             Some(Ok(result)) => self.answered(result),
             Some(Err(_)) => self.failed(ApiError::no_answer_within(timeout)),
+        }
+    }
+
+    /// Retries the FAILED task, after its turn in the budget: the answer is the task as the
+    /// service restarts it. An error ends the wait with it; a retry that cannot take its turn
+    /// before the deadline ends the wait with the failure seen.
+    async fn retry(&mut self, timeout: Duration) {
+        let failed = self.last.clone().unwrap_or_default();
+        match self.gate(S::ready, true).await {
+            Gate::Go(()) => {}
+            Gate::Cancelled => return self.cancelled(),
+            Gate::TimedOut => return self.finish(Err(WaitError::Failed { task: failed })),
+            // Another wait on the task saw it since: retried already, or still FAILED.
+            Gate::Answer(polled) => return self.take(&polled),
+        }
+        self.retry_due = false;
+        self.retries = self.retries.saturating_add(1);
+        let attempt = self.retries;
+        tracing::info!(
+            attempt,
+            detail = failed.status_detail.as_deref().unwrap_or_default(),
+            "retrying the failed task"
+        );
+        let retried = Box::pin(tokio::time::timeout(timeout, self.source.retry()));
+        let answer = match self.until(retried).await {
+            None => return self.cancelled(),
+            Some(Ok(answer)) => answer,
+            Some(Err(_)) => Err(ApiError::no_answer_within(timeout)),
+        };
+        match answer {
+            Ok(task) => {
+                self.pending.push_back(TaskEvent::Retried {
+                    attempt,
+                    failed,
+                    task: task.clone(),
+                });
+                // The task starts over: so do the backoff and the progress line.
+                self.schedule.restart();
+                let delay =
+                    self.schedule
+                        .after_snapshot(Instant::now(), true, task.progress_percent());
+                self.window_noted = None;
+                self.last = Some(task);
+                self.plan(delay);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the retry was refused");
+                self.finish(Err(WaitError::Api {
+                    error,
+                    last: Some(failed),
+                }));
+            }
         }
     }
 
@@ -387,10 +458,26 @@ impl<S: TaskSource> Engine<S> {
                 }
             }
         }
-        let outcome = match task.status {
-            Some(TaskStatus::Success) => Some(Ok(task.clone())),
-            Some(TaskStatus::Failed) => Some(Err(WaitError::Failed { task: task.clone() })),
-            _ => None,
+        self.retry_due = false;
+        // The condition decides first; only an end in which it does not hold ends the wait
+        // otherwise.
+        let outcome = if self.condition.holds(&task) {
+            Some(Ok(task.clone()))
+        } else {
+            match task.status {
+                Some(TaskStatus::Success) => Some(Err(WaitError::Unmet {
+                    task: task.clone(),
+                    condition: self.condition.clone(),
+                })),
+                Some(TaskStatus::Failed)
+                    if self.retries < self.retry_failed && Instant::now() < self.deadline =>
+                {
+                    self.retry_due = true;
+                    None
+                }
+                Some(TaskStatus::Failed) => Some(Err(WaitError::Failed { task: task.clone() })),
+                _ => None,
+            }
         };
         let progress = task.progress_percent();
         let pending = task.status == Some(TaskStatus::Pending);
@@ -399,6 +486,10 @@ impl<S: TaskSource> Engine<S> {
             return self.finish(outcome);
         }
         let now = Instant::now();
+        if self.retry_due {
+            self.next_poll = now;
+            return;
+        }
         let mut delay = self.schedule.after_snapshot(now, status_changed, progress);
         if status_changed {
             self.window_noted = None;
@@ -512,7 +603,12 @@ impl<S: TaskSource> Engine<S> {
 
     fn finish(&mut self, outcome: Outcome) {
         match &outcome {
-            Ok(_) => tracing::info!(polls = self.polls, "task succeeded"),
+            Ok(task) => tracing::info!(
+                polls = self.polls,
+                status = %task.status_or_unknown(),
+                condition = %self.condition,
+                "the condition held"
+            ),
             Err(error) => tracing::info!(polls = self.polls, %error, "wait ended"),
         }
         self.pending.push_back(TaskEvent::Done(outcome));

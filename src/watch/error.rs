@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::Condition;
 use crate::client::ApiError;
 use crate::model::InstanceTask;
 
@@ -20,6 +21,18 @@ pub enum WaitError {
     Failed {
         /// The final snapshot; `status_detail` says why.
         task: InstanceTask,
+    },
+    /// The task reached SUCCESS in a snapshot in which the wait's
+    /// [condition](crate::TaskWatcher::until) does not hold, so it can no longer hold (e.g. the
+    /// wait was for `status=RUNNING` and the task ended first). Only a wait for something other
+    /// than [`Condition::done`] ends so.
+    #[error("task {} ended {} without meeting the condition {condition}", Id(task), task.status_or_unknown())]
+    #[non_exhaustive]
+    Unmet {
+        /// The final snapshot.
+        task: InstanceTask,
+        /// The condition the wait was for.
+        condition: Condition,
     },
     /// The deadline passed before the task finished.
     #[error(
@@ -85,7 +98,9 @@ impl WaitError {
     #[must_use]
     pub fn last(&self) -> Option<&InstanceTask> {
         match self {
-            Self::Failed { task } | Self::WindowAfterDeadline { task, .. } => Some(task),
+            Self::Failed { task }
+            | Self::Unmet { task, .. }
+            | Self::WindowAfterDeadline { task, .. } => Some(task),
             Self::TimedOut { last, .. } | Self::Cancelled { last } | Self::Api { last, .. } => {
                 last.as_ref()
             }

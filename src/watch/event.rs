@@ -6,7 +6,8 @@ use super::WaitError;
 use crate::client::ApiError;
 use crate::model::{InstanceTask, TaskStatus};
 
-/// How a wait ended: the task on SUCCESS, or why not.
+/// How a wait ended: the snapshot in which its condition held (by default: the task on
+/// SUCCESS), or why not.
 pub type Outcome = Result<InstanceTask, WaitError>;
 
 /// One thing that happened during a wait. A stream of them starts with [`TaskEvent::Observed`]
@@ -67,6 +68,18 @@ pub enum TaskEvent {
         /// The snapshot that showed the task PENDING.
         task: InstanceTask,
     },
+    /// The task was FAILED and was retried (only with
+    /// [`retry_failed`](crate::TaskWatcher::retry_failed)): the service accepted the retry and
+    /// answered with the task as it restarts. The wait goes on.
+    #[non_exhaustive]
+    Retried {
+        /// Which retry this was, from 1.
+        attempt: u32,
+        /// The FAILED snapshot that led to it; `status_detail` says why it failed.
+        failed: InstanceTask,
+        /// The task as the retry's answer showed it.
+        task: InstanceTask,
+    },
     /// The wait is over. Nothing follows this event.
     Done(Outcome),
 }
@@ -82,6 +95,7 @@ impl TaskEvent {
             | Self::StatusChanged { task, .. }
             | Self::ProgressChanged { task, .. }
             | Self::WaitingForWindow { task, .. }
+            | Self::Retried { task, .. }
             | Self::Done(Ok(task)) => Some(task),
             Self::Retrying { .. } => None,
             Self::Done(Err(error)) => error.last(),

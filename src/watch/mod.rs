@@ -7,6 +7,7 @@
 //! between the watcher and HTTP.
 
 mod clock;
+mod condition;
 mod engine;
 mod error;
 mod event;
@@ -23,6 +24,7 @@ mod window;
 
 use std::time::Duration;
 
+pub use self::condition::{Condition, ParseConditionError};
 pub use self::error::WaitError;
 pub use self::event::{Outcome, TaskEvent};
 pub use self::events::TaskEvents;

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use super::{Outcome, WaitError};
+use crate::model::TaskStatus;
 
 /// How a wait ended, without the details: what scripts, logs and exit codes need.
 ///
@@ -27,8 +28,13 @@ use super::{Outcome, WaitError};
 pub enum OutcomeKind {
     /// The task reached SUCCESS.
     Success,
+    /// The wait's [condition](crate::TaskWatcher::until) held in a snapshot that is not
+    /// SUCCESS (the task started, reached a progress, or is in the status waited for).
+    Met,
     /// The deadline passed (or, with `fail_fast_on_window`, the task's window opens after it).
     TimedOut,
+    /// The task reached SUCCESS without the wait's condition holding: it never can now.
+    Unmet,
     /// The service answered with an error that retrying cannot fix.
     Error,
     /// The task reached FAILED.
@@ -42,8 +48,10 @@ impl OutcomeKind {
     #[must_use]
     pub fn of(outcome: &Outcome) -> Self {
         match outcome {
-            Ok(_) => Self::Success,
+            Ok(task) if task.status == Some(TaskStatus::Success) => Self::Success,
+            Ok(_) => Self::Met,
             Err(WaitError::Failed { .. }) => Self::Failed,
+            Err(WaitError::Unmet { .. }) => Self::Unmet,
             // A window that opens after the deadline is a timeout known in advance.
             Err(WaitError::TimedOut { .. } | WaitError::WindowAfterDeadline { .. }) => {
                 Self::TimedOut
@@ -53,34 +61,38 @@ impl OutcomeKind {
         }
     }
 
-    /// The name in snake case, as `iotda-wait` writes it in JSON: `success`, `failed`,
-    /// `timed_out`, `cancelled`, `error`.
+    /// The name in snake case, as `iotda-wait` writes it in JSON: `success`, `met`,
+    /// `failed`, `unmet`, `timed_out`, `cancelled`, `error`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Success => "success",
+            Self::Met => "met",
             Self::Failed => "failed",
+            Self::Unmet => "unmet",
             Self::TimedOut => "timed_out",
             Self::Cancelled => "cancelled",
             Self::Error => "error",
         }
     }
 
-    /// The exit code `iotda-wait` ends with: 0 success, 1 failed, 3 timed out, 4 error, 130
-    /// cancelled (as for an interrupt).
+    /// The exit code `iotda-wait` ends with: 0 success or met, 1 failed, 3 timed out, 4 error,
+    /// 6 unmet, 130 cancelled (as for an interrupt).
     #[must_use]
     pub fn exit_code(self) -> u8 {
         match self {
-            Self::Success => 0,
+            Self::Success | Self::Met => 0,
             Self::Failed => 1,
             Self::TimedOut => 3,
             Self::Error => 4,
+            Self::Unmet => 6,
             Self::Cancelled => 130,
         }
     }
 }
 
-/// Upper case, as a status: `SUCCESS`, `FAILED`, `TIMED_OUT`, `CANCELLED`, `ERROR`.
+/// Upper case, as a status: `SUCCESS`, `MET`, `FAILED`, `UNMET`, `TIMED_OUT`, `CANCELLED`,
+/// `ERROR`.
 impl fmt::Display for OutcomeKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.as_str().to_ascii_uppercase())
@@ -96,6 +108,8 @@ mod tests {
     fn severity_orders_the_exit_codes_of_many_waits() {
         let mut kinds = [
             OutcomeKind::Success,
+            OutcomeKind::Unmet,
+            OutcomeKind::Met,
             OutcomeKind::TimedOut,
             OutcomeKind::Error,
             OutcomeKind::Failed,
@@ -103,7 +117,7 @@ mod tests {
         ];
         kinds.sort();
         let codes: Vec<u8> = kinds.iter().map(|k| k.exit_code()).collect();
-        assert_eq!(codes, [0, 3, 4, 1, 130]);
+        assert_eq!(codes, [0, 0, 3, 6, 4, 1, 130]);
         assert_eq!(OutcomeKind::TimedOut.to_string(), "TIMED_OUT");
         let failed: Outcome = Err(WaitError::Failed {
             task: InstanceTask::default(),

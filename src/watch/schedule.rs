@@ -342,12 +342,13 @@ impl Track {
         }
     }
 
-    /// When the task should reach 100 %, on the line through the values seen so far.
+    /// When the task should reach `target` percent, on the line through the values seen so
+    /// far.
     ///
     /// The line's slope is the rate; but when the latest value has stood still for longer than
     /// that rate allows (a next step as large as the latest would have shown by the latest
     /// poll), the rate is at most what reaches that next step at that poll.
-    fn predicted_end(&self) -> Option<Instant> {
+    fn predicted_end(&self, target: u8) -> Option<Instant> {
         let line = &self.line;
         let mut slope = line.slope()?;
         let seen = self
@@ -361,7 +362,7 @@ impl Track {
                 slope = slope.min(stalled);
             }
         }
-        let at = line.mean_x + (100.0 - line.mean_y) / slope;
+        let at = line.mean_x + (f64::from(target) - line.mean_y) / slope;
         let after = Duration::try_from_secs_f64(at.max(0.0)).ok()?;
         self.origin.checked_add(after)
     }
@@ -387,6 +388,8 @@ pub(crate) struct Schedule {
     /// When the current status was first seen.
     status_since: Option<Instant>,
     track: Option<Track>,
+    /// The progress the wait waits for: 100 unless its condition is reached earlier.
+    target: u8,
 }
 
 /// What a schedule carries from one process to another.
@@ -407,7 +410,14 @@ impl Schedule {
             steps: 0,
             status_since: None,
             track: None,
+            target: 100,
         }
+    }
+
+    /// Aims the progress guidance at `target` percent instead of the task's end: the
+    /// estimated time of `target` is where the polls gather.
+    pub(crate) fn aim_at(&mut self, target: u8) {
+        self.target = target.min(100);
     }
 
     /// A schedule that goes on from `state`.
@@ -451,7 +461,8 @@ impl Schedule {
             return backoff;
         }
         let rose = self.observe(now, progress);
-        let Some(end) = self.track.and_then(|t| t.predicted_end()) else {
+        let target = self.target;
+        let Some(end) = self.track.and_then(|t| t.predicted_end(target)) else {
             return backoff;
         };
         let Some(track) = self.track.as_mut() else {
@@ -658,6 +669,42 @@ mod tests {
         assert_eq!(got[2], 15.0);
     }
 
+    /// Polls a task that rises 0.1 %/s from 0 until it shows `target`, with the schedule
+    /// aimed at `aim`; how long after the task reached `target` the poll that saw it came.
+    fn seen_after(aim: u8, target: u8) -> f64 {
+        let mut s = Schedule::new(plain());
+        s.aim_at(aim);
+        let t0 = Instant::now();
+        let mut t = 0.0f64;
+        loop {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let p = (t / 10.0).min(100.0) as u8;
+            if p >= target {
+                return t - f64::from(target) * 10.0;
+            }
+            let at = t0 + Duration::from_secs_f64(t);
+            t += s.after_snapshot(at, false, Some(p)).as_secs_f64();
+        }
+    }
+
+    #[test]
+    fn a_wait_for_a_progress_aims_at_the_time_of_that_progress() {
+        // N % at N x 10 s. Aimed at the end, the polls before N are a third of the time
+        // left to 1000 s, up to the far cap (45 s); aimed at N, they gather around it.
+        let (mut aimed, mut unaimed) = (Vec::new(), Vec::new());
+        for n in (20..=80).step_by(5) {
+            aimed.push(seen_after(n, n));
+            unaimed.push(seen_after(100, n));
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / 13.0;
+        let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+        // Around its estimated time, the target is polled every near-end delay (15 s).
+        assert!(max(&aimed) <= 15.0, "{aimed:?}");
+        assert!(mean(&aimed) < mean(&unaimed) / 2.0, "{aimed:?} {unaimed:?}");
+        // Whatever the aim, no sleep breaks the lateness promise.
+        assert!(max(&unaimed) <= 45.0, "{unaimed:?}");
+    }
+
     #[test]
     fn a_task_late_against_its_estimate_is_polled_more_sparsely_the_later_it_is() {
         let mut s = Schedule::new(plain());
@@ -688,7 +735,7 @@ mod tests {
         s.after_snapshot(at(0), false, Some(30));
         s.after_snapshot(at(20), false, Some(40));
         let end = |s: &Schedule| {
-            let end = s.state().track.unwrap().predicted_end().unwrap();
+            let end = s.state().track.unwrap().predicted_end(100).unwrap();
             end.duration_since(t0).as_secs_f64()
         };
         let before = end(&s);
@@ -712,7 +759,7 @@ mod tests {
         }
         // 92 % at 700 s, 2 % per 100 s: the end is some 400 s away. A line weighting all the
         // values alike would have it due at 575 s, already past.
-        let end = s.state().track.unwrap().predicted_end().unwrap();
+        let end = s.state().track.unwrap().predicted_end(100).unwrap();
         let left = end.saturating_duration_since(at(700)).as_secs_f64();
         assert!(left > 100.0, "{left}");
     }
@@ -726,7 +773,7 @@ mod tests {
         for (t, p) in [(0, 0), (20, 14), (40, 26), (60, 54), (80, 66)] {
             s.after_snapshot(at(t), false, Some(p));
         }
-        let end = s.state().track.unwrap().predicted_end().unwrap();
+        let end = s.state().track.unwrap().predicted_end(100).unwrap();
         let end = end.duration_since(t0).as_secs_f64();
         // The last two values alone would say 127 s, the first two 71 s.
         assert!((90.0..=120.0).contains(&end), "estimated end {end}");
@@ -854,10 +901,13 @@ mod tests {
             config in settings(),
             polls in history(),
             window in proptest::option::of(0u64..3_600_000),
+            target in 0u8..=100,
         ) {
             let bound = config.max_lateness();
             let floor = config.min_delay.min(bound);
             let mut s = Schedule::new(config);
+            // Whatever progress the wait is for.
+            s.aim_at(target);
             let mut now = Instant::now();
             let mut progress: i16 = 0;
             for (gap_ms, change, status_changed) in polls {

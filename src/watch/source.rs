@@ -37,6 +37,16 @@ pub trait TaskSource: Send + Sync {
         std::future::ready(())
     }
 
+    /// Retries the task after it FAILED, and answers with the task as the service restarts
+    /// it: for [`BoundTask`], [`IotdaClient::retry_task`]. The watcher calls it only with
+    /// [`retry_failed`](crate::TaskWatcher::retry_failed), after [`ready`](Self::ready), and
+    /// bounds it with its request timeout. By default the source cannot retry: an error of kind
+    /// [`Other`](crate::client::ApiErrorKind::Other), which ends the wait.
+    fn retry(&self) -> impl Future<Output = Result<InstanceTask, ApiError>> + Send {
+        std::future::ready(Err(ApiError::new(crate::client::ApiErrorKind::Other)
+            .with_detail("this task source cannot retry a task")))
+    }
+
     /// The polls this source shares with other waits on the same task (see
     /// [`SharedPolls`]); the watcher then takes their answers as its own polls and joins
     /// their requests. `None` by default.
@@ -120,6 +130,12 @@ impl TaskSource for BoundTask {
 
     fn ready(&self) -> impl Future<Output = ()> + Send {
         self.client.budget().acquire()
+    }
+
+    fn retry(&self) -> impl Future<Output = Result<InstanceTask, ApiError>> + Send {
+        let url = crate::client::retry_url(self.shared.feed.url());
+        let client = self.client.clone();
+        async move { client.send(reqwest::Method::POST, &url, None).await }
     }
 
     fn shared_polls(&self) -> Option<&SharedPolls> {

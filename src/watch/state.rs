@@ -32,6 +32,9 @@ pub struct WaitState {
     pub(crate) next_poll_at: Timestamp,
     pub(crate) polls: u32,
     pub(crate) failures: u32,
+    /// How many times the task was retried after a failure.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) retries: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) last: Option<InstanceTask>,
     pub(crate) schedule: SavedSchedule,
@@ -73,6 +76,22 @@ impl WaitState {
     pub fn polls(&self) -> u32 {
         self.polls
     }
+
+    /// How many times the task was retried after it FAILED (see
+    /// [`TaskWatcher::retry_failed`](crate::TaskWatcher::retry_failed)): a resumed wait
+    /// retries it only as often as is left.
+    #[must_use]
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+}
+
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde passes a reference"
+)]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Where the schedule stands, in wall-clock time.

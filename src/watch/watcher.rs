@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::condition::Condition;
 use super::events::{CheckpointHook, TaskEvents};
 use super::schedule::{self, Backoff};
 use super::state::{ResumeError, WaitState};
@@ -30,6 +31,8 @@ pub(crate) struct Settings {
     pub(crate) cancel: Option<CancellationToken>,
     pub(crate) limiter: Option<Arc<Semaphore>>,
     pub(crate) window_fail_fast: bool,
+    pub(crate) condition: Condition,
+    pub(crate) retry_failed: u32,
     /// Wall-clock time at the start; `None` reads the system clock.
     pub(crate) wall_clock: Option<SystemTime>,
     pub(crate) resume: Option<Box<WaitState>>,
@@ -119,10 +122,51 @@ impl<S: TaskSource> TaskWatcher<S> {
                 cancel: None,
                 limiter: None,
                 window_fail_fast: false,
+                condition: Condition::done(),
+                retry_failed: 0,
                 wall_clock: None,
                 resume: None,
             },
         }
+    }
+
+    /// What the wait waits for; by default [`Condition::done`], the task's SUCCESS. The wait
+    /// resolves with the first snapshot in which `condition` holds, and ends at once when the
+    /// task ends in a snapshot in which it does not: [`WaitError::Failed`](super::WaitError::Failed)
+    /// for FAILED, [`WaitError::Unmet`](super::WaitError::Unmet) for SUCCESS. See [`Condition`]
+    /// for the rules. Progress guidance aims at the progress the condition needs.
+    ///
+    /// ```no_run
+    /// # async fn run(client: iotda_task_watcher::IotdaClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// use iotda_task_watcher::watch::Condition;
+    /// use iotda_task_watcher::TaskWatcher;
+    ///
+    /// // Go on with the rollout once the resize has left PENDING (its window opened).
+    /// let running = TaskWatcher::new(&client, &"a1b2c3d4".parse()?, &"075f413d".parse()?)
+    ///     .until(Condition::started())
+    ///     .await?;
+    /// println!("started at {:?}", running.start_time);
+    /// # Ok(()) }
+    /// ```
+    pub fn until(mut self, condition: Condition) -> Self {
+        self.settings.condition = condition;
+        self
+    }
+
+    /// Retries the task up to `times` times when it FAILED (and the condition does not hold in
+    /// that snapshot), with [`TaskSource::retry`] (for a client's task,
+    /// [`IotdaClient::retry_task`]). Each retry is a [`TaskEvent::Retried`], carrying the
+    /// failure that led to it; the wait goes on under the same deadline. A retry answered with
+    /// an error ends the wait with [`WaitError::Api`](super::WaitError::Api); once the retries
+    /// are spent, the next FAILED ends it with [`WaitError::Failed`](super::WaitError::Failed).
+    /// Default 0: never.
+    ///
+    /// Retrying is never the default, and should be chosen knowingly: a retried task may fail
+    /// again for the same reason (a quota, a bad configuration), and running a change again
+    /// may cost money.
+    pub fn retry_failed(mut self, times: u32) -> Self {
+        self.settings.retry_failed = times;
+        self
     }
 
     /// Gives up this long after the wait starts. Default 60 minutes. Replaces any deadline.
@@ -323,7 +367,8 @@ impl<S: TaskSource + 'static> TaskWatcher<S> {
         TaskEvents::new(engine, self.on_checkpoint)
     }
 
-    /// Waits for the outcome: the task on SUCCESS, or why not.
+    /// Waits for the outcome: the snapshot in which the condition held (by default: the task
+    /// on SUCCESS), or why not.
     ///
     /// # Errors
     /// [`WaitError`](super::WaitError), carrying the last snapshot seen.
