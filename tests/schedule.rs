@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use common::script::{at, snapshot, Script, Step};
 use futures::StreamExt;
 use iotda_task_watcher::model::OperateWindow;
+use iotda_task_watcher::watch::Condition;
 use iotda_task_watcher::{InstanceTask, TaskEvent, TaskStatus, TaskWatcher, WaitError};
 use tokio::time::Instant;
 
@@ -510,4 +511,43 @@ async fn a_progress_line_at_zero_percent_survives_a_resume() {
         again["schedule"]["progress"], json["schedule"]["progress"],
         "{again}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_for_started_behind_a_closed_window_polls_just_after_it_opens() {
+    // It is 10:00 UTC; the window opens at 12:00; the task starts then and runs 10 minutes.
+    let source = Run::new(7200.0, 7800.0, Some(30.0))
+        .in_window("12:00", "16:00")
+        .script();
+    let started = watcher(&source)
+        .wall_clock(ten_o_clock())
+        .until(Condition::started())
+        .timeout(Duration::from_secs(4 * 3600))
+        .await
+        .unwrap();
+    assert_eq!(started.status, Some(TaskStatus::Running));
+    // Resolved by the poll a second after the opening, long before the task's end.
+    assert_eq!(source.poll_secs().last(), Some(&7201.0));
+    assert!(source.poll_count() < 45, "{:?}", source.poll_secs());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_for_a_progress_resolves_near_the_time_it_is_reached_not_the_end() {
+    // 1 % every 10 s from 0 s: N % at N x 10 s, the end at 1000 s.
+    for n in [20u8, 30, 40, 60, 70] {
+        let source = timed(0.0, 1000.0, Some(10.0));
+        let reached = watcher(&source)
+            .until(Condition::progress_at_least(n))
+            .timeout(Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert_eq!(reached.status, Some(TaskStatus::Running));
+        assert!(reached.progress_percent().unwrap() >= n, "{reached:?}");
+        // Seen within the near-end delay (15 s) of the time it was reached: the polls
+        // gathered there. Aimed at the end, they are a third of the time left to it apart
+        // (up to 45 s) when the task passes N.
+        let seen = *source.poll_secs().last().unwrap();
+        let due = f64::from(n) * 10.0;
+        assert!((due..=due + 15.0).contains(&seen), "{n} %: seen at {seen}");
+    }
 }

@@ -760,3 +760,64 @@ async fn the_quota_is_the_account_s_and_counts_its_refusals() {
     }
     assert_eq!((sim.requests(), sim.throttled()), (10, 4));
 }
+
+#[tokio::test]
+async fn retries_a_failed_task_signed_like_a_poll_and_plays_on_after_the_failure() {
+    let sim = Simulator::start().await;
+    let (instance, task) = ids();
+    sim.add_task(
+        &instance,
+        &task,
+        TaskScript::new(TaskType::Modify)
+            .running(1)
+            .fail("flavor sold out")
+            .running(1)
+            .succeed(),
+    );
+    let client = sim.client();
+    // Not FAILED yet: nothing to retry.
+    let running = client.instance_task(&instance, &task).await.unwrap();
+    assert_eq!(running.status, Some(TaskStatus::Running));
+    let refused = client.retry_task(&instance, &task).await.unwrap_err();
+    assert_eq!(refused.kind(), ApiErrorKind::BadRequest, "{refused}");
+    assert_eq!(refused.error_code(), Some("SIMULATOR.TASK_NOT_RETRYABLE"));
+    let failed = client.instance_task(&instance, &task).await.unwrap();
+    assert_eq!(failed.status, Some(TaskStatus::Failed));
+    assert!(failed.end_time.is_some());
+    // A retry signed with the wrong secret is refused as a poll would be, and retries nothing.
+    let unsigned = wrong_key_client(&sim)
+        .retry_task(&instance, &task)
+        .await
+        .unwrap_err();
+    assert_eq!(unsigned.kind(), ApiErrorKind::Unauthorized, "{unsigned}");
+    assert_eq!(unsigned.error_code(), Some("APIGW.0301"));
+    assert_eq!(sim.retries(&instance, &task), 0);
+    // The retry answers the task as it restarts, then the script goes on.
+    let restarted = client.retry_task(&instance, &task).await.unwrap();
+    assert_eq!(restarted.status, Some(TaskStatus::Pending));
+    assert_eq!(restarted.progress, Some(0));
+    assert_eq!(restarted.task_id.as_deref(), Some(task.as_str()));
+    assert_eq!((restarted.status_detail, restarted.end_time), (None, None));
+    assert_eq!(sim.retries(&instance, &task), 1);
+    let statuses = [
+        client.instance_task(&instance, &task).await.unwrap().status,
+        client.instance_task(&instance, &task).await.unwrap().status,
+    ];
+    assert_eq!(
+        statuses,
+        [Some(TaskStatus::Running), Some(TaskStatus::Success)]
+    );
+    // A retry is not a poll: two GETs before it, two after.
+    assert_eq!(sim.polls(&instance, &task), 4);
+    // A GET of the retry path, or a POST of the task, is not this API.
+    let (status, _, body) = raw_get(
+        &sim,
+        &format!("{}/retry", task_path(&sim, &instance, &task)),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (404, Some("APIGW.0101"))
+    );
+}

@@ -189,3 +189,72 @@ async fn wait_all_shares_one_client_and_keeps_the_order() {
     }
     assert_eq!(sim.requests(), 5);
 }
+
+#[tokio::test]
+async fn a_failed_task_is_retried_through_the_signed_post_and_succeeds() {
+    let sim = simulate(
+        modify()
+            .running(1)
+            .fail("flavor sold out")
+            .running(1)
+            .succeed(),
+    )
+    .await;
+    let (instance, task) = ids();
+    let events: Vec<TaskEvent> = fast(TaskWatcher::new(&client(&sim.uri()), &instance, &task))
+        .retry_failed(1)
+        .events()
+        .collect()
+        .await;
+    let retried: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            TaskEvent::Retried {
+                attempt,
+                failed,
+                task,
+                ..
+            } => Some((*attempt, failed.status_detail.clone(), task.status.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        retried,
+        [(1, Some("flavor sold out".into()), Some(TaskStatus::Pending))]
+    );
+    assert!(
+        matches!(events.last(), Some(TaskEvent::Done(Ok(t))) if t.status == Some(TaskStatus::Success)),
+        "{events:?}"
+    );
+    assert_eq!(sim.retries(&instance, &task), 1, "its signature verified");
+}
+
+#[tokio::test]
+async fn waits_sharing_a_task_retry_one_failure_once() {
+    let sim = simulate(
+        modify()
+            .running(1)
+            .fail("flavor sold out")
+            .running(2)
+            .succeed(),
+    )
+    .await;
+    let (instance, task) = ids();
+    let client = client(&sim.uri());
+    let wait = || {
+        fast(TaskWatcher::new(&client, &instance, &task))
+            .retry_failed(1)
+            .timeout(Duration::from_secs(20))
+            .wait()
+    };
+    let (a, b, c) = tokio::join!(wait(), wait(), wait());
+    for outcome in [a, b, c] {
+        let done = outcome.unwrap();
+        assert_eq!(done.status, Some(TaskStatus::Success));
+    }
+    assert_eq!(
+        sim.retries(&instance, &task),
+        1,
+        "one failure, one retry; a second would have been refused"
+    );
+}

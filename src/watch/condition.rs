@@ -120,10 +120,11 @@ impl Condition {
     /// ```
     /// use iotda_task_watcher::watch::Condition;
     /// use iotda_task_watcher::{InstanceTask, TaskStatus};
-    /// let done = InstanceTask { status: Some(TaskStatus::Success), progress: Some(0), ..Default::default() };
+    /// let done: InstanceTask = serde_json::from_str(r#"{"status":"SUCCESS","progress":0}"#)?;
     /// assert!(Condition::progress_at_least(50).holds(&done));
     /// assert!(Condition::started().holds(&done));
     /// assert!(!Condition::status(TaskStatus::Running).holds(&done));
+    /// # Ok::<(), serde_json::Error>(())
     /// ```
     #[must_use]
     pub fn holds(&self, task: &InstanceTask) -> bool {

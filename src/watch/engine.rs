@@ -297,6 +297,18 @@ impl<S: TaskSource> Engine<S> {
             Gate::Answer(polled) => return self.take(&polled),
         }
         self.retry_due = false;
+        let feed = self.source.shared_polls().map(|s| s.feed.clone());
+        if feed
+            .as_ref()
+            .is_some_and(|feed| !feed.claim_retry(self.asked))
+        {
+            // Another wait on the task saw the same failure and retries it: its answer
+            // comes as news, or the next poll shows where the task is.
+            tracing::debug!("another wait on the task retries it");
+            let delay = self.schedule.after_failure();
+            self.plan(delay);
+            return;
+        }
         self.retries = self.retries.saturating_add(1);
         let attempt = self.retries;
         tracing::info!(
@@ -312,9 +324,14 @@ impl<S: TaskSource> Engine<S> {
         };
         match answer {
             Ok(task) => {
+                if let Some(feed) = feed {
+                    // The other waits on the task learn of the retry as news; this one
+                    // has it.
+                    self.asked = feed.announce(task.clone());
+                }
                 self.pending.push_back(TaskEvent::Retried {
                     attempt,
-                    failed,
+                    failed: Box::new(failed),
                     task: task.clone(),
                 });
                 // The task starts over: so do the backoff and the progress line.
@@ -603,6 +620,9 @@ impl<S: TaskSource> Engine<S> {
 
     fn finish(&mut self, outcome: Outcome) {
         match &outcome {
+            Ok(task) if task.status == Some(TaskStatus::Success) => {
+                tracing::info!(polls = self.polls, "task succeeded");
+            }
             Ok(task) => tracing::info!(
                 polls = self.polls,
                 status = %task.status_or_unknown(),

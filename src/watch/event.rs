@@ -76,7 +76,7 @@ pub enum TaskEvent {
         /// Which retry this was, from 1.
         attempt: u32,
         /// The FAILED snapshot that led to it; `status_detail` says why it failed.
-        failed: InstanceTask,
+        failed: Box<InstanceTask>,
         /// The task as the retry's answer showed it.
         task: InstanceTask,
     },

@@ -56,6 +56,8 @@ pub(crate) struct Feed {
     news: Notify,
     /// The number of the last request started, by any wait on the task.
     requests: AtomicU64,
+    /// The number of the request whose FAILED answer was last retried.
+    retried: AtomicU64,
 }
 
 impl std::fmt::Debug for Feed {
@@ -75,6 +77,7 @@ impl Feed {
             latest: Mutex::new(Latest::default()),
             news: Notify::new(),
             requests: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
         }
     }
 
@@ -103,6 +106,27 @@ impl Feed {
     /// before it are older than the answer it will have.
     pub(crate) fn number(&self) -> u64 {
         self.requests.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Claims the retry of the FAILED task that request `failed` showed: true for the one wait
+    /// that is to send it, false for every other wait that saw the same failure (or an older
+    /// one), so that one failure is retried once, whoever saw it.
+    pub(crate) fn claim_retry(&self, failed: u64) -> bool {
+        self.retried.fetch_max(failed, Ordering::Relaxed) < failed
+    }
+
+    /// Tells every wait on the task of the answer to a retry, as the answer to a new request;
+    /// returns that request's number.
+    pub(crate) fn announce(&self, task: InstanceTask) -> u64 {
+        let id = self.number();
+        self.publish(
+            &Arc::new(Polled {
+                request: id,
+                answer: Ok(task),
+            }),
+            id,
+        );
+        id
     }
 
     /// The newest answer, if it answers a request numbered after `asked`.

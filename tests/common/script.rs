@@ -42,6 +42,9 @@ enum Answers {
 struct Inner {
     origin: Instant,
     answers: Answers,
+    /// The answers to retries, in turn; none when the script has no retries.
+    retry_answers: VecDeque<Step>,
+    retries: Vec<Duration>,
     polls: Vec<Duration>,
     in_flight: usize,
     max_in_flight: usize,
@@ -66,6 +69,8 @@ impl Script {
             inner: Arc::new(Mutex::new(Inner {
                 origin: Instant::now(),
                 answers,
+                retry_answers: VecDeque::new(),
+                retries: Vec::new(),
                 polls: Vec::new(),
                 in_flight: 0,
                 max_in_flight: 0,
@@ -76,6 +81,19 @@ impl Script {
     /// The time since the script was made.
     pub fn elapsed(&self) -> Duration {
         self.inner.lock().unwrap().origin.elapsed()
+    }
+
+    /// Answers retries with these steps in turn (and an error once they run out). A retry
+    /// does not move the poll answers: script those as the task goes on after it.
+    #[must_use]
+    pub fn on_retry(self, steps: impl IntoIterator<Item = Step>) -> Self {
+        self.inner.lock().unwrap().retry_answers = steps.into_iter().collect();
+        self
+    }
+
+    /// When each retry was sent, from the script's creation.
+    pub fn retries(&self) -> Vec<Duration> {
+        self.inner.lock().unwrap().retries.clone()
     }
 
     /// When each poll was sent, from the script's creation.
@@ -110,7 +128,37 @@ impl Drop for InFlight {
     }
 }
 
+async fn play(mut step: Step) -> Result<InstanceTask, ApiError> {
+    loop {
+        match step {
+            Step::Task(t) => return Ok(t),
+            Step::Error(e) => return Err(e),
+            Step::Slow(d, next) => {
+                tokio::time::sleep(d).await;
+                step = *next;
+            }
+            Step::Hang => std::future::pending::<()>().await,
+        }
+    }
+}
+
 impl TaskSource for Script {
+    fn retry(&self) -> impl std::future::Future<Output = Result<InstanceTask, ApiError>> + Send {
+        let step = {
+            let mut s = self.inner.lock().unwrap();
+            let at = s.origin.elapsed();
+            s.retries.push(at);
+            s.retry_answers.pop_front().unwrap_or_else(|| {
+                Step::Error(
+                    ApiError::new(ApiErrorKind::BadRequest)
+                        .with_status(400)
+                        .with_error("SCRIPT.NO_RETRY", "the script has no more retries"),
+                )
+            })
+        };
+        play(step)
+    }
+
     fn fetch(&self) -> impl std::future::Future<Output = Result<InstanceTask, ApiError>> + Send {
         let inner = self.inner.clone();
         let step = {
@@ -130,18 +178,7 @@ impl TaskSource for Script {
         };
         async move {
             let _guard = InFlight(inner);
-            let mut step = step;
-            loop {
-                match step {
-                    Step::Task(t) => return Ok(t),
-                    Step::Error(e) => return Err(e),
-                    Step::Slow(d, next) => {
-                        tokio::time::sleep(d).await;
-                        step = *next;
-                    }
-                    Step::Hang => std::future::pending::<()>().await,
-                }
-            }
+            play(step).await
         }
     }
 }
