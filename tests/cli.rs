@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use iotda_task_watcher::model::ChargeMode;
 use iotda_task_watcher::simulator::{
-    Fault, Quota, Simulator, TaskScript, DEFAULT_AK, DEFAULT_PROJECT_ID, DEFAULT_SK,
+    Fault, Quota, RawAnswer, Simulator, TaskScript, DEFAULT_AK, DEFAULT_PROJECT_ID, DEFAULT_SK,
 };
 use iotda_task_watcher::{InstanceId, TaskId, TaskType};
 use serde_json::Value;
@@ -1105,4 +1105,257 @@ async fn waiting_for_a_window_is_reported() {
         .expect("polling goes on behind a closed window");
     let _ = child.start_kill();
     let _ = child.wait().await;
+}
+
+/// The `done` line of a run with `--output json`, and every event name.
+fn done_and_events(out: &Run) -> (Value, Vec<String>) {
+    let lines = out.json();
+    let names = lines
+        .iter()
+        .map(|l| l["event"].as_str().unwrap().to_owned())
+        .collect();
+    (lines.last().cloned().unwrap(), names)
+}
+
+#[tokio::test]
+async fn until_started_exits_0_once_the_task_runs_and_the_done_line_names_it() {
+    let sim = Simulator::start().await;
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify)
+            .pending(2)
+            .running(1000)
+            .succeed(),
+    );
+    let out = run(command(
+        &sim,
+        &["--until", "started", "--output", "json", task(1).as_str()],
+    ))
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (done, _) = done_and_events(&out);
+    assert_eq!(done["event"], "done");
+    assert_eq!(done["outcome"], "met");
+    assert_eq!(done["condition"], "started");
+    assert_eq!(done["status"], "RUNNING");
+    assert!(
+        out.stderr.contains("started met: RUNNING"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        sim.polls(&instance(), &task(1)),
+        3,
+        "PENDING twice, then RUNNING"
+    );
+    // The text form says MET, not SUCCESS: the task has not ended.
+    let out = run(command(&sim, &["--until", "started", task(1).as_str()])).await;
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, format!("{} MET\n", task(1)).as_str())
+    );
+}
+
+#[tokio::test]
+async fn until_a_status_and_until_a_progress() {
+    let sim = Simulator::start().await;
+    let script = || {
+        TaskScript::new(TaskType::Modify)
+            .pending(1)
+            .running(9)
+            .succeed()
+    };
+    sim.add_task(&instance(), &task(1), script());
+    sim.add_task(&instance(), &task(2), script());
+    let out = run(command(
+        &sim,
+        &[
+            "--until",
+            "status=running",
+            "--output",
+            "json",
+            task(1).as_str(),
+        ],
+    ))
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (done, _) = done_and_events(&out);
+    assert_eq!(
+        (&done["outcome"], &done["condition"], &done["status"]),
+        (&"met".into(), &"status=RUNNING".into(), &"RUNNING".into())
+    );
+    // Progress over 9 polls: 10, 20, ... 90 %; 50 % is the fifth.
+    let out = run(command(
+        &sim,
+        &[
+            "--until",
+            "progress>=50",
+            "--output",
+            "json",
+            task(2).as_str(),
+        ],
+    ))
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (done, _) = done_and_events(&out);
+    assert_eq!(done["condition"], "progress>=50");
+    assert_eq!(done["progress"], 50);
+    assert_eq!(sim.polls(&instance(), &task(2)), 6);
+}
+
+#[tokio::test]
+async fn until_done_is_the_default_and_an_end_without_the_condition_exits_6() {
+    let sim = Simulator::start().await;
+    let script = || TaskScript::new(TaskType::Modify).running(1).succeed();
+    sim.add_task(&instance(), &task(1), script());
+    sim.add_task(&instance(), &task(2), script());
+    let out = run(command(
+        &sim,
+        &["--until", "done", "--output", "json", task(1).as_str()],
+    ))
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (done, _) = done_and_events(&out);
+    assert_eq!(
+        (&done["outcome"], &done["condition"]),
+        (&"success".into(), &"done".into())
+    );
+
+    // Waiting for PENDING, the task runs and ends: it can no longer be PENDING.
+    let out = run(command(
+        &sim,
+        &["--until", "status=PENDING", task(2).as_str()],
+    ))
+    .await;
+    assert_eq!(out.code, 6, "{}", out.stderr);
+    assert_eq!(out.stdout, format!("{} UNMET\n", task(2)));
+    assert!(
+        out.stderr
+            .contains("ended SUCCESS without meeting the condition status=PENDING"),
+        "{}",
+        out.stderr
+    );
+    // A FAILED task that never met the condition exits 1, as any failure does.
+    sim.add_task(
+        &instance(),
+        &task(3),
+        TaskScript::new(TaskType::Modify).fail("no"),
+    );
+    let out = run(command(
+        &sim,
+        &["--until", "progress>=50", task(3).as_str()],
+    ))
+    .await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn an_until_that_is_not_a_condition_exits_2_before_any_request() {
+    let sim = Simulator::start().await;
+    for bad in ["finished", "progress>=101", "status=", "progress>50"] {
+        let out = run(command(&sim, &["--until", bad, task(1).as_str()])).await;
+        assert_eq!(out.code, 2, "{bad}: {}", out.stderr);
+        assert!(out.stderr.contains("is not a condition"), "{}", out.stderr);
+    }
+    let out = run(command(&sim, &["--retry-failed", "101", task(1).as_str()])).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("between 0 and 100"), "{}", out.stderr);
+    assert_eq!(sim.requests(), 0);
+}
+
+#[tokio::test]
+async fn retry_failed_retries_and_reports_each_retry() {
+    let sim = Simulator::start().await;
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify)
+            .running(1)
+            .fail("flavor sold out")
+            .running(1)
+            .fail("flavor sold out again")
+            .running(1)
+            .succeed(),
+    );
+    let out = run(command(
+        &sim,
+        &["--retry-failed", "2", "--output", "json", task(1).as_str()],
+    ))
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines = out.json();
+    let retried: Vec<(u64, &str, &str)> = lines
+        .iter()
+        .filter(|l| l["event"] == "retried")
+        .map(|l| {
+            (
+                l["attempt"].as_u64().unwrap(),
+                l["detail"].as_str().unwrap(),
+                l["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        retried,
+        [
+            (1, "flavor sold out", "PENDING"),
+            (2, "flavor sold out again", "PENDING")
+        ]
+    );
+    let (done, _) = done_and_events(&out);
+    assert_eq!(done["outcome"], "success");
+    assert_eq!(sim.retries(&instance(), &task(1)), 2);
+    assert!(
+        out.stderr
+            .contains("FAILED (flavor sold out); retried (1 of 2), now PENDING"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn retries_run_out_and_a_refused_retry_exits_4() {
+    let sim = Simulator::start().await;
+    let twice = || {
+        TaskScript::new(TaskType::Modify)
+            .fail("first")
+            .fail("second")
+    };
+    sim.add_task(&instance(), &task(1), twice());
+    // One retry: the second failure ends the wait, exit 1.
+    let out = run(command(&sim, &["--retry-failed", "1", task(1).as_str()])).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("FAILED: second"), "{}", out.stderr);
+    assert_eq!(sim.retries(&instance(), &task(1)), 1);
+    // Without --retry-failed, nothing is retried.
+    sim.add_task(&instance(), &task(2), twice());
+    let out = run(command(&sim, &[task(2).as_str()])).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(sim.retries(&instance(), &task(2)), 0);
+    // A retry the service refuses ends the wait with its error. (The simulator refuses to
+    // retry a task whose FAILED it gave as a raw answer: it is not FAILED in its script.)
+    sim.add_task(
+        &instance(),
+        &task(3),
+        TaskScript::new(TaskType::Modify).raw(RawAnswer::json(
+            r#"{"status":"FAILED","status_detail":"locked","progress":100}"#,
+        )),
+    );
+    let out = run(command(
+        &sim,
+        &["--retry-failed", "1", "--output", "json", task(3).as_str()],
+    ))
+    .await;
+    let (done, _) = done_and_events(&out);
+    assert_eq!(done["outcome"], "error");
+    assert!(
+        done["error"]
+            .as_str()
+            .unwrap()
+            .contains("SIMULATOR.TASK_NOT_RETRYABLE"),
+        "{done}"
+    );
+    assert_eq!(done["status"], "FAILED", "the failure seen is kept: {done}");
+    assert_eq!(out.code, 4, "{}", out.stderr);
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use iotda_task_watcher::watch::Condition;
 
 /// What `-h` and `--help` both end with: where credentials come from, and the exit codes.
 const AFTER_HELP: &str = "\
@@ -10,17 +11,22 @@ Credentials: HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK, and for temporary creden
 HUAWEICLOUD_SDK_SECURITY_TOKEN.
 
 Exit codes:
-  0    every task SUCCESS
+  0    every task SUCCESS (with --until: its condition met)
   1    a task FAILED
   2    bad usage or input (no request sent)
   3    timed out
-  4    an error that retrying cannot fix
+  4    an error that retrying cannot fix (a refused retry too)
   5    the results could not be written to stdout
+  6    a task ended without meeting the --until condition
   130  interrupted (SIGINT or SIGTERM)
-With several tasks: 1 if any FAILED, else 4 if any error, else 3 if any timed out, else 0.";
+With several tasks: 1 if any FAILED, else 4 if any error, else 6 if any unmet, else 3 if
+any timed out, else 0.";
 
 /// The shortest delay or request timeout the command accepts: anything shorter only adds load.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The most retries of a FAILED task the command accepts.
+pub const MAX_RETRIES: u32 = 100;
 
 /// The most requests in flight the command accepts.
 pub const MAX_IN_FLIGHT: usize = 1024;
@@ -63,6 +69,18 @@ pub struct Args {
     /// The API endpoint; overrides --region. http:// is accepted for loopback hosts only.
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
+
+    /// What to wait for: done (SUCCESS), started (RUNNING or SUCCESS: the task left PENDING),
+    /// status=<STATUS> (e.g. status=RUNNING), or progress>=<N> (0 to 100; SUCCESS counts).
+    /// A task that ends without meeting it exits 6, or 1 when it FAILED.
+    #[arg(long, value_name = "CONDITION", default_value = "done", value_parser = parse_condition)]
+    pub until: Condition,
+
+    /// Retries a FAILED task up to N times (RetryInstanceTask), under the same deadline. A
+    /// retried task may fail again for the same reason, and running a change again may cost
+    /// money: never done unless asked. 0 to 100.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub retry_failed: u32,
 
     /// Gives up after this long, e.g. 90s, 10m, 1h30m.
     #[arg(long, value_name = "DURATION", default_value = "60m", value_parser = parse_duration)]
@@ -155,6 +173,12 @@ impl Args {
                 ));
             }
         }
+        if self.retry_failed > MAX_RETRIES {
+            return Err(format!(
+                "--retry-failed must be between 0 and {MAX_RETRIES} (got {})",
+                self.retry_failed
+            ));
+        }
         if !(1..=MAX_IN_FLIGHT).contains(&self.max_in_flight) {
             return Err(format!(
                 "--max-in-flight must be between 1 and {MAX_IN_FLIGHT} (got {})",
@@ -185,6 +209,12 @@ pub enum Output {
     Text,
     /// One JSON object per line for every event.
     Json,
+}
+
+/// Parses `done`, `started`, `status=<S>` or `progress>=<N>`.
+pub fn parse_condition(text: &str) -> Result<Condition, String> {
+    text.parse()
+        .map_err(|e: iotda_task_watcher::watch::ParseConditionError| e.to_string())
 }
 
 /// Parses an RFC 3339 time with an offset, e.g. `2026-11-27T18:00:00Z`.

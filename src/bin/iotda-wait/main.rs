@@ -132,7 +132,8 @@ async fn run(
 
     let terminal = std::io::stderr().is_terminal();
     let color = color_wanted();
-    let reporter = Reporter::new(args.output, &task_ids, terminal, color);
+    let reporter = Reporter::new(args.output, &task_ids, terminal, color)
+        .waiting_for(&args.until, args.retry_failed);
 
     // A resumed wait reports no `Observed`: its last snapshot comes from the saved state.
     let mut last: Vec<Option<InstanceTask>> = saved
@@ -150,6 +151,8 @@ async fn run(
                 .max_delay(args.max_delay)
                 .max_window_delay(args.max_window_delay)
                 .fail_fast_on_window(args.fail_fast_on_window)
+                .until(args.until.clone())
+                .retry_failed(args.retry_failed)
                 .request_timeout(args.request_timeout)
                 .cancel_token(token.clone());
             if let Some(deadline) = args.deadline {

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use iotda_task_watcher::client::ApiErrorKind;
-use iotda_task_watcher::watch::OutcomeKind;
+use iotda_task_watcher::watch::{Condition, OutcomeKind};
 use iotda_task_watcher::{InstanceTask, Outcome, TaskEvent, TaskId};
 use serde_json::{json, Map, Value};
 
@@ -14,6 +14,10 @@ use crate::args::Output;
 pub struct Reporter {
     output: Output,
     people: People,
+    /// What the waits are for, as `--until` says it.
+    condition: String,
+    /// How many retries each task may have.
+    retries: u32,
     /// A line could not be written to stdout.
     lost: Cell<bool>,
 }
@@ -55,8 +59,17 @@ impl Reporter {
         Self {
             output,
             people,
+            condition: Condition::done().to_string(),
+            retries: 0,
             lost: Cell::new(false),
         }
+    }
+
+    /// The condition the waits are for, and how often a FAILED task may be retried.
+    pub fn waiting_for(mut self, condition: &Condition, retries: u32) -> Self {
+        self.condition = condition.to_string();
+        self.retries = retries;
+        self
     }
 
     /// Whether a result could not be written to stdout.
@@ -70,7 +83,7 @@ impl Reporter {
         self.for_people(index, id, event);
         match self.output {
             Output::Json => {
-                if let Some(line) = json_line(id, event, last) {
+                if let Some(line) = json_line(id, event, last, &self.condition) {
                     self.emit(&line.to_string());
                 }
             }
@@ -105,10 +118,19 @@ impl Reporter {
                             "PENDING; may be waiting for its window, which opens at {opens_at}"
                         ));
                     }
+                    TaskEvent::Retried {
+                        attempt,
+                        failed,
+                        task,
+                        ..
+                    } => {
+                        bar.set_message(self.retried(*attempt, failed, task));
+                        bar.set_position(0);
+                    }
                     // A bar is as wide as the terminal: the final line goes above the bars,
                     // whole, and the bar goes.
                     TaskEvent::Done(outcome) => {
-                        let _ = multi.println(format!("{id}: {}", final_words(outcome)));
+                        let _ = multi.println(format!("{id}: {}", self.final_words(outcome)));
                         bar.finish_and_clear();
                     }
                     _ => {}
@@ -140,7 +162,13 @@ impl Reporter {
                         "PENDING; it may be waiting for its maintenance window, which opens at {opens_at}; next poll in {:.0}s",
                         delay.as_secs_f64()
                     ),
-                    TaskEvent::Done(outcome) => final_words(outcome),
+                    TaskEvent::Retried {
+                        attempt,
+                        failed,
+                        task,
+                        ..
+                    } => self.retried(*attempt, failed, task),
+                    TaskEvent::Done(outcome) => self.final_words(outcome),
                     _ => return,
                 };
                 let _ = writeln!(std::io::stderr().lock(), "{id}: {line}");
@@ -149,12 +177,39 @@ impl Reporter {
     }
 }
 
-/// How a wait ended, in full: `SUCCESS`, or the error with everything it carries.
-fn final_words(outcome: &Outcome) -> String {
-    match outcome {
-        Ok(_) => "SUCCESS".into(),
-        Err(e) => e.to_string(),
+impl Reporter {
+    /// How a wait ended, in full: `SUCCESS`, the condition met and where the task stood, or
+    /// the error with everything it carries.
+    fn final_words(&self, outcome: &Outcome) -> String {
+        match outcome {
+            Ok(_) if OutcomeKind::of(outcome) == OutcomeKind::Success => "SUCCESS".into(),
+            Ok(task) => format!(
+                "{} met: {}{}",
+                self.condition,
+                task.status_or_unknown(),
+                percent(task.progress_percent())
+            ),
+            Err(e) => e.to_string(),
+        }
     }
+
+    /// "FAILED (why); retried (1 of 3), now PENDING".
+    fn retried(&self, attempt: u32, failed: &InstanceTask, task: &InstanceTask) -> String {
+        format!(
+            "FAILED ({}); retried ({attempt} of {}), now {}",
+            detail(failed),
+            self.retries,
+            task.status_or_unknown()
+        )
+    }
+}
+
+/// A task's `status_detail`, or that it has none.
+fn detail(task: &InstanceTask) -> &str {
+    task.status_detail
+        .as_deref()
+        .filter(|d| !d.is_empty())
+        .unwrap_or("the service gave no detail")
 }
 
 fn percent(p: Option<u8>) -> String {
@@ -197,7 +252,12 @@ fn reason(kind: ApiErrorKind) -> &'static str {
 
 /// The JSON line of an event: always `event` and `task_id`, with `status` and `progress` where
 /// known.
-fn json_line(id: &TaskId, event: &TaskEvent, last: Option<&InstanceTask>) -> Option<Value> {
+fn json_line(
+    id: &TaskId,
+    event: &TaskEvent,
+    last: Option<&InstanceTask>,
+    condition: &str,
+) -> Option<Value> {
     let mut line = Map::new();
     let task = event.task().or(last);
     let name = match event {
@@ -229,8 +289,17 @@ fn json_line(id: &TaskId, event: &TaskEvent, last: Option<&InstanceTask>) -> Opt
             line.insert("delay_ms".into(), json!(delay.as_millis() as u64));
             "window"
         }
+        TaskEvent::Retried {
+            attempt, failed, ..
+        } => {
+            line.insert("attempt".into(), json!(attempt));
+            line.insert("detail".into(), json!(failed.status_detail));
+            line.insert("failed".into(), json!(failed));
+            "retried"
+        }
         TaskEvent::Done(outcome) => {
             line.insert("outcome".into(), json!(OutcomeKind::of(outcome).as_str()));
+            line.insert("condition".into(), json!(condition));
             if let Err(e) = outcome {
                 line.insert("error".into(), json!(e.to_string()));
             }
