@@ -26,7 +26,13 @@
 //!   resize with `delay=true`), half run after a short queue anyway (immediate resizes);
 //! - 12 % of all tasks fail at a random point of their run, their progress frozen there.
 //!
-//! Every policy gets the same 8-hour deadline, long enough for every task to finish. Ours is
+//! Every policy gets the same 8-hour deadline, long enough for every task to finish.
+//!
+//! A second wait on each workload is for "progress >= 50" (`Condition::progress_at_least(50)`):
+//! ours with progress guidance, which aims at the time of 50 %, beside ours with the guidance
+//! off (the plain backoff), both at the defaults. The delay is from the moment the server's
+//! progress first reached 50 (or its SUCCESS, if it never showed 50 while running) to the wait
+//! resolving; tasks that fail before showing 50 count their requests, not a delay. Ours is
 //! run at `max_delay` 5, 10, 15, 20, 30 (the default), 60 and 120 s, nothing else changed; the
 //! anchors are terraform (10 s delay, then a fixed interval), smithy waiters (2 s minimum),
 //! google-cloud-rust's LRO polling (1 s, x2) and a plain fixed 5 s.
@@ -44,6 +50,7 @@ use std::time::{Duration, SystemTime};
 
 use iotda_task_watcher::client::ApiError;
 use iotda_task_watcher::model::OperateWindow;
+use iotda_task_watcher::watch::Condition;
 use iotda_task_watcher::{InstanceTask, TaskStatus, TaskType, TaskWatcher};
 use plotters::prelude::*;
 use serde_json::{json, Value};
@@ -332,6 +339,17 @@ fn workload_b() -> Workload {
 }
 
 impl Model {
+    /// When the server first showed progress `n` or more while running, or its SUCCESS; `None`
+    /// for a task that fails first.
+    fn reaches(&self, n: i64) -> Option<f64> {
+        let running = self
+            .steps
+            .iter()
+            .find(|(at, value)| *value >= n && *at < self.ends)
+            .map(|(at, _)| at.max(self.starts));
+        running.or((!self.fails).then_some(self.ends))
+    }
+
     fn snapshot(&self, t: f64) -> InstanceTask {
         let progress = |t: f64| {
             self.steps
@@ -499,6 +517,113 @@ async fn wait(policy: Policy, model: Arc<Model>, seed: u64) -> (u64, f64) {
         }
     }
     (polls.load(Ordering::Relaxed), now())
+}
+
+/// Waits for `model` to show 50 %, with progress guidance on or off; returns the polls sent
+/// and when the wait resolved (s).
+async fn wait_for_half(guided: bool, model: Arc<Model>, seed: u64) -> (u64, f64) {
+    let origin = Instant::now();
+    let polls = Arc::new(AtomicU64::new(0));
+    let source = {
+        let polls = polls.clone();
+        move || {
+            polls.fetch_add(1, Ordering::Relaxed);
+            let task = model.snapshot(origin.elapsed().as_secs_f64());
+            async move { Ok::<_, ApiError>(task) }
+        }
+    };
+    let _ = TaskWatcher::from_source(source)
+        .until(Condition::progress_at_least(50))
+        .progress_guided(guided)
+        .timeout(DEADLINE)
+        .jitter_seed(seed)
+        .wall_clock(start_wall())
+        .await;
+    (
+        polls.load(Ordering::Relaxed),
+        origin.elapsed().as_secs_f64(),
+    )
+}
+
+/// The wait for 50 % over a workload, guided and plain: its table and figures.
+fn half(workload: &Workload) -> Value {
+    println!(
+        "
+workload {}: waiting for progress >= 50",
+        workload.name
+    );
+    println!(
+        "{:<22} {:>9} {:>8} {:>8} {:>8} {:>9}",
+        "policy", "req/task", "p50 s", "p95 s", "max s", "resolved"
+    );
+    let mut rows = Vec::new();
+    for guided in [true, false] {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let waits: Vec<(u64, f64)> = runtime.block_on(async {
+            let handles: Vec<_> = workload
+                .tasks
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    tokio::spawn(wait_for_half(
+                        guided,
+                        Arc::new(m.clone()),
+                        workload.seed ^ i as u64,
+                    ))
+                })
+                .collect();
+            let mut out = Vec::new();
+            for handle in handles {
+                out.push(handle.await.unwrap());
+            }
+            out
+        });
+        let mut delays = Vec::new();
+        let mut requests = 0;
+        for ((polls, resolved_at), model) in waits.iter().zip(&workload.tasks) {
+            requests += polls;
+            if let Some(reached) = model.reaches(50) {
+                delays.push(resolved_at - reached);
+            }
+        }
+        let min = delays.iter().copied().fold(f64::MAX, f64::min);
+        assert!(
+            min >= -1e-6,
+            "a wait resolved before the server showed 50 %: {min}"
+        );
+        let name = if guided {
+            "ours_progress_guided"
+        } else {
+            "ours_plain_backoff"
+        };
+        let stats = (
+            requests as f64 / waits.len() as f64,
+            common::quantile(&mut delays, 0.50),
+            common::quantile(&mut delays, 0.95),
+            delays.iter().copied().fold(0.0, f64::max),
+        );
+        println!(
+            "{name:<22} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>9}",
+            stats.0,
+            stats.1,
+            stats.2,
+            stats.3,
+            delays.len()
+        );
+        rows.push(json!({
+            "name": name,
+            "requests_per_task": stats.0,
+            "p50_delay_s": stats.1,
+            "p95_delay_s": stats.2,
+            "max_delay_s": stats.3,
+            "resolved": delays.len(),
+        }));
+    }
+    Value::Array(rows)
 }
 
 /// Requests per task and detection delays (s) of a set of waits.
@@ -693,6 +818,7 @@ fn run(workload: &Workload) -> Value {
     json!({
         "tasks": TASKS,
         "seed": workload.seed,
+        "until_progress_50": half(workload),
         "policies": ours.iter().chain(&anchors).map(row).collect::<Vec<_>>(),
         "anchors_beaten": beaten,
         "geomean_ratio": geomean,
