@@ -40,7 +40,8 @@
 //! `cargo bench --bench efficiency` prints the tables and writes `target/bench/efficiency.json`
 //! and one SVG per workload (`target/bench/efficiency_<workload>.svg`): requests per task
 //! against p95 detection delay. `EFFICIENCY_SEED_SHIFT=N` adds N to both seeds: the same shapes,
-//! other tasks, to check that no figure hangs on one draw.
+//! other tasks, to check that no figure hangs on one draw. `EFFICIENCY_ONLY=until` runs only
+//! the wait for 50 % (and writes `target/bench/efficiency_until.json`).
 
 mod common;
 
@@ -912,6 +913,12 @@ fn plot(workload: &Workload, ours: &[(Policy, Figures)], anchors: &[(Policy, Fig
 }
 
 fn main() {
+    // The wait for 50 % alone, on other draws too, without the whole sweep.
+    if std::env::var("EFFICIENCY_ONLY").as_deref() == Ok("until") {
+        let (a, b) = (half(&workload_a()), half(&workload_b()));
+        common::write_json("efficiency_until", &json!({"A": a, "B": b}));
+        return;
+    }
     let a = run(&workload_a());
     let b = run(&workload_b());
     common::write_json(
