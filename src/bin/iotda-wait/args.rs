@@ -70,9 +70,9 @@ pub struct Args {
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
 
-    /// What to wait for: done (SUCCESS), started (RUNNING or SUCCESS: the task left PENDING),
-    /// status=<STATUS> (e.g. status=RUNNING), or progress>=<N> (0 to 100; SUCCESS counts).
-    /// A task that ends without meeting it exits 6, or 1 when it FAILED.
+    /// What to wait for: `done` (SUCCESS), `started` (RUNNING or SUCCESS: the task left
+    /// PENDING), `status=<STATUS>` (e.g. status=RUNNING), or `progress>=<N>` (0 to 100; SUCCESS
+    /// counts). A task that ends without meeting it exits 6, or 1 when it FAILED.
     #[arg(long, value_name = "CONDITION", default_value = "done", value_parser = parse_condition)]
     pub until: Condition,
 
