@@ -10,7 +10,9 @@
 //! - validated ids, [`ProjectId`], [`InstanceId`] and [`TaskId`], refused before any request
 //!   when they could not be right;
 //! - [`TaskWatcher`]: polls with exponential backoff until SUCCESS, FAILED, the deadline or
-//!   cancellation, as a paced [`Stream`](futures::Stream) of [`TaskEvent`]s or as a future;
+//!   cancellation (or until a [`Condition`](watch::Condition) of yours holds, and retrying a
+//!   FAILED task when asked to), as a paced [`Stream`](futures::Stream) of [`TaskEvent`]s or
+//!   as a future;
 //!   [`wait_for_task`] is the one-liner, [`watch_many`] and [`wait_all`] wait for many tasks
 //!   over one client. Its one promise about time: a task's end is seen at most
 //!   [`Backoff::max_lateness`](watch::Backoff::max_lateness) after it (45 s by default).

@@ -3,8 +3,11 @@
 //! Rules, in the order they apply after each poll:
 //! 1. a snapshot is compared with the last one: the first is `Observed`, then a status change
 //!    and a progress change each give one event;
-//! 2. SUCCESS and FAILED end the wait; so does an error that retrying cannot fix, except a 404
-//!    in the first polls of a task not yet seen. Network failures are retried, but while no
+//! 2. the wait's condition is tested: a snapshot in which it holds ends the wait with it; so
+//!    does SUCCESS or FAILED without it (`Unmet`, `Failed`), unless `retry_failed` leaves a
+//!    retry for a FAILED task: it is then retried first (one retry per failure among the
+//!    waits sharing the task). An error that retrying cannot fix ends the wait too, except a
+//!    404 in the first polls of a task not yet seen. Network failures are retried, but while no
 //!    poll of the wait has had any answer, only as many times as a 404 would be: an endpoint
 //!    that never answers (a wrong scheme, port or proxy) ends the wait early;
 //! 3. the schedule (`schedule.rs`) says how long to sleep; for a PENDING task whose
@@ -238,7 +241,8 @@ impl<S: TaskSource> Engine<S> {
         }
         let timeout = self.request_timeout;
         if self.retry_due {
-            return self.retry(timeout).await;
+            // Boxed: a sleeping watcher does not carry the size of a retry in flight.
+            return Box::pin(self.retry(timeout)).await;
         }
         // Alone on its task, a wait polls as if nothing were shared.
         let shared = self
