@@ -301,18 +301,20 @@ impl<S: TaskSource> Engine<S> {
             Gate::Answer(polled) => return self.take(&polled),
         }
         self.retry_due = false;
-        let feed = self.source.shared_polls().map(|s| s.feed.clone());
-        if feed
-            .as_ref()
-            .is_some_and(|feed| !feed.claim_retry(self.asked))
-        {
-            // Another wait on the task saw the same failure and retries it: its answer
-            // comes as news, or the next poll shows where the task is.
-            tracing::debug!("another wait on the task retries it");
-            let delay = self.schedule.after_failure();
-            self.plan(delay);
-            return;
-        }
+        let claim = match self.source.shared_polls() {
+            None => None,
+            Some(shared) => match shared.feed.claim_retry(self.asked) {
+                Some(claim) => Some(claim),
+                None => {
+                    // Another wait on the task retries this failure, or has: its answer
+                    // comes as news, or the next poll shows where the task is.
+                    tracing::debug!("another wait on the task retries it");
+                    let delay = self.schedule.after_failure();
+                    self.plan(delay);
+                    return;
+                }
+            },
+        };
         self.retries = self.retries.saturating_add(1);
         let attempt = self.retries;
         tracing::info!(
@@ -328,10 +330,10 @@ impl<S: TaskSource> Engine<S> {
         };
         match answer {
             Ok(task) => {
-                if let Some(feed) = feed {
+                if let Some(claim) = claim {
                     // The other waits on the task learn of the retry as news; this one
                     // has it.
-                    self.asked = feed.announce(task.clone());
+                    self.asked = claim.answered(task.clone());
                 }
                 self.pending.push_back(TaskEvent::Retried {
                     attempt,

@@ -34,6 +34,9 @@ pub(crate) struct Polled {
 
 type InFlight = Shared<BoxFuture<'static, Arc<Polled>>>;
 
+/// What [`Feed::retried`] holds while one wait's retry of the task is out.
+const RETRY_IN_FLIGHT: u64 = u64::MAX;
+
 /// Makes one request for the task at a URL, owning what it needs.
 pub(crate) type Request =
     Arc<dyn Fn(Url) -> BoxFuture<'static, Result<InstanceTask, ApiError>> + Send + Sync>;
@@ -56,7 +59,9 @@ pub(crate) struct Feed {
     news: Notify,
     /// The number of the last request started, by any wait on the task.
     requests: AtomicU64,
-    /// The number of the request whose FAILED answer was last retried.
+    /// Failures up to this request number have been retried ([`RETRY_IN_FLIGHT`] while a
+    /// retry is out): answers to requests that started before a retry's answer are no new
+    /// failure.
     retried: AtomicU64,
 }
 
@@ -108,27 +113,69 @@ impl Feed {
         self.requests.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Claims the retry of the FAILED task that request `failed` showed: true for the one wait
-    /// that is to send it, false for every other wait that saw the same failure (or an older
-    /// one), so that one failure is retried once, whoever saw it.
-    pub(crate) fn claim_retry(&self, failed: u64) -> bool {
-        self.retried.fetch_max(failed, Ordering::Relaxed) < failed
+    /// Claims the retry of the FAILED task that request `failed` showed, for the one wait that
+    /// is to send it: `None` for every other wait that saw the same failure, or one from
+    /// before the last retry's answer, or while a retry is out. So one failure is retried
+    /// once, whoever saw it, and however many requests showed it.
+    pub(crate) fn claim_retry(self: &Arc<Self>, failed: u64) -> Option<RetryClaim> {
+        let claimed = self
+            .retried
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |done| {
+                (done < failed).then_some(RETRY_IN_FLIGHT)
+            });
+        claimed.ok().map(|before| RetryClaim {
+            feed: self.clone(),
+            before,
+            answered: false,
+        })
     }
 
-    /// Tells every wait on the task of the answer to a retry, as the answer to a new request;
-    /// returns that request's number.
-    pub(crate) fn announce(&self, task: InstanceTask) -> u64 {
-        let id = self.number();
-        self.publish(
+    /// The number of the latest request whose answer was published.
+    fn newest(&self) -> u64 {
+        self.latest().answer.as_ref().map_or(0, |p| p.request)
+    }
+}
+
+/// The right to retry a task's failure, held while the retry is out. Dropped unanswered (the
+/// retry refused, cancelled, timed out), it lets the next wait that sees the task FAILED
+/// retry it.
+pub(crate) struct RetryClaim {
+    feed: Arc<Feed>,
+    before: u64,
+    answered: bool,
+}
+
+impl RetryClaim {
+    /// Tells every wait on the task of the retry's answer, as the answer to a new request, and
+    /// marks the failures before it retried; returns that request's number.
+    pub(crate) fn answered(mut self, task: InstanceTask) -> u64 {
+        self.answered = true;
+        let feed = &self.feed;
+        let id = feed.number();
+        feed.publish(
             &Arc::new(Polled {
                 request: id,
                 answer: Ok(task),
             }),
             id,
         );
+        feed.retried.store(id, Ordering::Release);
         id
     }
+}
 
+impl Drop for RetryClaim {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        // No answer: failures seen since may be retried. Those seen before were this one.
+        let seen = self.before.max(self.feed.newest());
+        self.feed.retried.store(seen, Ordering::Release);
+    }
+}
+
+impl Feed {
     /// The newest answer, if it answers a request numbered after `asked`.
     fn answer_after(&self, asked: u64) -> Option<Arc<Polled>> {
         self.latest()
@@ -397,5 +444,48 @@ pub(crate) mod tests {
             scripted(vec![])
         });
         assert!(!Arc::ptr_eq(&again, &other));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_failure_is_retried_once_whoever_saw_it_and_however_often() {
+        let feed = feed(vec![(0, Ok(task(100))), (0, Ok(task(100)))]);
+        // Two requests showed the task FAILED: 1 and 2.
+        let (one, first) = feed.poll(Instant::now(), TIMEOUT);
+        first.await;
+        let (two, second) = feed.poll(Instant::now(), TIMEOUT);
+        second.await;
+        let claim = feed.claim_retry(one).expect("the first claim");
+        assert!(feed.claim_retry(one).is_none(), "the same failure");
+        assert!(feed.claim_retry(two).is_none(), "while a retry is out");
+        // The retry's answer is news to every wait, numbered after every request before it.
+        let answered = claim.answered(task(0));
+        assert_eq!(answered, 3);
+        let news = feed.news_after(two).await;
+        assert_eq!(
+            (news.request, news.answer.as_ref().unwrap().progress),
+            (3, Some(0))
+        );
+        assert!(
+            feed.claim_retry(two).is_none(),
+            "a failure from before the retry"
+        );
+        // A failure after the retry is a new one.
+        assert!(feed.claim_retry(feed.number()).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_without_an_answer_lets_a_later_failure_be_retried() {
+        let feed = feed(vec![(0, Ok(task(100)))]);
+        let (one, first) = feed.poll(Instant::now(), TIMEOUT);
+        first.await;
+        let claim = feed.claim_retry(one).unwrap();
+        // Refused, cancelled or timed out.
+        drop(claim);
+        assert!(
+            feed.claim_retry(one).is_none(),
+            "that failure had its retry"
+        );
+        let later = feed.number();
+        assert!(feed.claim_retry(later).is_some());
     }
 }
