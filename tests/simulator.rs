@@ -820,4 +820,16 @@ async fn retries_a_failed_task_signed_like_a_poll_and_plays_on_after_the_failure
         (status, body["error_code"].as_str()),
         (404, Some("APIGW.0101"))
     );
+    let posted = reqwest::Client::new()
+        .post(format!(
+            "{}{}",
+            sim.uri(),
+            task_path(&sim, &instance, &task)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status().as_u16(), 404);
+    let body: serde_json::Value = posted.json().await.unwrap();
+    assert_eq!(body["error_code"], "APIGW.0101");
 }

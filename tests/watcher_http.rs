@@ -245,16 +245,49 @@ async fn waits_sharing_a_task_retry_one_failure_once() {
         fast(TaskWatcher::new(&client, &instance, &task))
             .retry_failed(1)
             .timeout(Duration::from_secs(20))
-            .wait()
+            .events()
+            .collect::<Vec<_>>()
     };
     let (a, b, c) = tokio::join!(wait(), wait(), wait());
-    for outcome in [a, b, c] {
-        let done = outcome.unwrap();
-        assert_eq!(done.status, Some(TaskStatus::Success));
+    for events in [a, b, c] {
+        assert!(
+            matches!(events.last(), Some(TaskEvent::Done(Ok(t))) if t.status == Some(TaskStatus::Success)),
+            "{events:?}"
+        );
+        // Each wait saw the failure and its retry, whoever sent it.
+        let retried = events
+            .iter()
+            .filter(|e| matches!(e, TaskEvent::Retried { attempt: 1, .. }))
+            .count();
+        assert_eq!(retried, 1, "{events:?}");
     }
     assert_eq!(
         sim.retries(&instance, &task),
         1,
         "one failure, one retry; a second would have been refused"
     );
+}
+
+#[tokio::test]
+async fn waits_sharing_a_task_spend_their_retries_together() {
+    // Fails, is retried, fails again: with one retry each, every wait ends with the second
+    // failure, and the task was retried once in all.
+    let sim = simulate(modify().fail("first").running(1).fail("second")).await;
+    let (instance, task) = ids();
+    let client = client(&sim.uri());
+    let wait = || {
+        fast(TaskWatcher::new(&client, &instance, &task))
+            .retry_failed(1)
+            .timeout(Duration::from_secs(20))
+            .wait()
+    };
+    let (a, b) = tokio::join!(wait(), wait());
+    for outcome in [a, b] {
+        let err = outcome.unwrap_err();
+        assert!(
+            matches!(&err, WaitError::Failed { task, .. } if task.status_detail.as_deref() == Some("second")),
+            "{err:?}"
+        );
+    }
+    assert_eq!(sim.retries(&instance, &task), 1);
 }

@@ -146,14 +146,25 @@ impl Condition {
     }
 
     /// The progress the schedule aims at: the lowest that can make the condition hold, or
-    /// 100 when progress alone cannot.
+    /// 100 (the end) when no progress can.
     pub(crate) fn target(&self) -> u8 {
+        self.progress_needed().unwrap_or(100)
+    }
+
+    /// The lowest progress at which the condition can hold, as far as progress decides it:
+    /// `None` when it does not depend on progress (a status, a test of yours).
+    fn progress_needed(&self) -> Option<u8> {
+        let both = |a: Option<u8>, b: Option<u8>, pick: fn(u8, u8) -> u8| match (a, b) {
+            (Some(a), Some(b)) => Some(pick(a, b)),
+            (a, b) => a.or(b),
+        };
         match &self.0 {
-            Kind::ProgressAtLeast(n) => *n,
-            Kind::Or(a, b) => a.target().min(b.target()),
-            // Both parts must hold: the later target.
-            Kind::And(a, b) => a.target().max(b.target()),
-            _ => 100,
+            Kind::Done => Some(100),
+            Kind::ProgressAtLeast(n) => Some(*n),
+            // Both must hold: the later progress. Either may: the earlier.
+            Kind::And(a, b) => both(a.progress_needed(), b.progress_needed(), u8::max),
+            Kind::Or(a, b) => both(a.progress_needed(), b.progress_needed(), u8::min),
+            Kind::Started | Kind::Status(_) | Kind::Custom { .. } | Kind::Not(_) => None,
         }
     }
 }
@@ -325,6 +336,12 @@ mod tests {
         assert_eq!(p(200).target(), 100);
         assert_eq!(p(30).or(p(70)).target(), 30);
         assert_eq!(p(30).and(p(70)).target(), 70);
+        assert_eq!(
+            Condition::status(TaskStatus::Running).and(p(50)).target(),
+            50
+        );
+        assert_eq!(Condition::started().or(p(50)).target(), 50);
+        assert_eq!(Condition::done().or(p(50)).target(), 50);
         assert_eq!((!p(30)).target(), 100);
         assert_eq!(Condition::custom("x", |_| true).target(), 100);
     }

@@ -252,7 +252,9 @@ impl<S: TaskSource> Engine<S> {
             .cloned();
         // Joining a request in flight takes no turn in the budget: it sends nothing.
         let stale = Instant::now().checked_sub(timeout).unwrap_or(self.started);
-        let mut joined = shared.as_ref().and_then(|s| s.feed.in_flight(stale));
+        let mut joined = shared
+            .as_ref()
+            .and_then(|s| s.feed.in_flight(self.asked, stale));
         if joined.is_none() {
             match self.gate(S::ready, true).await {
                 Gate::Go(()) => {}
@@ -261,12 +263,16 @@ impl<S: TaskSource> Engine<S> {
                 Gate::Answer(polled) => return self.take(&polled),
             }
             // Another wait may have sent a request while this one waited for its turn.
-            joined = shared.as_ref().and_then(|s| s.feed.in_flight(stale));
+            joined = shared
+                .as_ref()
+                .and_then(|s| s.feed.in_flight(self.asked, stale));
         }
         self.sent = true;
         self.polls = self.polls.saturating_add(1);
         if let Some(shared) = shared {
-            let (request, answer) = joined.unwrap_or_else(|| shared.feed.poll(stale, timeout));
+            let asked = self.asked;
+            let (request, answer) =
+                joined.unwrap_or_else(|| shared.feed.poll(asked, stale, timeout));
             self.asked = self.asked.max(request);
             return match self.until(tokio::time::timeout(timeout, answer)).await {
                 None => self.cancelled(),
@@ -296,7 +302,7 @@ impl<S: TaskSource> Engine<S> {
         match self.gate(S::ready, true).await {
             Gate::Go(()) => {}
             Gate::Cancelled => return self.cancelled(),
-            Gate::TimedOut => return self.finish(Err(WaitError::Failed { task: failed })),
+            Gate::TimedOut => return self.timed_out(),
             // Another wait on the task saw it since: retried already, or still FAILED.
             Gate::Answer(polled) => return self.take(&polled),
         }
@@ -335,19 +341,27 @@ impl<S: TaskSource> Engine<S> {
                     // has it.
                     self.asked = claim.answered(task.clone());
                 }
-                self.pending.push_back(TaskEvent::Retried {
-                    attempt,
-                    failed: Box::new(failed),
-                    task: task.clone(),
-                });
-                // The task starts over: so do the backoff and the progress line.
-                self.schedule.restart();
-                let delay =
-                    self.schedule
-                        .after_snapshot(Instant::now(), true, task.progress_percent());
-                self.window_noted = None;
-                self.last = Some(task);
-                self.plan(delay);
+                self.retried(attempt, failed, task);
+            }
+            // Throttled: the service did not take the retry. It goes again after its wait,
+            // and costs no attempt.
+            Err(error) if error.kind() == ApiErrorKind::Throttled => {
+                drop(claim);
+                self.retries = self.retries.saturating_sub(1);
+                self.retry_due = true;
+                self.failures = self.failures.saturating_add(1);
+                let wanted = self
+                    .schedule
+                    .after_failure()
+                    .max(error.retry_after().unwrap_or_default());
+                if let Some(delay) = self.plan(wanted) {
+                    tracing::warn!(%error, ?delay, "the retry was throttled; sending it again");
+                    self.pending.push_back(TaskEvent::Retrying {
+                        error,
+                        attempt: self.failures,
+                        delay,
+                    });
+                }
             }
             Err(error) => {
                 tracing::warn!(%error, "the retry was refused");
@@ -415,13 +429,47 @@ impl<S: TaskSource> Engine<S> {
 
     /// Takes an answer from the task's shared polls as this wait's poll.
     fn take(&mut self, polled: &Polled) {
+        if polled.request < self.asked {
+            // Older than what the wait has: no news. (Requests it joins and news it wakes for
+            // are newer; this only keeps it so.)
+            let delay = self.schedule.after_failure();
+            self.plan(delay);
+            return;
+        }
         if polled.request > self.asked {
-            // Another wait's request: a poll of this wait too.
+            // Another wait's request: a poll of this wait too (a retry is nobody's poll).
             self.sent = true;
-            self.polls = self.polls.saturating_add(1);
+            if !polled.retry {
+                self.polls = self.polls.saturating_add(1);
+            }
             self.asked = polled.request;
         }
+        // Another wait retried the failure this one saw: it counts as this wait's retry too.
+        let failed = self
+            .last
+            .as_ref()
+            .filter(|t| t.status == Some(TaskStatus::Failed));
+        if let (true, Some(failed), Ok(task)) = (polled.retry, failed, &polled.answer) {
+            let failed = failed.clone();
+            self.retries = self.retries.saturating_add(1);
+            return self.retried(self.retries, failed, task.clone());
+        }
         self.answered(polled.answer.clone());
+    }
+
+    /// Takes in the answer to a retry of the task after it was seen `failed`.
+    fn retried(&mut self, attempt: u32, failed: InstanceTask, task: InstanceTask) {
+        tracing::info!(attempt, status = %task.status_or_unknown(), "the task was retried");
+        self.retry_due = false;
+        self.pending.push_back(TaskEvent::Retried {
+            attempt,
+            failed: Box::new(failed),
+            task: task.clone(),
+        });
+        // The task starts over: so does the backoff (and, with the change of status, the
+        // progress line); the answer is a snapshot like any other.
+        self.schedule.restart();
+        self.observed(task);
     }
 
     fn answered(&mut self, answer: Result<InstanceTask, ApiError>) {
@@ -609,6 +657,12 @@ impl<S: TaskSource> Engine<S> {
     }
 
     fn timed_out(&mut self) {
+        if self.retry_due {
+            // The task FAILED and its retry could not go before the deadline: that failure
+            // is the outcome, not a timeout.
+            let task = self.last.clone().unwrap_or_default();
+            return self.finish(Err(WaitError::Failed { task }));
+        }
         let error = WaitError::TimedOut {
             last: self.last.clone(),
             elapsed: Instant::now().saturating_duration_since(self.started),
@@ -737,7 +791,7 @@ mod tests {
         let (_, old) = other
             .upgrade()
             .unwrap()
-            .poll(Instant::now(), Duration::from_secs(60));
+            .poll(0, Instant::now(), Duration::from_secs(60));
         // Alone on the task, the wait polls on its own and sees 50 %.
         let first = events.next().await.unwrap();
         assert_eq!(
@@ -773,7 +827,7 @@ mod tests {
         };
         let feed = feed(vec![(0, Ok(done)), (0, Ok(running(50)))]);
         // An earlier wait's answer: SUCCESS, but the task has been retried since.
-        let (_, earlier) = feed.poll(Instant::now(), Duration::from_secs(60));
+        let (_, earlier) = feed.poll(0, Instant::now(), Duration::from_secs(60));
         earlier.await;
         let watcher = TaskWatcher::from_source(Shared::new(feed.clone(), running(50)))
             .timeout(Duration::from_secs(1));

@@ -30,6 +30,8 @@ use crate::model::InstanceTask;
 pub(crate) struct Polled {
     pub(crate) request: u64,
     pub(crate) answer: Result<InstanceTask, ApiError>,
+    /// The answer to a retry of the task, not to a poll.
+    pub(crate) retry: bool,
 }
 
 type InFlight = Shared<BoxFuture<'static, Arc<Polled>>>;
@@ -156,6 +158,7 @@ impl RetryClaim {
             &Arc::new(Polled {
                 request: id,
                 answer: Ok(task),
+                retry: true,
             }),
             id,
         );
@@ -199,26 +202,29 @@ impl Feed {
         }
     }
 
-    /// The request in flight and its number, unless it started before `stale` (its starter
-    /// gave up on it and nobody drove it since).
-    pub(crate) fn in_flight(&self, stale: Instant) -> Option<(u64, InFlight)> {
+    /// The request in flight and its number, unless it is numbered `after` or lower (older
+    /// than what the wait has) or started before `stale` (its starter gave up on it and
+    /// nobody drove it since).
+    pub(crate) fn in_flight(&self, after: u64, stale: Instant) -> Option<(u64, InFlight)> {
         self.latest()
             .in_flight
             .as_ref()
-            .filter(|(_, started, _)| *started >= stale)
+            .filter(|(id, started, _)| *id > after && *started >= stale)
             .map(|(id, _, request)| (*id, request.clone()))
     }
 
-    /// Joins the request in flight (unless it is older than `stale`), or starts one, each
-    /// bounded by `timeout`; returns the request's number and its answer to come.
+    /// Joins the request in flight (unless it is numbered `after` or lower, or older than
+    /// `stale`), or starts one, each bounded by `timeout`; returns the request's number and
+    /// its answer to come.
     pub(crate) fn poll(
         self: &Arc<Self>,
+        after: u64,
         stale: Instant,
         timeout: std::time::Duration,
     ) -> (u64, InFlight) {
         let mut latest = self.latest();
         if let Some((id, started, running)) = latest.in_flight.as_ref() {
-            if *started >= stale {
+            if *id > after && *started >= stale {
                 return (*id, running.clone());
             }
         }
@@ -233,6 +239,7 @@ impl Feed {
             let polled = Arc::new(Polled {
                 request: id,
                 answer,
+                retry: false,
             });
             if let Some(feed) = feed.upgrade() {
                 feed.publish(&polled, id);
@@ -375,15 +382,15 @@ pub(crate) mod tests {
             let b = b.clone();
             async move { b.news_after(0).await }
         });
-        let (one, first) = a.poll(long_ago, TIMEOUT);
-        let (also_one, joined) = b.poll(long_ago, TIMEOUT);
+        let (one, first) = a.poll(0, long_ago, TIMEOUT);
+        let (also_one, joined) = b.poll(0, long_ago, TIMEOUT);
         assert_eq!((one, also_one), (1, 1));
         let (first, joined) = tokio::join!(first, joined);
         assert!(Arc::ptr_eq(&first, &joined));
         assert_eq!(first.request, 1);
         assert_eq!(listener.await.unwrap().request, 1);
         // Nothing in flight any more: the next poll is a new request.
-        let (two, second) = b.poll(Instant::now(), TIMEOUT);
+        let (two, second) = b.poll(0, Instant::now(), TIMEOUT);
         let second = second.await;
         assert_eq!((two, second.request), (2, 2));
         assert_eq!(second.answer.as_ref().unwrap().progress, Some(20));
@@ -394,10 +401,10 @@ pub(crate) mod tests {
         // The first request hangs; once it is stale a second one starts and answers first.
         let feed = feed(vec![(30, Ok(task(10))), (0, Ok(task(40)))]);
         let start = Instant::now();
-        let (one, slow) = feed.poll(start, TIMEOUT);
+        let (one, slow) = feed.poll(0, start, TIMEOUT);
         let slow = tokio::spawn(slow);
         tokio::time::advance(Duration::from_secs(11)).await;
-        let (two, fast) = feed.poll(start + Duration::from_secs(10), TIMEOUT);
+        let (two, fast) = feed.poll(0, start + Duration::from_secs(10), TIMEOUT);
         assert_eq!((one, two), (1, 2));
         assert_eq!(fast.await.request, 2);
         assert_eq!(slow.await.unwrap().request, 1);
@@ -414,7 +421,7 @@ pub(crate) mod tests {
             0,
             Err(ApiError::new(crate::client::ApiErrorKind::Timeout)),
         )]);
-        let (_, failed) = feed.poll(Instant::now(), TIMEOUT);
+        let (_, failed) = feed.poll(0, Instant::now(), TIMEOUT);
         assert!(failed.await.answer.is_err());
         assert!(feed.answer_after(0).is_none());
     }
@@ -422,11 +429,11 @@ pub(crate) mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_request_past_its_timeout_is_a_timeout() {
         let feed = feed(vec![(90, Ok(task(10)))]);
-        let (_, answer) = feed.poll(Instant::now(), TIMEOUT);
+        let (_, answer) = feed.poll(0, Instant::now(), TIMEOUT);
         let polled = answer.await;
         let error = polled.answer.as_ref().unwrap_err();
         assert_eq!(error.kind(), crate::client::ApiErrorKind::Timeout);
-        assert!(feed.in_flight(Instant::now() - TIMEOUT).is_none());
+        assert!(feed.in_flight(0, Instant::now() - TIMEOUT).is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -450,9 +457,9 @@ pub(crate) mod tests {
     async fn one_failure_is_retried_once_whoever_saw_it_and_however_often() {
         let feed = feed(vec![(0, Ok(task(100))), (0, Ok(task(100)))]);
         // Two requests showed the task FAILED: 1 and 2.
-        let (one, first) = feed.poll(Instant::now(), TIMEOUT);
+        let (one, first) = feed.poll(0, Instant::now(), TIMEOUT);
         first.await;
-        let (two, second) = feed.poll(Instant::now(), TIMEOUT);
+        let (two, second) = feed.poll(0, Instant::now(), TIMEOUT);
         second.await;
         let claim = feed.claim_retry(one).expect("the first claim");
         assert!(feed.claim_retry(one).is_none(), "the same failure");
@@ -476,7 +483,7 @@ pub(crate) mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_retry_without_an_answer_lets_a_later_failure_be_retried() {
         let feed = feed(vec![(0, Ok(task(100)))]);
-        let (one, first) = feed.poll(Instant::now(), TIMEOUT);
+        let (one, first) = feed.poll(0, Instant::now(), TIMEOUT);
         first.await;
         let claim = feed.claim_retry(one).unwrap();
         // Refused, cancelled or timed out.

@@ -156,9 +156,11 @@ impl<S: TaskSource> TaskWatcher<S> {
     /// Retries the task up to `times` times when it FAILED (and the condition does not hold in
     /// that snapshot), with [`TaskSource::retry`] (for a client's task,
     /// [`IotdaClient::retry_task`]). Each retry is a [`TaskEvent::Retried`], carrying the
-    /// failure that led to it; the wait goes on under the same deadline. A retry answered with
-    /// an error ends the wait with [`WaitError::Api`](super::WaitError::Api); once the retries
+    /// failure that led to it; its answer is a snapshot like any other, and the wait goes on
+    /// under the same deadline. A throttled retry goes again after the server's wait; any other
+    /// error ends the wait with [`WaitError::Api`](super::WaitError::Api). Once the retries
     /// are spent, the next FAILED ends it with [`WaitError::Failed`](super::WaitError::Failed).
+    /// Waits on one task through one client retry each failure once, and each counts it.
     /// Default 0: never.
     ///
     /// Retrying is never the default, and should be chosen knowingly: a retried task may fail
