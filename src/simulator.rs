@@ -736,23 +736,23 @@ impl Simulator {
     /// How many polls of this task reached the simulator (faults included).
     #[must_use]
     pub fn polls(&self, instance_id: &InstanceId, task_id: &TaskId) -> u64 {
-        self.shared
-            .tasks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&(instance_id.to_string(), task_id.to_string()))
-            .map_or(0, |t| t.polls)
+        self.count(instance_id, task_id, |t| t.polls)
     }
 
     /// How many retries of this task the simulator accepted.
     #[must_use]
     pub fn retries(&self, instance_id: &InstanceId, task_id: &TaskId) -> u64 {
+        self.count(instance_id, task_id, |t| t.retries)
+    }
+
+    /// A count kept on a task; 0 for a task the simulator does not know.
+    fn count(&self, instance_id: &InstanceId, task_id: &TaskId, of: fn(&TaskState) -> u64) -> u64 {
         self.shared
             .tasks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&(instance_id.to_string(), task_id.to_string()))
-            .map_or(0, |t| t.retries)
+            .map_or(0, of)
     }
 
     /// How many requests reached the simulator, of any kind.
