@@ -4,6 +4,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::retries_of;
 use common::script::*;
 use futures::StreamExt;
 use iotda_task_watcher::client::ApiErrorKind;
@@ -181,24 +182,8 @@ async fn a_failed_task_is_retried_on_request_and_each_retry_is_an_event() {
         .events()
         .collect()
         .await;
-    let retried: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            TaskEvent::Retried {
-                attempt,
-                failed,
-                task,
-                ..
-            } => Some((
-                *attempt,
-                failed.status_detail.clone(),
-                status(task).to_owned(),
-            )),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        retried,
+        retries_of(&events),
         [(1, Some("flavor sold out".to_owned()), "PENDING".to_owned())]
     );
     assert!(

@@ -206,21 +206,9 @@ async fn a_failed_task_is_retried_through_the_signed_post_and_succeeds() {
         .events()
         .collect()
         .await;
-    let retried: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            TaskEvent::Retried {
-                attempt,
-                failed,
-                task,
-                ..
-            } => Some((*attempt, failed.status_detail.clone(), task.status.clone())),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        retried,
-        [(1, Some("flavor sold out".into()), Some(TaskStatus::Pending))]
+        retries_of(&events),
+        [(1, Some("flavor sold out".into()), "PENDING".into())]
     );
     assert!(
         matches!(events.last(), Some(TaskEvent::Done(Ok(t))) if t.status == Some(TaskStatus::Success)),
@@ -255,11 +243,8 @@ async fn waits_sharing_a_task_retry_one_failure_once() {
             "{events:?}"
         );
         // Each wait saw the failure and its retry, whoever sent it.
-        let retried = events
-            .iter()
-            .filter(|e| matches!(e, TaskEvent::Retried { attempt: 1, .. }))
-            .count();
-        assert_eq!(retried, 1, "{events:?}");
+        assert_eq!(retries_of(&events).len(), 1, "{events:?}");
+        assert_eq!(retries_of(&events)[0].0, 1, "{events:?}");
     }
     assert_eq!(
         sim.retries(&instance, &task),

@@ -258,3 +258,24 @@ pub async fn answering(template: wiremock::ResponseTemplate) -> wiremock::MockSe
         .await;
     server
 }
+
+/// The retries a wait reported: each `Retried` event's attempt, the failure's detail, and the
+/// status the retry answered.
+pub fn retries_of(events: &[iotda_task_watcher::TaskEvent]) -> Vec<(u32, Option<String>, String)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            iotda_task_watcher::TaskEvent::Retried {
+                attempt,
+                failed,
+                task,
+                ..
+            } => Some((
+                *attempt,
+                failed.status_detail.clone(),
+                task.status_or_unknown().to_string(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
