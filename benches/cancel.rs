@@ -10,6 +10,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use iotda_task_watcher::watch::PollPolicy;
 use iotda_task_watcher::{InstanceId, TaskId, TaskWatcher, WaitError};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -72,9 +73,12 @@ fn main() {
             let task: TaskId = format!("{kind}-{i:x}").parse().unwrap();
             let token = CancellationToken::new();
             let watcher = TaskWatcher::new(&client, &instance, &task)
-                .min_delay(Duration::from_secs(60))
+                .policy(
+                    PollPolicy::default()
+                        .with_min_delay(Duration::from_secs(60))
+                        .with_jitter(false),
+                )
                 .request_timeout(Duration::from_secs(120))
-                .jitter(false)
                 .cancel_token(token.clone());
             let handle = tokio::spawn(async move {
                 let outcome = watcher.await;

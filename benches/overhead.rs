@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use common::server::ServerProcess;
 use common::{AK, INSTANCE, PROJECT, SK};
 use iotda_task_watcher::client::signer;
+use iotda_task_watcher::watch::PollPolicy;
 use iotda_task_watcher::{InstanceId, InstanceTask, TaskId, TaskStatus, TaskWatcher};
 use serde_json::json;
 
@@ -107,12 +108,15 @@ fn main() {
                 let before = common::cpu_time_ns();
                 let polls = if which == 0 {
                     let done = TaskWatcher::new(&client, &instance, &task)
-                        .min_delay(PAUSE)
-                        .max_delay(PAUSE)
-                        .jitter(false)
                         // Back-to-back polls: the server's progress rises per poll, not per
                         // second, so a progress estimate would only add sleeps here.
-                        .progress_guided(false)
+                        .policy(
+                            PollPolicy::default()
+                                .with_min_delay(PAUSE)
+                                .with_max_delay(PAUSE)
+                                .with_jitter(false)
+                                .with_progress_guided(false),
+                        )
                         .await
                         .unwrap();
                     assert_eq!(done.status, Some(TaskStatus::Success));

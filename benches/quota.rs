@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use iotda_task_watcher::client::budget::RequestBudget;
 use iotda_task_watcher::simulator::{Quota, Simulator, TaskScript};
+use iotda_task_watcher::watch::PollPolicy;
 use iotda_task_watcher::{InstanceId, TaskEvent, TaskId, TaskStatus, TaskType, TaskWatcher};
 use serde_json::{json, Value};
 
@@ -110,7 +111,7 @@ async fn run(name: &'static str, budget: RequestBudget, setup: &Setup) -> Run {
         .zip(&setup.tasks)
         .map(|(id, &(secs, fails))| {
             let watcher = TaskWatcher::new(&client, &instance, id)
-                .max_delay(MAX_DELAY)
+                .policy(PollPolicy::default().with_max_delay(MAX_DELAY))
                 .timeout(Duration::from_secs(600));
             let left = left.clone();
             tokio::spawn(async move {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::server::ServerProcess;
 use iotda_task_watcher::client::ApiError;
-use iotda_task_watcher::watch::{BoundTask, TaskSource};
+use iotda_task_watcher::watch::{BoundTask, PollPolicy, TaskSource};
 use iotda_task_watcher::{
     InstanceId, InstanceTask, IotdaClient, TaskId, TaskStatus, TaskWatcher, WaitError,
 };
@@ -87,17 +87,20 @@ fn run(server: &ServerProcess, client: &IotdaClient, n: usize, seed: u64) -> Run
                 .parse()
                 .unwrap();
             let source = Timed {
-                inner: client.bind_task(&instance, &task),
+                inner: BoundTask::new(client, &instance, &task),
                 delay,
                 last_answer: Mutex::new(None),
                 lateness_ms: lateness.clone(),
             };
             let watcher = TaskWatcher::from_source(source)
-                .min_delay(delay)
-                .max_delay(delay)
-                .jitter(false)
                 // An exact schedule, to measure lateness against.
-                .progress_guided(false)
+                .policy(
+                    PollPolicy::default()
+                        .with_min_delay(delay)
+                        .with_max_delay(delay)
+                        .with_jitter(false)
+                        .with_progress_guided(false),
+                )
                 .timeout(delay * 20);
             handles.push(tokio::spawn(async move {
                 tokio::time::sleep(offset).await;

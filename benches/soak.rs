@@ -10,6 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::server::ServerProcess;
+use iotda_task_watcher::watch::PollPolicy;
 use iotda_task_watcher::{InstanceId, TaskId, TaskStatus, TaskWatcher, WaitError};
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -47,8 +48,11 @@ fn main() {
                 .parse()
                 .unwrap();
             let watcher = TaskWatcher::new(&client, &instance, &task)
-                .min_delay(Duration::from_secs(2))
-                .max_delay(Duration::from_secs(10))
+                .policy(
+                    PollPolicy::default()
+                        .with_min_delay(Duration::from_secs(2))
+                        .with_max_delay(Duration::from_secs(10)),
+                )
                 .request_timeout(Duration::from_secs(1))
                 .timeout(Duration::from_secs(600));
             set.spawn(async move { (fails, watcher.await) });

@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use iotda_task_watcher::simulator::{Simulator, TaskScript};
+use iotda_task_watcher::watch::PollPolicy;
 use iotda_task_watcher::{InstanceId, TaskId, TaskType, TaskWatcher, WaitError};
 use tokio_util::sync::CancellationToken;
 
@@ -37,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let outcome = TaskWatcher::new(&sim.client(), &instance, &task)
         .timeout(Duration::from_secs(5))
-        .min_delay(Duration::from_millis(250))
+        .policy(PollPolicy::default().with_min_delay(Duration::from_millis(250)))
         .cancel_token(token)
         .await;
     match outcome {

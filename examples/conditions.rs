@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use iotda_task_watcher::simulator::{Simulator, TaskScript};
-use iotda_task_watcher::watch::Condition;
+use iotda_task_watcher::watch::{Condition, PollPolicy};
 use iotda_task_watcher::{InstanceId, TaskEvent, TaskId, TaskType, TaskWatcher};
 
 #[tokio::main]
@@ -30,9 +30,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = sim.client();
     // The simulator's task moves on each poll: poll it often.
     let watcher = || {
-        TaskWatcher::new(&client, &instance, &task)
-            .min_delay(Duration::from_millis(20))
-            .max_delay(Duration::from_millis(100))
+        TaskWatcher::new(&client, &instance, &task).policy(
+            PollPolicy::default()
+                .with_min_delay(Duration::from_millis(20))
+                .with_max_delay(Duration::from_millis(100)),
+        )
     };
 
     let started = watcher().until(Condition::started()).await?;

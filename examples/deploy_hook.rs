@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use iotda_task_watcher::client::ApiErrorKind;
 use iotda_task_watcher::simulator::{Fault, Simulator, TaskScript};
+use iotda_task_watcher::watch::PollPolicy;
 use iotda_task_watcher::{InstanceId, TaskId, TaskType, TaskWatcher, WaitError};
 
 #[tokio::main]
@@ -36,7 +37,7 @@ async fn main() -> ExitCode {
     // or a watcher with the deadline of the pipeline step.
     let outcome = TaskWatcher::new(&client, &instance, &task)
         .timeout(Duration::from_secs(15 * 60))
-        .min_delay(Duration::from_millis(100))
+        .policy(PollPolicy::default().with_min_delay(Duration::from_millis(100)))
         .await;
 
     match outcome {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use iotda_task_watcher::simulator::{Fault, Simulator, TaskScript};
+use iotda_task_watcher::watch::PollPolicy;
 use iotda_task_watcher::{watch_many, InstanceId, TaskEvent, TaskId, TaskType, TaskWatcher};
 
 #[tokio::main]
@@ -43,9 +44,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let bar = multi.add(ProgressBar::new(100).with_style(style.clone()));
         bar.set_prefix(format!("task {i}"));
         bars.push(bar);
-        let watcher = TaskWatcher::new(&client, &instance, &task)
-            .min_delay(Duration::from_millis(200))
-            .max_delay(Duration::from_millis(500));
+        let watcher = TaskWatcher::new(&client, &instance, &task).policy(
+            PollPolicy::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_millis(500)),
+        );
         watchers.push((i, watcher));
     }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use iotda_task_watcher::simulator::{Simulator, TaskScript};
+use iotda_task_watcher::watch::PollPolicy;
 use iotda_task_watcher::{InstanceId, TaskEvent, TaskId, TaskType, TaskWatcher};
 
 #[tokio::main]
@@ -39,8 +40,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     bar.enable_steady_tick(Duration::from_millis(100));
 
     let mut events = TaskWatcher::new(&client, &instance, &task)
-        .min_delay(Duration::from_millis(200))
-        .max_delay(Duration::from_millis(500))
+        .policy(
+            PollPolicy::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_millis(500)),
+        )
         .timeout(Duration::from_secs(60))
         .events();
     while let Some(event) = events.next().await {

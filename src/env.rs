@@ -1,5 +1,7 @@
 //! The official Huawei Cloud SDKs' environment variables, read the way they read them.
 
+use crate::ids::{IdError, ProjectId};
+
 /// The official SDKs' variable for the access key id.
 pub const ENV_AK: &str = "HUAWEICLOUD_SDK_AK";
 /// The official SDKs' variable for the secret access key.
@@ -23,7 +25,7 @@ pub enum EnvError {
     NotUnicode(&'static str),
     /// `HUAWEICLOUD_SDK_PROJECT_ID` holds an invalid project id.
     #[error("environment variable {ENV_PROJECT_ID}: {0}")]
-    InvalidProjectId(crate::ids::IdError),
+    InvalidProjectId(IdError),
 }
 
 /// The trimmed value of `name`; unset and empty are both missing.
@@ -32,5 +34,16 @@ pub(crate) fn var(name: &'static str) -> Result<String, EnvError> {
         Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
         Ok(_) | Err(std::env::VarError::NotPresent) => Err(EnvError::Missing(name)),
         Err(std::env::VarError::NotUnicode(_)) => Err(EnvError::NotUnicode(name)),
+    }
+}
+
+impl ProjectId {
+    /// Reads the project id from `HUAWEICLOUD_SDK_PROJECT_ID`, the official SDKs' variable.
+    ///
+    /// # Errors
+    /// [`EnvError`] when the variable is unset or holds an invalid id.
+    pub fn from_env() -> Result<Self, EnvError> {
+        let value = var(ENV_PROJECT_ID)?;
+        Self::new(value).map_err(EnvError::InvalidProjectId)
     }
 }

@@ -8,8 +8,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::env::EnvError;
-
 /// What was wrong with an identifier.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {kind} {value:?}: {problem}")]
@@ -215,17 +213,6 @@ id_type!(
     /// ```
     TaskId, "task id", 64, "only 'a'-'f', '0'-'9' and '-'", lower_hex_or_dash
 );
-
-impl ProjectId {
-    /// Reads the project id from `HUAWEICLOUD_SDK_PROJECT_ID`, the official SDKs' variable.
-    ///
-    /// # Errors
-    /// [`EnvError`] when the variable is unset or holds an invalid id.
-    pub fn from_env() -> Result<Self, EnvError> {
-        let value = crate::env::var(crate::env::ENV_PROJECT_ID)?;
-        Self::new(value).map_err(EnvError::InvalidProjectId)
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use iotda_task_watcher::client::budget::{BudgetStats, RequestBudget};
 use iotda_task_watcher::simulator::{Fault, Simulator, TaskScript};
+use iotda_task_watcher::watch::PollPolicy;
 use iotda_task_watcher::{
     wait_all, IotdaClient, TaskEvent, TaskId, TaskStatus, TaskType, TaskWatcher,
 };
@@ -21,8 +22,11 @@ fn instance() -> iotda_task_watcher::InstanceId {
 /// A wait that polls every 10 ms.
 fn eager(client: &IotdaClient, task: &TaskId) -> TaskWatcher {
     TaskWatcher::new(client, &instance(), task)
-        .min_delay(Duration::from_millis(10))
-        .max_delay(Duration::from_millis(10))
+        .policy(
+            PollPolicy::default()
+                .with_min_delay(Duration::from_millis(10))
+                .with_max_delay(Duration::from_millis(10)),
+        )
         .timeout(Duration::from_secs(30))
 }
 
@@ -83,9 +87,11 @@ async fn two_waits_on_one_task_send_one_request_per_poll() {
     sim.add_task(&instance(), &task, script());
     let client = sim.client();
     // Alone, the wait sends one request per answer of the script: 6 RUNNING, then SUCCESS.
-    let alone = TaskWatcher::new(&client, &instance(), &task)
-        .min_delay(Duration::from_millis(5))
-        .max_delay(Duration::from_millis(20));
+    let alone = TaskWatcher::new(&client, &instance(), &task).policy(
+        PollPolicy::default()
+            .with_min_delay(Duration::from_millis(5))
+            .with_max_delay(Duration::from_millis(20)),
+    );
     alone.wait().await.unwrap();
     assert_eq!(sim.polls(&instance(), &task), 7);
 
@@ -94,8 +100,11 @@ async fn two_waits_on_one_task_send_one_request_per_poll() {
     sim.add_task(&instance(), &again, script());
     let wait = |timeout| {
         TaskWatcher::new(&client, &instance(), &again)
-            .min_delay(Duration::from_millis(5))
-            .max_delay(Duration::from_millis(20))
+            .policy(
+                PollPolicy::default()
+                    .with_min_delay(Duration::from_millis(5))
+                    .with_max_delay(Duration::from_millis(20)),
+            )
             .timeout(timeout)
             .events()
             .collect::<Vec<_>>()

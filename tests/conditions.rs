@@ -8,12 +8,17 @@ use common::retries_of;
 use common::script::*;
 use futures::StreamExt;
 use iotda_task_watcher::client::ApiErrorKind;
-use iotda_task_watcher::watch::{Condition, OutcomeKind};
+use iotda_task_watcher::watch::{Condition, OutcomeKind, PollPolicy};
 use iotda_task_watcher::{InstanceTask, TaskEvent, TaskStatus, TaskWatcher, WaitError};
+
+/// Delays without jitter, so that poll times are exact.
+fn exact() -> PollPolicy {
+    PollPolicy::default().with_jitter(false)
+}
 
 fn watcher(script: &Script) -> TaskWatcher<Script> {
     TaskWatcher::from_source(script.clone())
-        .jitter(false)
+        .policy(exact())
         .timeout(Duration::from_secs(3600))
 }
 
@@ -70,7 +75,7 @@ async fn a_progress_resolves_with_the_first_snapshot_that_reaches_it() {
     ]);
     let task = watcher(&script)
         .until(Condition::progress_at_least(50))
-        .progress_guided(false)
+        .policy(exact().with_progress_guided(false))
         .await
         .unwrap();
     assert_eq!(task.progress, Some(55));
@@ -115,7 +120,7 @@ async fn an_end_in_which_the_condition_cannot_hold_ends_the_wait_at_once_with_th
         "task 075f413d-a3bb-4243-974d-8eb9221c1234 ended SUCCESS without meeting the condition \
          status=RUNNING"
     );
-    assert_eq!(OutcomeKind::of(&Err(err)).exit_code(), 6);
+    assert_eq!(OutcomeKind::of(&Err(err)), OutcomeKind::Unmet);
     // Not at the deadline (an hour): the third poll, 3 s in.
     assert_eq!(script.poll_secs(), [0.0, 1.0, 3.0]);
 }
@@ -178,7 +183,7 @@ async fn a_failed_task_is_retried_on_request_and_each_retry_is_an_event() {
     .on_retry([at("PENDING", 0)]);
     let events: Vec<TaskEvent> = watcher(&script)
         .retry_failed(2)
-        .progress_guided(false)
+        .policy(exact().with_progress_guided(false))
         .events()
         .collect()
         .await;

@@ -91,5 +91,8 @@ fn reads_the_official_variables() {
     assert!(
         matches!(&err, EndpointError::Override { variable, .. } if variable == "HUAWEICLOUD_SDK_REGION_IOTDM_XX_TEST_2")
     );
-    assert!(err.to_string().contains("https is required"), "{err}");
+    // The message names the variable; its source says what is wrong with the value.
+    assert_eq!(err.to_string(), "HUAWEICLOUD_SDK_REGION_IOTDM_XX_TEST_2");
+    let why = std::error::Error::source(&err).expect("the reason is the source");
+    assert!(why.to_string().contains("https is required"), "{why}");
 }

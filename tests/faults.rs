@@ -12,6 +12,7 @@ use common::*;
 use futures::StreamExt;
 use iotda_task_watcher::client::ApiErrorKind;
 use iotda_task_watcher::simulator::{Fault, RawAnswer, Simulator, TaskScript};
+use iotda_task_watcher::watch::PollPolicy;
 use iotda_task_watcher::{TaskEvent, TaskStatus, TaskType, TaskWatcher, WaitError};
 use tokio_util::sync::CancellationToken;
 
@@ -38,8 +39,11 @@ fn started() -> TaskScript {
 fn fast(endpoint: &str) -> TaskWatcher {
     let (instance, task) = ids();
     TaskWatcher::new(&client(endpoint), &instance, &task)
-        .min_delay(Duration::from_millis(5))
-        .max_delay(Duration::from_millis(20))
+        .policy(
+            PollPolicy::default()
+                .with_min_delay(Duration::from_millis(5))
+                .with_max_delay(Duration::from_millis(20)),
+        )
         .request_timeout(Duration::from_millis(300))
 }
 
@@ -219,7 +223,12 @@ async fn an_endpoint_that_never_answers_ends_the_wait_with_the_likely_cause() {
     };
     assert_eq!(api.kind(), ApiErrorKind::Network);
     assert!(last.is_none());
-    let text = error.to_string();
+    // The wait's message says how it ended; its source, the poll's error, says why.
+    assert_eq!(
+        error.to_string(),
+        "the wait ended on an error that retrying cannot fix; the task was never seen"
+    );
+    let text = api.to_string();
     assert!(
         text.contains(&format!("cannot reach http://{addr}")),
         "{text}"
@@ -229,7 +238,10 @@ async fn an_endpoint_that_never_answers_ends_the_wait_with_the_likely_cause() {
     // https to a plain-HTTP server: the TLS handshake reads an HTTP answer.
     let sim = simulate(started().succeed()).await;
     let https = sim.uri().replace("http://", "https://");
-    let text = unreachable(&https).await.to_string();
+    let text = match unreachable(&https).await {
+        WaitError::Api { error, .. } => error.to_string(),
+        other => panic!("{other:?}"),
+    };
     assert!(text.contains(&format!("cannot reach {https}")), "{text}");
     assert!(text.contains("does not speak TLS"), "{text}");
     assert_eq!(sim.polls(&ids().0, &ids().1), 0);
@@ -344,9 +356,11 @@ async fn a_signature_refused_for_a_far_clock_is_retried_at_the_server_time() {
     );
     // The server's clock is two hours ahead: our X-Sdk-Date looks stale to it.
     sim.set_clock_offset(7_200);
-    let watcher = TaskWatcher::new(&sim.client(), &instance, &task)
-        .min_delay(Duration::from_millis(5))
-        .max_delay(Duration::from_millis(20));
+    let watcher = TaskWatcher::new(&sim.client(), &instance, &task).policy(
+        PollPolicy::default()
+            .with_min_delay(Duration::from_millis(5))
+            .with_max_delay(Duration::from_millis(20)),
+    );
     let events = events(watcher).await;
     assert_eq!(retries(&events), [ApiErrorKind::ClockSkew]);
     match events.last() {
@@ -396,9 +410,11 @@ async fn every_request_signed_before_the_clock_correction_learns_it() {
             &task,
             TaskScript::new(TaskType::Modify).succeed(),
         );
-        let watcher = TaskWatcher::new(&client, &instance, &task)
-            .min_delay(Duration::from_millis(5))
-            .max_delay(Duration::from_millis(20));
+        let watcher = TaskWatcher::new(&client, &instance, &task).policy(
+            PollPolicy::default()
+                .with_min_delay(Duration::from_millis(5))
+                .with_max_delay(Duration::from_millis(20)),
+        );
         waits.push(tokio::spawn(watcher.into_future()));
     }
     for wait in waits {
@@ -414,9 +430,27 @@ fn chain<'e>(
     std::iter::successors(Some(error), |e| e.source()).collect()
 }
 
+/// The messages of `error` and its sources, as an error reporter prints them.
+fn messages(error: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    chain(error).iter().map(ToString::to_string).collect()
+}
+
+/// Asserts that no message of the chain repeats another's text: each says something new.
+fn each_said_once(messages: &[String]) {
+    for (i, outer) in messages.iter().enumerate() {
+        for inner in &messages[i + 1..] {
+            assert!(
+                !outer.contains(inner.as_str()),
+                "{outer:?} repeats its source {inner:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
-async fn a_failure_keeps_its_cause_as_the_error_source() {
-    // A refused connection: the wait times out, and its chain reaches reqwest's error.
+async fn a_failure_keeps_its_cause_and_says_each_part_once() {
+    // A refused connection: the wait times out; the chain is the wait, then the last poll's
+    // error, which keeps reqwest's error as its cause.
     let addr = raw::serve(vec![Act::Json(RUNNING_40.into()), Act::Refuse]).await;
     let refused = fast(&format!("http://{addr}"))
         .timeout(Duration::from_millis(300))
@@ -424,36 +458,44 @@ async fn a_failure_keeps_its_cause_as_the_error_source() {
         .unwrap_err();
     assert!(matches!(refused, WaitError::TimedOut { .. }), "{refused:?}");
     let links = chain(&refused);
+    assert_eq!(links.len(), 2, "{links:?}");
+    let api = links[1]
+        .downcast_ref::<iotda_task_watcher::client::ApiError>()
+        .expect("the ApiError is the wait's source");
     assert!(
-        links[1]
-            .downcast_ref::<iotda_task_watcher::client::ApiError>()
-            .is_some(),
-        "the ApiError is the wait's source"
+        api.cause()
+            .is_some_and(|cause| cause.downcast_ref::<reqwest::Error>().is_some()),
+        "{api:?}"
     );
-    assert!(
-        links
-            .iter()
-            .any(|e| e.downcast_ref::<reqwest::Error>().is_some()),
-        "{links:?}"
-    );
+    let said = messages(&refused);
+    each_said_once(&said);
+    assert!(said[0].starts_with("timed out after"), "{said:?}");
+    assert!(said[1].contains("cannot reach"), "{said:?}");
+    // Printed as `anyhow`'s `{:#}` prints it, every part appears, and once.
+    let reported = said.join(": ");
+    assert_eq!(reported.matches("cannot reach").count(), 1, "{reported}");
 
-    // A body that is not a task: the chain reaches serde_json's error.
+    // A body that is not a task: the cause is serde_json's error, and the error's own line
+    // says what it says.
     let sim = simulate(started().raw(RawAnswer::new(200).body("{\"status\": RUNNING}"))).await;
     let unreadable = fast(&sim.uri())
         .timeout(Duration::from_millis(300))
         .await
         .unwrap_err();
-    let links = chain(&unreadable);
+    let said = messages(&unreadable);
+    each_said_once(&said);
+    assert!(said[1].contains("did not decode"), "{said:?}");
+    let WaitError::TimedOut {
+        last_error: Some(api),
+        ..
+    } = &unreadable
+    else {
+        panic!("{unreadable:?}");
+    };
     assert!(
-        links
-            .iter()
-            .any(|e| e.downcast_ref::<serde_json::Error>().is_some()),
-        "{links:?}"
-    );
-    // Display still says it all in one line.
-    assert!(
-        unreadable.to_string().contains("did not decode"),
-        "{unreadable}"
+        api.cause()
+            .is_some_and(|cause| cause.downcast_ref::<serde_json::Error>().is_some()),
+        "{api:?}"
     );
 
     // A permanent error is the source of `WaitError::Api`.
@@ -463,4 +505,8 @@ async fn a_failure_keeps_its_cause_as_the_error_source() {
         .and_then(|e| e.downcast_ref::<iotda_task_watcher::client::ApiError>())
         .expect("the ApiError is the source");
     assert_eq!(api.kind(), ApiErrorKind::Forbidden);
+    let said = messages(&forbidden);
+    each_said_once(&said);
+    assert_eq!(said.len(), 2, "{said:?}");
+    assert!(said[1].contains("IOTDA.000005"), "{said:?}");
 }

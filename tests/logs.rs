@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use iotda_task_watcher::simulator::{Fault, TaskScript};
+use iotda_task_watcher::watch::PollPolicy;
 use iotda_task_watcher::{Credentials, TaskType, TaskWatcher};
 use wiremock::ResponseTemplate;
 
@@ -54,7 +55,7 @@ async fn a_wait_logs_a_span_per_wait_and_never_a_secret() {
     let (instance, task) = ids();
     let creds = Credentials::aksk(AK, SK).with_security_token(TOKEN);
     TaskWatcher::new(&client_with(&sim.uri(), creds), &instance, &task)
-        .min_delay(Duration::from_millis(5))
+        .policy(PollPolicy::default().with_min_delay(Duration::from_millis(5)))
         .await
         .unwrap();
     // The failure paths log too: a refused signature.

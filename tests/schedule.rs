@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use common::script::{at, snapshot, Script, Step};
 use futures::StreamExt;
 use iotda_task_watcher::model::OperateWindow;
-use iotda_task_watcher::watch::Condition;
+use iotda_task_watcher::watch::{Condition, PollPolicy};
 use iotda_task_watcher::{InstanceTask, TaskEvent, TaskStatus, TaskWatcher, WaitError};
 use tokio::time::Instant;
 
@@ -76,9 +76,14 @@ fn timed(starts: f64, ends: f64, every: Option<f64>) -> Script {
     Run::new(starts, ends, every).script()
 }
 
+/// Delays without jitter, so that poll times are exact.
+fn exact() -> PollPolicy {
+    PollPolicy::default().with_jitter(false)
+}
+
 fn watcher(source: &Script) -> TaskWatcher<Script> {
     TaskWatcher::from_source(source.clone())
-        .jitter(false)
+        .policy(exact())
         .timeout(Duration::from_secs(6 * 3600))
 }
 
@@ -89,7 +94,10 @@ async fn progress_saves_requests_on_a_long_task_without_losing_promptness() {
     let task = watcher(&guided).await.unwrap();
     assert_eq!(task.status, Some(TaskStatus::Success));
     let plain = timed(0.0, 7200.0, Some(60.0));
-    watcher(&plain).progress_guided(false).await.unwrap();
+    watcher(&plain)
+        .policy(exact().with_progress_guided(false))
+        .await
+        .unwrap();
 
     let (g, p) = (guided.poll_secs(), plain.poll_secs());
     assert!(
@@ -127,7 +135,10 @@ async fn a_task_that_ends_early_is_seen_within_max_progress_delay() {
         }
     });
     let bound = Duration::from_secs(120);
-    watcher(&early).max_progress_delay(bound).await.unwrap();
+    watcher(&early)
+        .policy(exact().with_max_progress_delay(bound))
+        .await
+        .unwrap();
     let polls = early.poll_secs();
     let last = *polls.last().unwrap();
     assert!((1800.0..=1920.0).contains(&last), "seen at {last}");
@@ -274,7 +285,7 @@ async fn a_wait_resumes_where_it_stopped() {
     tokio::time::sleep(Duration::from_secs(60)).await;
     let wall_now = wall + source.elapsed();
     let rest: Vec<TaskEvent> = TaskWatcher::from_source(source.clone())
-        .jitter(false)
+        .policy(exact())
         .wall_clock(wall_now)
         .resume_from(state.clone())
         .events()
@@ -322,7 +333,7 @@ async fn a_resumed_wait_keeps_its_progress_estimate() {
     );
     let state = serde_json::from_value(json).unwrap();
     TaskWatcher::from_source(split.clone())
-        .jitter(false)
+        .policy(exact())
         .wall_clock(wall + split.elapsed())
         .resume_from(state)
         .await
@@ -354,7 +365,7 @@ async fn a_resumed_wait_keeps_its_deadline_and_counts() {
     drop(events);
     tokio::time::sleep(Duration::from_secs(40)).await;
     let err = TaskWatcher::from_source(source.clone())
-        .jitter(false)
+        .policy(exact())
         .wall_clock(wall + t0.elapsed())
         .resume_from(state)
         .await
@@ -391,9 +402,11 @@ async fn the_last_poll_goes_out_even_when_the_timer_wakes_just_after_the_deadlin
     let source = timed(0.0, 1e9, None);
     let deadline = Duration::from_micros(1_500_300);
     let err = TaskWatcher::from_source(source.clone())
-        .jitter(false)
-        .min_delay(Duration::from_secs(1))
-        .max_delay(Duration::from_secs(1))
+        .policy(
+            exact()
+                .with_min_delay(Duration::from_secs(1))
+                .with_max_delay(Duration::from_secs(1)),
+        )
         .timeout(deadline)
         .await
         .unwrap_err();
@@ -453,7 +466,7 @@ async fn a_hostile_saved_state_neither_hangs_nor_panics() {
     });
     let state: iotda_task_watcher::watch::WaitState = serde_json::from_value(state).unwrap();
     let mut events = TaskWatcher::from_source(source.clone())
-        .jitter(false)
+        .policy(exact())
         .resume_from(state)
         .events();
     events.next().await.unwrap();

@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::script::{at, Script, Step};
+use iotda_task_watcher::watch::PollPolicy;
 use iotda_task_watcher::{TaskWatcher, WaitError};
 
 /// A task that stays RUNNING and answers at once; the script records when it was polled.
@@ -23,8 +24,11 @@ fn gaps(polls: &[f64]) -> Vec<f64> {
 async fn zero_delays_count_as_one_millisecond_not_a_busy_loop() {
     let source = running();
     let err = TaskWatcher::from_source(source.clone())
-        .min_delay(Duration::ZERO)
-        .max_delay(Duration::ZERO)
+        .policy(
+            PollPolicy::default()
+                .with_min_delay(Duration::ZERO)
+                .with_max_delay(Duration::ZERO),
+        )
         .timeout(Duration::from_secs(1))
         .await
         .unwrap_err();
@@ -43,10 +47,13 @@ async fn zero_delays_count_as_one_millisecond_not_a_busy_loop() {
 async fn a_max_delay_below_the_min_delay_counts_as_the_min_delay() {
     let source = running();
     let _ = TaskWatcher::from_source(source.clone())
-        .min_delay(Duration::from_secs(5))
-        .max_delay(Duration::from_secs(1))
-        .jitter(false)
-        .progress_guided(false)
+        .policy(
+            PollPolicy::default()
+                .with_min_delay(Duration::from_secs(5))
+                .with_max_delay(Duration::from_secs(1))
+                .with_jitter(false)
+                .with_progress_guided(false),
+        )
         .timeout(Duration::from_secs(20))
         .await;
     assert_eq!(source.poll_secs(), [0.0, 5.0, 10.0, 15.0, 20.0]);
@@ -89,9 +96,12 @@ async fn a_zero_request_timeout_counts_as_one_millisecond() {
 async fn gaps_with_factor(factor: f32) -> Vec<f64> {
     let source = running();
     let _ = TaskWatcher::from_source(source.clone())
-        .factor(factor)
-        .jitter(false)
-        .progress_guided(false)
+        .policy(
+            PollPolicy::default()
+                .with_factor(factor)
+                .with_jitter(false)
+                .with_progress_guided(false),
+        )
         .timeout(Duration::from_secs(200))
         .await;
     gaps(&source.poll_secs()[..6])

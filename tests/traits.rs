@@ -2,7 +2,7 @@
 //! field that is not `Send`, a removed `Debug`) fails the build of this test.
 
 use iotda_task_watcher::client::{ApiError, BuildError};
-use iotda_task_watcher::watch::{Backoff, BoundTask, OutcomeKind, TaskEvents, WaitState};
+use iotda_task_watcher::watch::{BoundTask, OutcomeKind, PollPolicy, TaskEvents, WaitState};
 use iotda_task_watcher::{
     InstanceTask, IotdaClient, IotdaClientBuilder, TaskEvent, TaskWatcher, WaitError,
 };
@@ -21,7 +21,7 @@ fn the_client_the_watcher_and_the_event_stream_cross_threads() {
     send_sync::<TaskEvent>();
     send_sync::<InstanceTask>();
     send_sync::<WaitState>();
-    send_sync::<Backoff>();
+    send_sync::<PollPolicy>();
     send_sync::<OutcomeKind>();
 }
 
@@ -31,7 +31,7 @@ fn the_public_types_are_debug_and_the_errors_are_errors() {
     debug::<IotdaClientBuilder>();
     debug::<TaskWatcher>();
     debug::<TaskEvents>();
-    debug::<Backoff>();
+    debug::<PollPolicy>();
     error::<ApiError>();
     error::<BuildError>();
     error::<WaitError>();

@@ -8,12 +8,18 @@ use std::time::Duration;
 use common::script::*;
 use futures::StreamExt;
 use iotda_task_watcher::client::{ApiError, ApiErrorKind};
+use iotda_task_watcher::watch::PollPolicy;
 use iotda_task_watcher::{TaskEvent, TaskStatus, TaskWatcher, WaitError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// Delays without jitter, so that poll times are exact.
+fn exact() -> PollPolicy {
+    PollPolicy::default().with_jitter(false)
+}
+
 fn watcher(script: &Script) -> TaskWatcher<Script> {
-    TaskWatcher::from_source(script.clone()).jitter(false)
+    TaskWatcher::from_source(script.clone()).policy(exact())
 }
 
 async fn collect(w: TaskWatcher<Script>) -> Vec<TaskEvent> {
@@ -55,7 +61,7 @@ async fn a_fixed_seed_gives_the_same_jittered_delays_every_run() {
     let run = |seed| async move {
         let script = Script::new([at("RUNNING", 10)]);
         let _ = TaskWatcher::from_source(script.clone())
-            .jitter_seed(seed)
+            .policy(PollPolicy::default().with_jitter_seed(seed))
             .timeout(Duration::from_secs(300))
             .wait()
             .await;
@@ -78,9 +84,12 @@ async fn a_fixed_seed_gives_the_same_jittered_delays_every_run() {
 async fn custom_delays_and_factor() {
     let script = Script::new([at("RUNNING", 10)]);
     let _ = watcher(&script)
-        .min_delay(Duration::from_millis(500))
-        .max_delay(Duration::from_secs(5))
-        .factor(3.0)
+        .policy(
+            exact()
+                .with_min_delay(Duration::from_millis(500))
+                .with_max_delay(Duration::from_secs(5))
+                .with_factor(3.0),
+        )
         .timeout(Duration::from_secs(20))
         .wait()
         .await;
@@ -206,7 +215,7 @@ async fn a_deadline_already_passed_still_gets_one_poll() {
     let done = Script::new([at("SUCCESS", 100)]);
     let passed = Instant::now().checked_sub(Duration::from_secs(60)).unwrap();
     let task = watcher(&done)
-        .deadline_instant(passed)
+        .deadline_instant(passed.into_std())
         .wait()
         .await
         .unwrap();
@@ -345,7 +354,9 @@ async fn events_come_once_each_in_order_and_end_with_done() {
 async fn emit_then_sleep() {
     let script = Script::new([at("RUNNING", 10), at("SUCCESS", 100)]);
     let started = Instant::now();
-    let mut events = watcher(&script).min_delay(Duration::from_secs(7)).events();
+    let mut events = watcher(&script)
+        .policy(exact().with_min_delay(Duration::from_secs(7)))
+        .events();
     assert!(matches!(
         events.next().await,
         Some(TaskEvent::Observed { .. })
@@ -416,8 +427,15 @@ async fn a_permanent_error_ends_the_wait_with_the_last_state_and_what_to_act_on(
         ),
     ]);
     let err = watcher(&script).wait().await.unwrap_err();
-    let text = err.to_string();
-    assert_eq!(text, "forbidden (HTTP 403): IOTDA.000001: Forbidden [request id req-77]; last seen RUNNING at 30%");
+    assert_eq!(
+        err.to_string(),
+        "the wait ended on an error that retrying cannot fix; last seen RUNNING at 30%"
+    );
+    let cause = std::error::Error::source(&err).expect("the service's error is the source");
+    assert_eq!(
+        cause.to_string(),
+        "forbidden (HTTP 403): IOTDA.000001: Forbidden [request id req-77]"
+    );
     assert_eq!(err.last().unwrap().progress_percent(), Some(30));
     assert_eq!(script.poll_count(), 2);
 }
@@ -518,7 +536,10 @@ async fn the_default_deadline_is_sixty_minutes() {
 async fn an_absolute_deadline() {
     let script = Script::new([at("RUNNING", 10)]);
     let deadline = Instant::now() + Duration::from_secs(45);
-    let _ = watcher(&script).deadline_instant(deadline).wait().await;
+    let _ = watcher(&script)
+        .deadline_instant(deadline.into_std())
+        .wait()
+        .await;
     assert_eq!(*script.polls().last().unwrap(), Duration::from_secs(45));
 }
 

@@ -10,14 +10,18 @@ use common::*;
 use futures::StreamExt;
 use iotda_task_watcher::client::ApiErrorKind;
 use iotda_task_watcher::simulator::{Fault, TaskScript};
+use iotda_task_watcher::watch::PollPolicy;
 use iotda_task_watcher::{
     wait_all, wait_for_task, TaskEvent, TaskStatus, TaskType, TaskWatcher, WaitError,
 };
 use tokio_util::sync::CancellationToken;
 
 fn fast(w: TaskWatcher) -> TaskWatcher {
-    w.min_delay(Duration::from_millis(5))
-        .max_delay(Duration::from_millis(20))
+    w.policy(
+        PollPolicy::default()
+            .with_min_delay(Duration::from_millis(5))
+            .with_max_delay(Duration::from_millis(20)),
+    )
 }
 
 fn modify() -> TaskScript {
@@ -96,16 +100,15 @@ async fn a_bad_signature_ends_the_wait_at_once() {
     let err = fast(TaskWatcher::new(&client(&sim.uri()), &instance, &task))
         .await
         .unwrap_err();
-    match &err {
-        WaitError::Api { error, last, .. } => {
-            assert_eq!(error.kind(), ApiErrorKind::Unauthorized);
-            assert!(last.is_none());
-        }
-        other => panic!("{other:?}"),
-    }
+    let WaitError::Api { error, last, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(error.kind(), ApiErrorKind::Unauthorized);
+    assert!(last.is_none());
+    let text = error.to_string();
     assert!(
-        err.to_string().contains("APIGW.0301") && err.to_string().contains(&format!("{:032x}", 1)),
-        "{err}"
+        text.contains("APIGW.0301") && text.contains(&format!("{:032x}", 1)),
+        "{text}"
     );
     assert_eq!(sim.requests(), 1);
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::script::*;
 use futures::StreamExt;
 use iotda_task_watcher::client::{ApiError, ApiErrorKind};
-use iotda_task_watcher::watch::Backoff;
+use iotda_task_watcher::watch::PollPolicy;
 use iotda_task_watcher::{TaskEvent, TaskWatcher};
 use proptest::prelude::*;
 
@@ -50,7 +50,7 @@ fn watcher(script: &Script, timeout: u64, seed: u64) -> TaskWatcher<Script> {
     TaskWatcher::from_source(script.clone())
         .timeout(Duration::from_secs(timeout))
         .request_timeout(Duration::from_secs(10))
-        .jitter_seed(seed)
+        .policy(PollPolicy::default().with_jitter_seed(seed))
 }
 
 proptest! {
@@ -105,7 +105,7 @@ proptest! {
 
 /// Settings from sane to odd: any delays from 0.5 s to 2 min, any factor, with and without
 /// jitter and progress guidance.
-fn settings() -> impl Strategy<Value = Backoff> {
+fn settings() -> impl Strategy<Value = PollPolicy> {
     let ms = |lo: u64, hi: u64| (lo..hi).prop_map(Duration::from_millis);
     (
         (
@@ -121,19 +121,19 @@ fn settings() -> impl Strategy<Value = Backoff> {
         ),
     )
         .prop_map(|((min, max, near), (far, factor, jitter, guided))| {
-            let mut backoff = Backoff::default()
+            let mut policy = PollPolicy::default()
                 .with_min_delay(min)
                 .with_max_delay(max)
                 .with_factor(factor)
                 .with_jitter(jitter)
                 .with_progress_guided(guided);
             if let Some(near) = near {
-                backoff = backoff.with_near_end_delay(near);
+                policy = policy.with_near_end_delay(near);
             }
             if let Some(far) = far {
-                backoff = backoff.with_max_progress_delay(far);
+                policy = policy.with_max_progress_delay(far);
             }
-            backoff
+            policy
         })
 }
 
@@ -158,10 +158,10 @@ proptest! {
 
     /// The lateness promise, end to end: whatever the settings and the task's progress, a task
     /// that ends (SUCCESS or FAILED, at any point of its run) is seen at most
-    /// `Backoff::max_lateness` after its end.
+    /// `PollPolicy::max_lateness` after its end.
     #[test]
     fn every_end_is_seen_within_the_lateness_promise(
-        backoff in settings(),
+        policy in settings(),
         points in shape(),
         ends in 0.0f64..7_200.0,
         fails in any::<bool>(),
@@ -179,14 +179,13 @@ proptest! {
                 }
             });
             let outcome = TaskWatcher::from_source(script.clone())
-                .backoff(backoff)
-                .jitter_seed(seed)
+                .policy(policy.with_jitter_seed(seed))
                 .timeout(Duration::from_secs(4 * 3600))
                 .await;
             let seen = script.elapsed().as_secs_f64();
             prop_assert_eq!(outcome.is_ok(), !fails, "{:?}", outcome);
             let late = seen - ends;
-            let bound = backoff.max_lateness().as_secs_f64();
+            let bound = policy.max_lateness().as_secs_f64();
             // tokio's timer has millisecond slots.
             prop_assert!(
                 (0.0..=bound + 0.002).contains(&late),

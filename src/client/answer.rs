@@ -75,7 +75,7 @@ impl DecodeError {
     fn into_error(self, base: ApiError) -> ApiError {
         let error = base.with_detail(self.detail);
         match self.source {
-            Some(source) => error.with_source(source),
+            Some(source) => error.with_cause(source),
             None => error,
         }
     }
@@ -165,7 +165,7 @@ pub(super) fn transport_error(e: reqwest::Error) -> ApiError {
             detail = format!("cannot reach {origin}: {detail}{hint}");
         }
     }
-    ApiError::new(kind).with_detail(detail).with_source(e)
+    ApiError::new(kind).with_detail(detail).with_cause(e)
 }
 
 /// A guess at why a connection failed, from the error chain: "; " and the guess, or nothing.

@@ -10,12 +10,13 @@
 //! - **Adaptive** (on by default): idle until the service throttles a request, then a token
 //!   bucket whose rate follows the curve of AWS's "adaptive" retry mode (botocore
 //!   `retries/adaptive.py`, smithy-rs `client_rate_limiter.rs`), itself the CUBIC curve of
-//!   TCP (RFC 8312). On a throttle the rate is cut to [`BETA`] (0.7) times the rate the client
-//!   was sending at; it then grows back as `C (t - K)^3 + W` (with [`SCALE`] C = 0.4, W the
-//!   rate before the cut, and K the time at which the curve is back at W), flat near W and
-//!   faster beyond it, but never above twice the rate actually sent, and never below
-//!   [`MIN_RATE`]. The sending rate is measured over half-second windows, smoothed by
-//!   [`SMOOTH`]. All four constants are AWS's.
+//!   TCP (RFC 8312). On a throttle the rate is cut to 0.7 times the rate the client was
+//!   sending at (`BETA`); it then grows back as `C (t - K)^3 + W` (with C = 0.4, `SCALE`; W
+//!   the rate before the cut; K the time at which the curve is back at W), flat near W and
+//!   faster beyond it, but never above twice the rate actually sent, and never below 0.5
+//!   requests a second (`MIN_RATE`). The sending rate is measured over half-second windows,
+//!   the latest weighing 0.8 (`SMOOTH`). All four constants are AWS's, under the names
+//!   botocore gives them.
 //! - One change of ours: a throttle only cuts the rate for a request sent after the last
 //!   cut. The answers to requests already in flight at a cut say what the old rate did, and
 //!   cutting again for each of them would collapse the rate for one burst of answers.
@@ -32,15 +33,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// How much the rate is cut on a throttle (AWS's `BETA`).
-pub const BETA: f64 = 0.7;
+const BETA: f64 = 0.7;
 /// How fast the rate grows back after a cut (AWS's `SCALE_CONSTANT`), in requests per second
 /// per second cubed.
-pub const SCALE: f64 = 0.4;
+const SCALE: f64 = 0.4;
 /// The weight of the latest half-second in the measured sending rate (AWS's `SMOOTH`).
-pub const SMOOTH: f64 = 0.8;
+const SMOOTH: f64 = 0.8;
 /// The lowest rate the adaptive limiter goes down to, in requests per second (AWS's
 /// `MIN_FILL_RATE`).
-pub const MIN_RATE: f64 = 0.5;
+const MIN_RATE: f64 = 0.5;
 /// The window over which the sending rate is counted.
 const WINDOW: Duration = Duration::from_millis(500);
 
@@ -483,75 +484,6 @@ mod tests {
         assert!(twice < once, "{twice} < {once}");
         assert!(twice >= MIN_RATE);
     }
-
-    /// A task that runs forever, polled through a shared budget; it records its polls.
-    struct Budgeted {
-        budget: std::sync::Arc<Budget>,
-        polls: std::sync::Arc<Mutex<Vec<f64>>>,
-        start: Instant,
-    }
-
-    impl crate::watch::TaskSource for Budgeted {
-        async fn fetch(&self) -> Result<crate::InstanceTask, crate::client::ApiError> {
-            let at = self.start.elapsed().as_secs_f64();
-            self.polls.lock().unwrap().push(at);
-            Ok(serde_json::from_str(r#"{"status":"RUNNING","progress":10}"#).unwrap())
-        }
-
-        fn ready(&self) -> impl std::future::Future<Output = ()> + Send {
-            self.budget.acquire()
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn under_a_budget_no_wait_starves_and_every_deadline_holds() {
-        // 20 waits that each want a poll a second; the budget allows 2 a second.
-        let budget =
-            std::sync::Arc::new(Budget::new(RequestBudget::unlimited().with_max_rps(2.0, 2)));
-        let start = Instant::now();
-        let deadline = secs(60.0);
-        let mut waits = Vec::new();
-        for _ in 0..20 {
-            let polls = std::sync::Arc::new(Mutex::new(Vec::new()));
-            let source = Budgeted {
-                budget: budget.clone(),
-                polls: polls.clone(),
-                start,
-            };
-            let watcher = crate::TaskWatcher::from_source(source)
-                .min_delay(secs(1.0))
-                .max_delay(secs(1.0))
-                .jitter(false)
-                .progress_guided(false)
-                .timeout(deadline);
-            waits.push((tokio::spawn(watcher.wait()), polls));
-        }
-        let mut total = 0;
-        for (wait, polls) in waits {
-            let ended = wait.await.unwrap();
-            assert!(
-                matches!(ended, Err(crate::WaitError::TimedOut { .. })),
-                "{ended:?}"
-            );
-            let polls = polls.lock().unwrap().clone();
-            total += polls.len();
-            // Served in turn: about one poll every 10 s each, none left waiting for long.
-            assert!(polls.len() >= 5, "{polls:?}");
-            let gaps = polls.windows(2).map(|w| w[1] - w[0]);
-            let longest = gaps.fold(0.0, f64::max);
-            assert!(longest <= 12.0, "a gap of {longest} s: {polls:?}");
-            assert!(polls.last().unwrap() - polls[0] >= 45.0, "{polls:?}");
-        }
-        // Every wait ended at its deadline (a poll queued past it is not sent), and the
-        // budget held: 2 a second plus the burst.
-        assert!(start.elapsed() <= deadline + LATE, "{:?}", start.elapsed());
-        assert!(total <= 2 * 60 + 2, "{total} polls");
-        assert!(total >= 2 * 60 - 20, "the budget was used: {total} polls");
-    }
-
-    /// How late after its deadline a wait may end: tokio's timer slot and the engine's
-    /// allowance for it.
-    const LATE: Duration = Duration::from_millis(60);
 
     #[tokio::test(start_paused = true)]
     async fn the_queue_serves_polls_in_the_order_they_fell_due() {

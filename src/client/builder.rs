@@ -152,7 +152,7 @@ impl IotdaClientBuilder {
                 max_body_bytes: self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
                 clock_offset_ms: AtomicI64::new(0),
                 budget: Arc::new(Budget::new(self.budget.unwrap_or_default())),
-                feeds: crate::watch::shared::Feeds::default(),
+                feeds: super::feed::Feeds::default(),
             }),
         })
     }
@@ -190,7 +190,7 @@ pub enum BuildError {
     #[error("the request timeout is zero")]
     ZeroTimeout,
     /// The HTTP client could not be built; the source is reqwest's error.
-    #[error("the HTTP client could not be built: {0}")]
+    #[error("the HTTP client could not be built")]
     Http(#[source] reqwest::Error),
 }
 

@@ -219,8 +219,9 @@ pub enum EndpointError {
         /// Why.
         reason: &'static str,
     },
-    /// The region's override variable holds an unusable URL.
-    #[error("{variable}: {source}")]
+    /// The region's override variable holds an unusable URL: the variable's name, and what
+    /// is wrong as the [`source`](std::error::Error::source).
+    #[error("{variable}")]
     Override {
         /// The variable's name.
         variable: String,

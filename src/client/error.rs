@@ -130,11 +130,21 @@ impl ApiError {
         self
     }
 
-    /// Adds the underlying error, returned by [`source`](std::error::Error::source).
+    /// Adds the underlying error, returned by [`cause`](Self::cause). `Display` does not show
+    /// it: say what it says with [`with_detail`](Self::with_detail).
     #[must_use]
-    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.parts.source = Some(Arc::new(source));
+    pub fn with_cause(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.parts.source = Some(Arc::new(cause));
         self
+    }
+
+    /// The underlying error, when there is one, to inspect or downcast: a [`reqwest::Error`]
+    /// for a failed transport, a [`serde_json::Error`] for a body that did not decode. It is
+    /// not the error's [`source`](std::error::Error::source): `Display` already says what it
+    /// says, in one line, so that a log line of the error alone tells the whole story.
+    #[must_use]
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.parts.source.as_deref()
     }
 
     /// Adds the HTTP status; an invalid code is ignored.
@@ -253,15 +263,9 @@ impl fmt::Debug for ApiError {
     }
 }
 
-/// The underlying error, when there is one: a [`reqwest::Error`] for a failed transport, a
-/// [`serde_json::Error`] for a body that did not decode. `Display` already says what it says.
-impl std::error::Error for ApiError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        let source: &(dyn std::error::Error + Send + Sync + 'static) =
-            self.parts.source.as_deref()?;
-        Some(source)
-    }
-}
+/// An `ApiError` has no [`source`](std::error::Error::source): its `Display` already says
+/// what the underlying error says. [`ApiError::cause`] gives that error itself.
+impl std::error::Error for ApiError {}
 
 /// The kind of an answer with a non-success status, from the status and the error code.
 pub(crate) fn classify(status: StatusCode, code: Option<&str>) -> ApiErrorKind {

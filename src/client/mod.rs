@@ -8,6 +8,7 @@ mod builder;
 pub mod credentials;
 pub mod endpoint;
 pub(crate) mod error;
+pub(crate) mod feed;
 pub mod signer;
 pub(crate) mod skew;
 
@@ -24,10 +25,9 @@ use url::Url;
 use self::budget::{Budget, BudgetStats};
 use self::credentials::{Auth, Credentials};
 use self::endpoint::Endpoint;
+use self::feed::{Feed, Feeds};
 use crate::ids::{InstanceId, ProjectId, TaskId};
 use crate::model::InstanceTask;
-use crate::watch::shared::Feeds;
-use crate::watch::BoundTask;
 
 /// The per-request timeout unless [`IotdaClientBuilder::timeout`] says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -134,8 +134,16 @@ impl IotdaClient {
         &self.inner.budget
     }
 
-    pub(crate) fn feeds(&self) -> &Feeds {
-        &self.inner.feeds
+    /// The feed of the task at `url`, which every wait on it through this client shares.
+    pub(crate) fn feed(&self, url: Url) -> Arc<Feed> {
+        self.inner.feeds.join(url, || {
+            let client = self.clone();
+            let request: feed::Request = Arc::new(move |url| {
+                let client = client.clone();
+                Box::pin(async move { client.fetch(&url, None).await })
+            });
+            request
+        })
     }
 
     /// The URL of one task: `{endpoint}/v5/iot/{project_id}/iotda-instances/{instance_id}/tasks/{task_id}`.
@@ -159,18 +167,6 @@ impl IotdaClient {
                 task_id.as_str(),
             ]);
         url
-    }
-
-    /// This client bound to one task: the [`TaskSource`](crate::watch::TaskSource) a
-    /// [`TaskWatcher`](crate::TaskWatcher) polls.
-    #[must_use]
-    pub fn bind_task(&self, instance_id: &InstanceId, task_id: &TaskId) -> BoundTask {
-        BoundTask::new(
-            self.clone(),
-            self.task_url(instance_id, task_id),
-            instance_id.clone(),
-            task_id.clone(),
-        )
     }
 
     /// Queries one task: one call, one request, no retries (retrying is the watcher's job).

@@ -38,12 +38,13 @@ use tracing::Instrument;
 
 use super::clock::Clock;
 use super::condition::Condition;
+use super::policy::PollPolicy;
 use super::schedule::Schedule;
-use super::shared::Polled;
 use super::state::{SavedSchedule, WaitState};
 use super::watcher::Settings;
 use super::window::next_opening;
 use super::{Outcome, TaskEvent, TaskSource, WaitError};
+use crate::client::feed::{Polled, Watching};
 use crate::client::{ApiError, ApiErrorKind};
 use crate::model::{InstanceTask, TaskStatus};
 
@@ -61,49 +62,68 @@ enum Gate<T> {
     Answer(Arc<Polled>),
 }
 
-// Independent facts about one wait, each read in one place: a state enum would say less.
-#[allow(clippy::struct_excessive_bools)]
+/// One wait: its source, what it was told, where it stands in time, what it has seen, and the
+/// events not yet taken.
 pub(crate) struct Engine<S> {
     source: S,
+    /// The task's polls, shared with the other waits on it through the same client.
+    feed: Option<Watching>,
+    rules: Rules,
+    timing: Timing,
+    seen: Seen,
+    pending: VecDeque<TaskEvent>,
+    finished: bool,
+    span: tracing::Span,
+}
+
+/// What the wait was told: fixed from its start.
+struct Rules {
     request_timeout: Duration,
     not_found_tolerance: u32,
     window_fail_fast: bool,
     /// What the wait waits for.
     condition: Condition,
-    /// How many times a FAILED task may be retried, and how many times it was.
+    /// How many times a FAILED task may be retried.
     retry_failed: u32,
-    retries: u32,
-    /// The task was seen FAILED and is to be retried before the next poll.
-    retry_due: bool,
-    /// The window opening last reported with `WaitingForWindow`, in this status.
-    window_noted: Option<jiff::Timestamp>,
     cancel: Option<CancellationToken>,
     limiter: Option<Arc<Semaphore>>,
+}
+
+/// Where the wait stands in time.
+struct Timing {
     schedule: Schedule,
     clock: Clock,
     started: Instant,
     deadline: Instant,
     next_poll: Instant,
+    /// The deadline had passed before the first poll.
+    late_start: bool,
+}
+
+/// What the wait has sent and seen.
+struct Seen {
     polls: u32,
     /// Whether this process has sent a poll of the wait yet.
     sent: bool,
-    /// The deadline had passed before the first poll.
-    late_start: bool,
     /// Whether any poll has had an answer from the service, even an error.
     answered: bool,
     /// The number of the latest request whose answer this wait has (or awaits): shared
     /// answers to requests that started before it are older news.
     asked: u64,
     failures: u32,
+    /// How many times the task was retried.
+    retries: u32,
+    /// The task was seen FAILED and is to be retried before the next poll.
+    retry_due: bool,
+    /// The window opening last reported with `WaitingForWindow`, in this status.
+    window_noted: Option<jiff::Timestamp>,
     last: Option<InstanceTask>,
     last_error: Option<ApiError>,
-    pending: VecDeque<TaskEvent>,
-    finished: bool,
-    span: tracing::Span,
 }
 
 impl<S: TaskSource> Engine<S> {
     pub(crate) fn new(source: S, settings: Settings) -> Self {
+        let feed = settings.feed.map(Watching::new);
         let clock = Clock::new(
             settings
                 .wall_clock
@@ -118,57 +138,64 @@ impl<S: TaskSource> Engine<S> {
             ),
             None => tracing::info_span!("iotda_task_wait"),
         };
+        let mut schedule = Schedule::new(settings.policy);
+        schedule.aim_at(settings.condition.target());
         let mut engine = Self {
+            // Answers to requests started before the wait are not its polls.
+            seen: Seen {
+                polls: 0,
+                sent: false,
+                answered: false,
+                asked: feed.as_ref().map_or(0, |feed| feed.started()),
+                failures: 0,
+                retries: 0,
+                retry_due: false,
+                window_noted: None,
+                last: None,
+                last_error: None,
+            },
+            timing: Timing {
+                schedule,
+                started: now,
+                deadline: settings.stop.deadline(now, &clock),
+                next_poll: now,
+                late_start: false,
+                clock,
+            },
+            rules: Rules {
+                request_timeout: settings.request_timeout,
+                not_found_tolerance: settings.not_found_tolerance,
+                window_fail_fast: settings.window_fail_fast,
+                condition: settings.condition,
+                retry_failed: settings.retry_failed,
+                cancel: settings.cancel,
+                limiter: settings.limiter,
+            },
             source,
-            request_timeout: settings.request_timeout,
-            not_found_tolerance: settings.not_found_tolerance,
-            window_fail_fast: settings.window_fail_fast,
-            condition: settings.condition,
-            retry_failed: settings.retry_failed,
-            retries: 0,
-            retry_due: false,
-            window_noted: None,
-            cancel: settings.cancel,
-            limiter: settings.limiter,
-            schedule: Schedule::new(settings.backoff),
-            started: now,
-            deadline: settings.stop.deadline(now, &clock),
-            next_poll: now,
-            polls: 0,
-            sent: false,
-            late_start: false,
-            answered: false,
-            asked: 0,
-            failures: 0,
-            last: None,
-            last_error: None,
+            feed,
             pending: VecDeque::new(),
             finished: false,
             span,
-            clock,
         };
-        engine.schedule.aim_at(engine.condition.target());
-        // Answers to requests started before the wait are not its polls.
-        engine.asked = engine.source.shared_polls().map_or(0, |s| s.feed.started());
         if let Some(state) = settings.resume {
-            engine.restore(*state, settings.backoff);
+            engine.restore(*state, settings.policy);
         }
-        engine.late_start = engine.deadline <= now;
+        engine.timing.late_start = engine.timing.deadline <= now;
         engine
     }
 
-    fn restore(&mut self, state: WaitState, backoff: super::Backoff) {
-        let at = |t: jiff::Timestamp| self.clock.instant(t.into());
-        self.started = at(state.started_at);
+    fn restore(&mut self, state: WaitState, policy: PollPolicy) {
+        let at = |t: jiff::Timestamp| self.timing.clock.instant(t.into());
+        self.timing.started = at(state.started_at);
         // A saved state is not trusted to plan past its own deadline.
-        self.next_poll = at(state.next_poll_at).min(self.deadline);
-        self.polls = state.polls;
-        self.failures = state.failures;
-        self.retries = state.retries;
-        self.answered = state.last.is_some();
-        self.last = state.last;
-        self.schedule = Schedule::resume(backoff, state.schedule.load(&self.clock));
-        self.schedule.aim_at(self.condition.target());
+        self.timing.next_poll = at(state.next_poll_at).min(self.timing.deadline);
+        self.seen.polls = state.polls;
+        self.seen.failures = state.failures;
+        self.seen.retries = state.retries;
+        self.seen.answered = state.last.is_some();
+        self.seen.last = state.last;
+        self.timing.schedule = Schedule::resume(policy, state.schedule.load(&self.timing.clock));
+        self.timing.schedule.aim_at(self.rules.condition.target());
     }
 
     /// Where the wait stands, to resume it elsewhere.
@@ -177,14 +204,14 @@ impl<S: TaskSource> Engine<S> {
         WaitState {
             instance_id: ids.map(|(i, _)| i.clone()),
             task_id: ids.map(|(_, t)| t.clone()),
-            started_at: self.clock.timestamp(self.started),
-            deadline: self.clock.timestamp(self.deadline),
-            next_poll_at: self.clock.timestamp(self.next_poll),
-            polls: self.polls,
-            failures: self.failures,
-            retries: self.retries,
-            last: self.last.clone(),
-            schedule: SavedSchedule::save(self.schedule.state(), &self.clock),
+            started_at: self.timing.clock.timestamp(self.timing.started),
+            deadline: self.timing.clock.timestamp(self.timing.deadline),
+            next_poll_at: self.timing.clock.timestamp(self.timing.next_poll),
+            polls: self.seen.polls,
+            failures: self.seen.failures,
+            retries: self.seen.retries,
+            last: self.seen.last.clone(),
+            schedule: SavedSchedule::save(self.timing.schedule.state(), &self.timing.clock),
         }
     }
 
@@ -212,15 +239,15 @@ impl<S: TaskSource> Engine<S> {
     /// task's polls also wakes for an answer to another wait's poll, and takes it as its own.
     async fn step(&mut self) {
         // A poll that is already due goes out without a trip through the timer.
-        if self.next_poll > Instant::now() {
-            let due = tokio::time::sleep_until(self.next_poll);
+        if self.timing.next_poll > Instant::now() {
+            let due = tokio::time::sleep_until(self.timing.next_poll);
             match self.gate(|_| due, false).await {
                 Gate::Cancelled => return self.cancelled(),
                 Gate::Answer(polled) => return self.take(&polled),
                 Gate::Go(()) | Gate::TimedOut => {}
             }
         }
-        let _permit = match &self.limiter {
+        let _permit = match &self.rules.limiter {
             None => None,
             Some(limiter) => {
                 let permit = limiter.clone().acquire_owned();
@@ -235,26 +262,29 @@ impl<S: TaskSource> Engine<S> {
         // The last poll is planned on the deadline and a timer may wake a moment after it; a
         // poll much later than that is not sent. Only a wait started or resumed after its
         // deadline sends one: it still learns where the task is.
-        let late = self.next_poll > self.deadline || Instant::now() > self.deadline + LATE_WAKE;
+        let late = self.timing.next_poll > self.timing.deadline
+            || Instant::now() > self.timing.deadline + LATE_WAKE;
         if late && self.deadline_binds() {
             return self.timed_out();
         }
-        let timeout = self.request_timeout;
-        if self.retry_due {
+        let timeout = self.rules.request_timeout;
+        if self.seen.retry_due {
             // Boxed: a sleeping watcher does not carry the size of a retry in flight.
             return Box::pin(self.retry(timeout)).await;
         }
         // Alone on its task, a wait polls as if nothing were shared.
         let shared = self
-            .source
-            .shared_polls()
-            .filter(|s| s.feed.shared_with_others())
+            .feed
+            .as_deref()
+            .filter(|feed| feed.shared_with_others())
             .cloned();
         // Joining a request in flight takes no turn in the budget: it sends nothing.
-        let stale = Instant::now().checked_sub(timeout).unwrap_or(self.started);
+        let stale = Instant::now()
+            .checked_sub(timeout)
+            .unwrap_or(self.timing.started);
         let mut joined = shared
             .as_ref()
-            .and_then(|s| s.feed.in_flight(self.asked, stale));
+            .and_then(|feed| feed.in_flight(self.seen.asked, stale));
         if joined.is_none() {
             match self.gate(S::ready, true).await {
                 Gate::Go(()) => {}
@@ -265,25 +295,24 @@ impl<S: TaskSource> Engine<S> {
             // Another wait may have sent a request while this one waited for its turn.
             joined = shared
                 .as_ref()
-                .and_then(|s| s.feed.in_flight(self.asked, stale));
+                .and_then(|feed| feed.in_flight(self.seen.asked, stale));
         }
-        self.sent = true;
-        self.polls = self.polls.saturating_add(1);
+        self.seen.sent = true;
+        self.seen.polls = self.seen.polls.saturating_add(1);
         if let Some(shared) = shared {
-            let asked = self.asked;
-            let (request, answer) =
-                joined.unwrap_or_else(|| shared.feed.poll(asked, stale, timeout));
-            self.asked = self.asked.max(request);
+            let asked = self.seen.asked;
+            let (request, answer) = joined.unwrap_or_else(|| shared.poll(asked, stale, timeout));
+            self.seen.asked = self.seen.asked.max(request);
             return match self.until(tokio::time::timeout(timeout, answer)).await {
                 None => self.cancelled(),
                 Some(Ok(polled)) => self.take(&polled),
                 Some(Err(_)) => self.failed(ApiError::no_answer_within(timeout)),
             };
         }
-        if let Some(polls) = self.source.shared_polls() {
+        if let Some(feed) = &self.feed {
             // Alone now, but another wait may join while this request is out: its answers
             // to requests that started before this one are not news.
-            self.asked = polls.feed.number();
+            self.seen.asked = feed.number();
         }
         // Boxed so that a sleeping watcher does not carry the size of a request in flight.
         let fetch = Box::pin(tokio::time::timeout(timeout, self.source.fetch()));
@@ -298,7 +327,7 @@ impl<S: TaskSource> Engine<S> {
     /// service restarts it. An error ends the wait with it; a retry that cannot take its turn
     /// before the deadline ends the wait with the failure seen.
     async fn retry(&mut self, timeout: Duration) {
-        let failed = self.last.clone().unwrap_or_default();
+        let failed = self.seen.last.clone().unwrap_or_default();
         match self.gate(S::ready, true).await {
             Gate::Go(()) => {}
             Gate::Cancelled => return self.cancelled(),
@@ -306,23 +335,23 @@ impl<S: TaskSource> Engine<S> {
             // Another wait on the task saw it since: retried already, or still FAILED.
             Gate::Answer(polled) => return self.take(&polled),
         }
-        self.retry_due = false;
-        let claim = match self.source.shared_polls() {
+        self.seen.retry_due = false;
+        let claim = match &self.feed {
             None => None,
-            Some(shared) => match shared.feed.claim_retry(self.asked) {
+            Some(feed) => match feed.claim_retry(self.seen.asked) {
                 Some(claim) => Some(claim),
                 None => {
                     // Another wait on the task retries this failure, or has: its answer
                     // comes as news, or the next poll shows where the task is.
                     tracing::debug!("another wait on the task retries it");
-                    let delay = self.schedule.after_failure();
+                    let delay = self.timing.schedule.after_failure();
                     self.plan(delay);
                     return;
                 }
             },
         };
-        self.retries = self.retries.saturating_add(1);
-        let attempt = self.retries;
+        self.seen.retries = self.seen.retries.saturating_add(1);
+        let attempt = self.seen.retries;
         tracing::info!(
             attempt,
             detail = failed.status_detail.as_deref().unwrap_or_default(),
@@ -339,7 +368,7 @@ impl<S: TaskSource> Engine<S> {
                 if let Some(claim) = claim {
                     // The other waits on the task learn of the retry as news; this one
                     // has it.
-                    self.asked = claim.answered(task.clone());
+                    self.seen.asked = claim.answered(task.clone());
                 }
                 self.retried(attempt, failed, task);
             }
@@ -347,10 +376,11 @@ impl<S: TaskSource> Engine<S> {
             // and costs no attempt.
             Err(error) if error.kind() == ApiErrorKind::Throttled => {
                 drop(claim);
-                self.retries = self.retries.saturating_sub(1);
-                self.retry_due = true;
-                self.failures = self.failures.saturating_add(1);
+                self.seen.retries = self.seen.retries.saturating_sub(1);
+                self.seen.retry_due = true;
+                self.seen.failures = self.seen.failures.saturating_add(1);
                 let wanted = self
+                    .timing
                     .schedule
                     .after_failure()
                     .max(error.retry_after().unwrap_or_default());
@@ -358,7 +388,7 @@ impl<S: TaskSource> Engine<S> {
                     tracing::warn!(%error, ?delay, "the retry was throttled; sending it again");
                     self.pending.push_back(TaskEvent::Retrying {
                         error,
-                        attempt: self.failures,
+                        attempt: self.seen.failures,
                         delay,
                     });
                 }
@@ -376,7 +406,7 @@ impl<S: TaskSource> Engine<S> {
     /// Whether the deadline ends waits and polls: always, but for the first poll of a wait
     /// that started after its deadline.
     fn deadline_binds(&self) -> bool {
-        self.sent || !self.late_start
+        self.seen.sent || !self.timing.late_start
     }
 
     /// Waits for the future `make` gives (from the source), unless the wait is cancelled
@@ -388,18 +418,17 @@ impl<S: TaskSource> Engine<S> {
         make: impl FnOnce(&'a S) -> F,
         bounded: bool,
     ) -> Gate<F::Output> {
-        let deadline = (bounded && self.deadline_binds()).then_some(self.deadline + LATE_WAKE);
+        let deadline =
+            (bounded && self.deadline_binds()).then_some(self.timing.deadline + LATE_WAKE);
         let Self {
             source,
-            cancel,
-            asked,
+            feed,
+            rules: Rules { cancel, .. },
+            seen: Seen { asked, .. },
             ..
         } = self;
         // Alone on its task, a wait has nobody's answers to wake for.
-        let feed = source
-            .shared_polls()
-            .map(|s| &s.feed)
-            .filter(|feed| feed.shared_with_others());
+        let feed = feed.as_ref().filter(|feed| feed.shared_with_others());
         let cancelled = async {
             match cancel {
                 Some(token) => token.cancelled().await,
@@ -429,30 +458,31 @@ impl<S: TaskSource> Engine<S> {
 
     /// Takes an answer from the task's shared polls as this wait's poll.
     fn take(&mut self, polled: &Polled) {
-        if polled.request < self.asked {
+        if polled.request < self.seen.asked {
             // Older than what the wait has: no news. (Requests it joins and news it wakes for
             // are newer; this only keeps it so.)
-            let delay = self.schedule.after_failure();
+            let delay = self.timing.schedule.after_failure();
             self.plan(delay);
             return;
         }
-        if polled.request > self.asked {
+        if polled.request > self.seen.asked {
             // Another wait's request: a poll of this wait too (a retry is nobody's poll).
-            self.sent = true;
+            self.seen.sent = true;
             if !polled.retry {
-                self.polls = self.polls.saturating_add(1);
+                self.seen.polls = self.seen.polls.saturating_add(1);
             }
-            self.asked = polled.request;
+            self.seen.asked = polled.request;
         }
         // Another wait retried the failure this one saw: it counts as this wait's retry too.
         let failed = self
+            .seen
             .last
             .as_ref()
             .filter(|t| t.status == Some(TaskStatus::Failed));
         if let (true, Some(failed), Ok(task)) = (polled.retry, failed, &polled.answer) {
             let failed = failed.clone();
-            self.retries = self.retries.saturating_add(1);
-            return self.retried(self.retries, failed, task.clone());
+            self.seen.retries = self.seen.retries.saturating_add(1);
+            return self.retried(self.seen.retries, failed, task.clone());
         }
         self.answered(polled.answer.clone());
     }
@@ -460,7 +490,7 @@ impl<S: TaskSource> Engine<S> {
     /// Takes in the answer to a retry of the task after it was seen `failed`.
     fn retried(&mut self, attempt: u32, failed: InstanceTask, task: InstanceTask) {
         tracing::info!(attempt, status = %task.status_or_unknown(), "the task was retried");
-        self.retry_due = false;
+        self.seen.retry_due = false;
         self.pending.push_back(TaskEvent::Retried {
             attempt,
             failed: Box::new(failed),
@@ -468,7 +498,7 @@ impl<S: TaskSource> Engine<S> {
         });
         // The task starts over: so does the backoff (and, with the change of status, the
         // progress line); the answer is a snapshot like any other.
-        self.schedule.restart();
+        self.timing.schedule.restart();
         self.observed(task);
     }
 
@@ -481,7 +511,7 @@ impl<S: TaskSource> Engine<S> {
 
     /// Runs `fut` unless the token is cancelled first; `None` on cancellation.
     async fn until<F: Future>(&self, fut: F) -> Option<F::Output> {
-        match &self.cancel {
+        match &self.rules.cancel {
             None => Some(fut.await),
             Some(token) => tokio::select! {
                 biased;
@@ -492,17 +522,17 @@ impl<S: TaskSource> Engine<S> {
     }
 
     fn observed(&mut self, task: InstanceTask) {
-        self.answered = true;
-        self.failures = 0;
-        self.last_error = None;
+        self.seen.answered = true;
+        self.seen.failures = 0;
+        self.seen.last_error = None;
         tracing::debug!(
-            poll = self.polls,
+            poll = self.seen.polls,
             status = %task.status_or_unknown(),
             progress = task.progress,
             "polled"
         );
         let mut status_changed = false;
-        match &self.last {
+        match &self.seen.last {
             None => {
                 tracing::info!(status = %task.status_or_unknown(), "task observed");
                 self.pending
@@ -529,21 +559,22 @@ impl<S: TaskSource> Engine<S> {
                 }
             }
         }
-        self.retry_due = false;
+        self.seen.retry_due = false;
         // The condition decides first; only an end in which it does not hold ends the wait
         // otherwise.
-        let outcome = if self.condition.holds(&task) {
+        let outcome = if self.rules.condition.holds(&task) {
             Some(Ok(task.clone()))
         } else {
             match task.status {
                 Some(TaskStatus::Success) => Some(Err(WaitError::Unmet {
                     task: task.clone(),
-                    condition: self.condition.clone(),
+                    condition: self.rules.condition.clone(),
                 })),
                 Some(TaskStatus::Failed)
-                    if self.retries < self.retry_failed && Instant::now() < self.deadline =>
+                    if self.seen.retries < self.rules.retry_failed
+                        && Instant::now() < self.timing.deadline =>
                 {
-                    self.retry_due = true;
+                    self.seen.retry_due = true;
                     None
                 }
                 Some(TaskStatus::Failed) => Some(Err(WaitError::Failed { task: task.clone() })),
@@ -552,18 +583,21 @@ impl<S: TaskSource> Engine<S> {
         };
         let progress = task.progress_percent();
         let pending = task.status == Some(TaskStatus::Pending);
-        self.last = Some(task);
+        self.seen.last = Some(task);
         if let Some(outcome) = outcome {
             return self.finish(outcome);
         }
         let now = Instant::now();
-        if self.retry_due {
-            self.next_poll = now;
+        if self.seen.retry_due {
+            self.timing.next_poll = now;
             return;
         }
-        let mut delay = self.schedule.after_snapshot(now, status_changed, progress);
+        let mut delay = self
+            .timing
+            .schedule
+            .after_snapshot(now, status_changed, progress);
         if status_changed {
-            self.window_noted = None;
+            self.seen.window_noted = None;
         }
         if pending {
             match self.behind_window(now, delay) {
@@ -582,28 +616,32 @@ impl<S: TaskSource> Engine<S> {
     /// after the deadline ends the wait instead. `None` when the window is open or unknown,
     /// or when the wait ended.
     fn behind_window(&mut self, now: Instant, delay: Duration) -> Option<Duration> {
-        let window = self.last.as_ref().and_then(|t| t.operate_window.as_ref());
-        let opens = window.and_then(|w| next_opening(w, self.clock.timestamp(now)))?;
-        let opens_at = self.clock.instant(opens.into());
-        if opens_at > self.deadline && self.window_fail_fast {
-            let task = self.last.clone().unwrap_or_default();
+        let window = self
+            .seen
+            .last
+            .as_ref()
+            .and_then(|t| t.operate_window.as_ref());
+        let opens = window.and_then(|w| next_opening(w, self.timing.clock.timestamp(now)))?;
+        let opens_at = self.timing.clock.instant(opens.into());
+        if opens_at > self.timing.deadline && self.rules.window_fail_fast {
+            let task = self.seen.last.clone().unwrap_or_default();
             tracing::warn!(%opens, "the maintenance window opens after the deadline");
             self.finish(Err(WaitError::WindowAfterDeadline {
                 task,
                 opens_at: opens,
-                deadline: self.clock.timestamp(self.deadline),
+                deadline: self.timing.clock.timestamp(self.timing.deadline),
             }));
             return None;
         }
-        let delay = self.schedule.behind_window(now, opens_at, delay);
-        if self.window_noted != Some(opens) {
-            self.window_noted = Some(opens);
-            let planned = delay.min(self.deadline.saturating_duration_since(now));
+        let delay = self.timing.schedule.behind_window(now, opens_at, delay);
+        if self.seen.window_noted != Some(opens) {
+            self.seen.window_noted = Some(opens);
+            let planned = delay.min(self.timing.deadline.saturating_duration_since(now));
             tracing::info!(%opens, ?planned, "the task may be waiting for its maintenance window");
             self.pending.push_back(TaskEvent::WaitingForWindow {
                 opens_at: opens,
                 delay: planned,
-                task: self.last.clone().unwrap_or_default(),
+                task: self.seen.last.clone().unwrap_or_default(),
             });
         }
         Some(delay)
@@ -611,30 +649,31 @@ impl<S: TaskSource> Engine<S> {
 
     fn failed(&mut self, error: ApiError) {
         let not_yet_visible = error.kind() == ApiErrorKind::NotFound
-            && self.last.is_none()
-            && self.polls <= self.not_found_tolerance;
-        self.answered |= error.status().is_some();
+            && self.seen.last.is_none()
+            && self.seen.polls <= self.rules.not_found_tolerance;
+        self.seen.answered |= error.status().is_some();
         // An endpoint that has never answered is more likely wrong than briefly down. While
         // nothing has answered, every failure so far was one without an answer.
         let unreachable = error.kind() == ApiErrorKind::Network
-            && !self.answered
-            && self.failures >= self.not_found_tolerance;
+            && !self.seen.answered
+            && self.seen.failures >= self.rules.not_found_tolerance;
         if unreachable || (!error.is_transient() && !not_yet_visible) {
             tracing::warn!(%error, "poll failed; not retrying");
-            let last = self.last.clone();
+            let last = self.seen.last.clone();
             return self.finish(Err(WaitError::Api { error, last }));
         }
-        self.failures = self.failures.saturating_add(1);
+        self.seen.failures = self.seen.failures.saturating_add(1);
         let wanted = self
+            .timing
             .schedule
             .after_failure()
             .max(error.retry_after().unwrap_or_default());
-        self.last_error = Some(error.clone());
+        self.seen.last_error = Some(error.clone());
         if let Some(delay) = self.plan(wanted) {
-            tracing::warn!(%error, attempt = self.failures, ?delay, "poll failed; retrying");
+            tracing::warn!(%error, attempt = self.seen.failures, ?delay, "poll failed; retrying");
             self.pending.push_back(TaskEvent::Retrying {
                 error,
-                attempt: self.failures,
+                attempt: self.seen.failures,
                 delay,
             });
         }
@@ -644,52 +683,52 @@ impl<S: TaskSource> Engine<S> {
     /// deadline has been reached. Returns the delay planned.
     fn plan(&mut self, delay: Duration) -> Option<Duration> {
         let now = Instant::now();
-        if now >= self.deadline {
+        if now >= self.timing.deadline {
             self.timed_out();
             return None;
         }
         // Never a busy loop, whatever the settings; never past the deadline.
         let delay = delay
             .max(super::schedule::MIN_DELAY_FLOOR)
-            .min(self.deadline - now);
-        self.next_poll = now + delay;
+            .min(self.timing.deadline - now);
+        self.timing.next_poll = now + delay;
         Some(delay)
     }
 
     fn timed_out(&mut self) {
-        if self.retry_due {
+        if self.seen.retry_due {
             // The task FAILED and its retry could not go before the deadline: that failure
             // is the outcome, not a timeout.
-            let task = self.last.clone().unwrap_or_default();
+            let task = self.seen.last.clone().unwrap_or_default();
             return self.finish(Err(WaitError::Failed { task }));
         }
         let error = WaitError::TimedOut {
-            last: self.last.clone(),
-            elapsed: Instant::now().saturating_duration_since(self.started),
-            polls: self.polls,
-            late_start: self.late_start,
-            last_error: self.last_error.take(),
+            last: self.seen.last.clone(),
+            elapsed: Instant::now().saturating_duration_since(self.timing.started),
+            polls: self.seen.polls,
+            late_start: self.timing.late_start,
+            last_error: self.seen.last_error.take(),
         };
         self.finish(Err(error));
     }
 
     fn cancelled(&mut self) {
-        let last = self.last.clone();
+        let last = self.seen.last.clone();
         self.finish(Err(WaitError::Cancelled { last }));
     }
 
     fn finish(&mut self, outcome: Outcome) {
         match &outcome {
             Ok(task) if task.status == Some(TaskStatus::Success) => {
-                tracing::info!(polls = self.polls, "task succeeded");
+                tracing::info!(polls = self.seen.polls, "task succeeded");
             }
             Ok(task) => tracing::info!(
-                polls = self.polls,
+                polls = self.seen.polls,
                 status = %task.status_or_unknown(),
-                condition = %self.condition,
+                condition = %self.rules.condition,
                 "the condition held"
             ),
-            Err(error) => tracing::info!(polls = self.polls, %error, "wait ended"),
+            Err(error) => tracing::info!(polls = self.seen.polls, %error, "wait ended"),
         }
         self.pending.push_back(TaskEvent::Done(outcome));
         self.finished = true;
@@ -722,12 +761,14 @@ impl<S: TaskSource + 'static> Run for Engine<S> {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
 
     use futures::StreamExt;
 
     use super::*;
-    use crate::watch::shared::tests::feed;
-    use crate::watch::shared::{Feed, SharedPolls};
+    use crate::client::budget::{Budget, RequestBudget};
+    use crate::client::feed::tests::feed;
+    use crate::client::feed::Feed;
     use crate::watch::TaskWatcher;
 
     fn running(progress: i64) -> InstanceTask {
@@ -741,7 +782,7 @@ mod tests {
     /// A source on a shared feed whose requests sent alone answer `answer`, and whose budget
     /// lets a request go only when `open` is set.
     struct Shared {
-        polls: SharedPolls,
+        feed: Arc<Feed>,
         answer: InstanceTask,
         open: Arc<AtomicBool>,
     }
@@ -749,10 +790,16 @@ mod tests {
     impl Shared {
         fn new(feed: Arc<Feed>, answer: InstanceTask) -> Self {
             Self {
-                polls: SharedPolls { feed },
+                feed,
                 answer,
                 open: Arc::new(AtomicBool::new(true)),
             }
+        }
+
+        /// A watcher of this source that shares the feed's polls.
+        fn watcher(self) -> TaskWatcher<Self> {
+            let feed = self.feed.clone();
+            TaskWatcher::from_source(self).sharing(feed)
         }
     }
 
@@ -766,10 +813,6 @@ mod tests {
                 std::future::pending::<()>().await;
             }
         }
-
-        fn shared_polls(&self) -> Option<&SharedPolls> {
-            Some(&self.polls)
-        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -780,10 +823,13 @@ mod tests {
             (0, Ok(running(50))),
         ]);
         let other = Arc::downgrade(&feed);
-        let watcher = TaskWatcher::from_source(Shared::new(feed, running(50)))
-            .jitter(false)
-            .min_delay(Duration::from_secs(5))
-            .progress_guided(false)
+        let policy = PollPolicy::default()
+            .with_jitter(false)
+            .with_min_delay(Duration::from_secs(5))
+            .with_progress_guided(false);
+        let watcher = Shared::new(feed, running(50))
+            .watcher()
+            .policy(policy)
             .timeout(Duration::from_secs(8));
         let mut events = watcher.events();
         // A request started after the wait but before its first poll, by a wait since gone,
@@ -799,7 +845,7 @@ mod tests {
             Some(50)
         );
         // Someone else joins the task and drives the old request to its answer.
-        let _other = other.upgrade().unwrap();
+        let _other = Watching::new(other.upgrade().unwrap());
         tokio::spawn(old);
         let mut seen = Vec::new();
         while let Some(event) = events.next().await {
@@ -829,7 +875,8 @@ mod tests {
         // An earlier wait's answer: SUCCESS, but the task has been retried since.
         let (_, earlier) = feed.poll(0, Instant::now(), Duration::from_secs(60));
         earlier.await;
-        let watcher = TaskWatcher::from_source(Shared::new(feed.clone(), running(50)))
+        let watcher = Shared::new(feed.clone(), running(50))
+            .watcher()
             .timeout(Duration::from_secs(1));
         let mut events = watcher.events();
         let first = events.next().await.unwrap();
@@ -846,7 +893,8 @@ mod tests {
         let source = Shared::new(feed(vec![]), running(50));
         source.open.store(false, Ordering::Relaxed);
         let started = Instant::now();
-        let outcome = TaskWatcher::from_source(source)
+        let outcome = source
+            .watcher()
             .timeout(Duration::from_secs(10))
             .wait()
             .await;
@@ -869,8 +917,9 @@ mod tests {
         let source = Shared::new(feed(vec![]), running(50));
         source.open.store(false, Ordering::Relaxed);
         let wait = tokio::spawn(
-            TaskWatcher::from_source(source)
-                .deadline_instant(Instant::now())
+            source
+                .watcher()
+                .deadline_instant(Instant::now().into_std())
                 .wait(),
         );
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -879,5 +928,79 @@ mod tests {
             "the one poll is still owed, not timed out"
         );
         wait.abort();
+    }
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    /// A task that runs forever, polled through a shared budget; it records its polls.
+    struct Budgeted {
+        budget: Arc<Budget>,
+        polls: Arc<Mutex<Vec<f64>>>,
+        start: Instant,
+    }
+
+    impl TaskSource for Budgeted {
+        async fn fetch(&self) -> Result<InstanceTask, ApiError> {
+            let at = self.start.elapsed().as_secs_f64();
+            self.polls.lock().unwrap().push(at);
+            Ok(serde_json::from_str(r#"{"status":"RUNNING","progress":10}"#).unwrap())
+        }
+
+        fn ready(&self) -> impl Future<Output = ()> + Send {
+            self.budget.acquire()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_a_budget_no_wait_starves_and_every_deadline_holds() {
+        // 20 waits that each want a poll a second; the budget allows 2 a second.
+        let budget = Arc::new(Budget::new(RequestBudget::unlimited().with_max_rps(2.0, 2)));
+        let start = Instant::now();
+        let deadline = secs(60.0);
+        let mut waits = Vec::new();
+        for _ in 0..20 {
+            let polls = Arc::new(Mutex::new(Vec::new()));
+            let source = Budgeted {
+                budget: budget.clone(),
+                polls: polls.clone(),
+                start,
+            };
+            let policy = PollPolicy::default()
+                .with_min_delay(secs(1.0))
+                .with_max_delay(secs(1.0))
+                .with_jitter(false)
+                .with_progress_guided(false);
+            let watcher = TaskWatcher::from_source(source)
+                .policy(policy)
+                .timeout(deadline);
+            waits.push((tokio::spawn(watcher.wait()), polls));
+        }
+        let mut total = 0;
+        for (wait, polls) in waits {
+            let ended = wait.await.unwrap();
+            assert!(
+                matches!(ended, Err(crate::WaitError::TimedOut { .. })),
+                "{ended:?}"
+            );
+            let polls = polls.lock().unwrap().clone();
+            total += polls.len();
+            // Served in turn: about one poll every 10 s each, none left waiting for long.
+            assert!(polls.len() >= 5, "{polls:?}");
+            let gaps = polls.windows(2).map(|w| w[1] - w[0]);
+            let longest = gaps.fold(0.0, f64::max);
+            assert!(longest <= 12.0, "a gap of {longest} s: {polls:?}");
+            assert!(polls.last().unwrap() - polls[0] >= 45.0, "{polls:?}");
+        }
+        // Every wait ended at its deadline (a poll queued past it is not sent), and the
+        // budget held: 2 a second plus the burst.
+        assert!(
+            start.elapsed() <= deadline + LATE_WAKE + Duration::from_millis(10),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(total <= 2 * 60 + 2, "{total} polls");
+        assert!(total >= 2 * 60 - 20, "the budget was used: {total} polls");
     }
 }

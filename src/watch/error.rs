@@ -1,4 +1,7 @@
 //! Why a wait did not end in SUCCESS. Every variant carries the last snapshot seen.
+//!
+//! A message never repeats its [`source`](std::error::Error::source): print the chain (as
+//! error reporters such as `anyhow`'s `{:#}` do) for the whole story.
 
 use std::fmt;
 use std::time::Duration;
@@ -36,10 +39,9 @@ pub enum WaitError {
     },
     /// The deadline passed before the task finished.
     #[error(
-        "timed out {}; {}{}",
+        "timed out {}; {}",
         Timing { elapsed: *elapsed, polls: *polls, late_start: *late_start },
-        Last(last.as_ref()),
-        LastError(last_error.as_ref())
+        Last(last.as_ref())
     )]
     #[non_exhaustive]
     TimedOut {
@@ -52,7 +54,7 @@ pub enum WaitError {
         /// The deadline had already passed when the wait started: it sent its first poll
         /// anyway (the task may have been done), and no other.
         late_start: bool,
-        /// The error of the last poll, when it failed; also the [`source`](std::error::Error::source).
+        /// The error of the last poll, when it failed: the [`source`](std::error::Error::source).
         #[source]
         last_error: Option<ApiError>,
     },
@@ -81,11 +83,12 @@ pub enum WaitError {
         /// The wait's deadline.
         deadline: jiff::Timestamp,
     },
-    /// The service answered with an error that trying again cannot fix.
-    #[error("{error}; {}", Last(last.as_ref()))]
+    /// The service answered with an error that trying again cannot fix, or an endpoint never
+    /// answered at all.
+    #[error("the wait ended on an error that retrying cannot fix; {}", Last(last.as_ref()))]
     #[non_exhaustive]
     Api {
-        /// The error; also the [`source`](std::error::Error::source).
+        /// The error: the [`source`](std::error::Error::source).
         #[source]
         error: ApiError,
         /// The last snapshot seen, if any.
@@ -105,6 +108,22 @@ impl WaitError {
                 last.as_ref()
             }
         }
+    }
+}
+
+impl WaitError {
+    /// Where the task last stood, in the words of this error's message: "last seen RUNNING at
+    /// 80% (detail)", or "the task was never seen".
+    ///
+    /// ```
+    /// use iotda_task_watcher::WaitError;
+    /// # fn show(error: &WaitError) {
+    /// eprintln!("gave up waiting; {}", error.last_seen());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn last_seen(&self) -> impl fmt::Display + '_ {
+        Last(self.last())
     }
 }
 
@@ -169,17 +188,6 @@ impl fmt::Display for Timing {
             )
         } else {
             write!(f, "after {:.1?} and {polls}", self.elapsed)
-        }
-    }
-}
-
-struct LastError<'a>(Option<&'a ApiError>);
-
-impl fmt::Display for LastError<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(e) => write!(f, "; last error: {e}"),
-            None => Ok(()),
         }
     }
 }

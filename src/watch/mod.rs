@@ -1,7 +1,7 @@
 //! The watcher: polls a task until it is SUCCESS or FAILED, with exponential delays, a deadline
 //! and cancellation, as a stream of events or as a future.
 //!
-//! [`TaskWatcher`] is the builder and the wait; [`Backoff`] the delay policy and its lateness
+//! [`TaskWatcher`] is the builder and the wait; [`PollPolicy`] the delay policy and its lateness
 //! promise; [`TaskEvent`] what a wait reports on the way and [`WaitError`] why it did not end
 //! in SUCCESS; [`WaitState`] a wait saved to go on in another process; [`TaskSource`] the seam
 //! between the watcher and HTTP.
@@ -14,8 +14,8 @@ mod event;
 mod events;
 mod many;
 mod outcome;
+mod policy;
 mod schedule;
-pub(crate) mod shared;
 mod source;
 mod state;
 mod stop;
@@ -30,8 +30,7 @@ pub use self::event::{Outcome, TaskEvent};
 pub use self::events::TaskEvents;
 pub use self::many::{wait_all, watch_many};
 pub use self::outcome::OutcomeKind;
-pub use self::schedule::Backoff;
-pub use self::shared::SharedPolls;
+pub use self::policy::PollPolicy;
 pub use self::source::{BoundTask, TaskSource};
 pub use self::state::{ResumeError, WaitState};
 pub use self::watcher::TaskWatcher;

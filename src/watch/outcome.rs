@@ -1,24 +1,24 @@
-//! [`OutcomeKind`]: how a wait ended, as one word, an exit code and a severity.
+//! [`OutcomeKind`]: how a wait ended, as one word and a severity.
 
 use std::fmt;
 
 use super::{Outcome, WaitError};
 use crate::model::TaskStatus;
 
-/// How a wait ended, without the details: what scripts, logs and exit codes need.
+/// How a wait ended, without the details: what scripts and logs need.
 ///
 /// ```
 /// use iotda_task_watcher::watch::OutcomeKind;
 /// # fn show(outcome: &iotda_task_watcher::Outcome) {
 /// let kind = OutcomeKind::of(outcome);
-/// println!("{kind} ({}), exit code {}", kind.as_str(), kind.exit_code());
+/// println!("{kind} ({})", kind.as_str());
 /// # }
 /// // Many waits: the most severe outcome decides.
 /// let worst = [OutcomeKind::Success, OutcomeKind::TimedOut, OutcomeKind::Failed]
 ///     .into_iter()
 ///     .max()
 ///     .unwrap();
-/// assert_eq!(worst.exit_code(), 1);
+/// assert_eq!(worst, OutcomeKind::Failed);
 /// ```
 ///
 /// New kinds may be added; they are ordered by severity, so `max` over many outcomes is the
@@ -75,20 +75,6 @@ impl OutcomeKind {
             Self::Error => "error",
         }
     }
-
-    /// The exit code `iotda-wait` ends with: 0 success or met, 1 failed, 3 timed out, 4 error,
-    /// 6 unmet, 130 cancelled (as for an interrupt).
-    #[must_use]
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Self::Success | Self::Met => 0,
-            Self::Failed => 1,
-            Self::TimedOut => 3,
-            Self::Error => 4,
-            Self::Unmet => 6,
-            Self::Cancelled => 130,
-        }
-    }
 }
 
 /// Upper case, as a status: `SUCCESS`, `MET`, `FAILED`, `UNMET`, `TIMED_OUT`, `CANCELLED`,
@@ -105,7 +91,7 @@ mod tests {
     use crate::InstanceTask;
 
     #[test]
-    fn severity_orders_the_exit_codes_of_many_waits() {
+    fn severity_orders_the_outcomes_of_many_waits() {
         let mut kinds = [
             OutcomeKind::Success,
             OutcomeKind::Unmet,
@@ -116,8 +102,18 @@ mod tests {
             OutcomeKind::Cancelled,
         ];
         kinds.sort();
-        let codes: Vec<u8> = kinds.iter().map(|k| k.exit_code()).collect();
-        assert_eq!(codes, [0, 0, 3, 6, 4, 1, 130]);
+        assert_eq!(
+            kinds,
+            [
+                OutcomeKind::Success,
+                OutcomeKind::Met,
+                OutcomeKind::TimedOut,
+                OutcomeKind::Unmet,
+                OutcomeKind::Error,
+                OutcomeKind::Failed,
+                OutcomeKind::Cancelled,
+            ]
+        );
         assert_eq!(OutcomeKind::TimedOut.to_string(), "TIMED_OUT");
         let failed: Outcome = Err(WaitError::Failed {
             task: InstanceTask::default(),

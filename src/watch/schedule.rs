@@ -25,7 +25,7 @@
 //!   than the backoff.
 //!
 //! **The lateness promise.** Every sleep this returns is at most
-//! [`Backoff::max_lateness`]: `max_delay`, or with progress guidance the far cap
+//! [`PollPolicy::max_lateness`]: `max_delay`, or with progress guidance the far cap
 //! (`max_progress_delay`, by default 1.5 times `max_delay`) when that is longer. A task that ends
 //! (SUCCESS or FAILED, at any progress) is therefore seen within that time of its end, plus
 //! the time of the request that sees it, while the service answers. The engine adds only two
@@ -37,237 +37,11 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use backon::{BackoffBuilder, ExponentialBackoff};
 use tokio::time::Instant;
 
-/// How the delays between polls are chosen: a value to build with the `with_*` methods and
-/// hand to [`TaskWatcher::backoff`](crate::TaskWatcher::backoff) (or set piece by piece on the
-/// watcher).
-///
-/// Whatever the settings, no sleep the schedule plans is longer than
-/// [`max_lateness`](Backoff::max_lateness) (45 s by default), except a server's `Retry-After`
-/// and the sleeps of a PENDING task behind a closed maintenance window (at most
-/// `max_window_delay`). So a task that ends, at whatever progress, is seen at most that long
-/// after its end, plus the time of one request.
-///
-/// Odd settings are clamped, never refused, each as its setter says: delays below 1 ms count
-/// as 1 ms (no setting makes a wait poll in a busy loop), a `max_delay` below `min_delay`
-/// counts as `min_delay`, and a factor below 1 or NaN as 1.
-///
-/// ```
-/// use std::time::Duration;
-/// use iotda_task_watcher::watch::Backoff;
-/// let backoff = Backoff::default()
-///     .with_max_delay(Duration::from_secs(10))
-///     .with_jitter(false);
-/// assert_eq!(backoff.max_lateness(), Duration::from_secs(15));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
-pub struct Backoff {
-    pub(crate) min_delay: Duration,
-    pub(crate) max_delay: Duration,
-    pub(crate) factor: f32,
-    pub(crate) jitter: bool,
-    pub(crate) jitter_seed: Option<u64>,
-    pub(crate) progress_guided: bool,
-    pub(crate) max_progress_delay: Option<Duration>,
-    pub(crate) near_end_delay: Option<Duration>,
-    pub(crate) max_window_delay: Duration,
-}
-
-/// The shortest delay any setting can ask for: shorter ones count as this.
-pub(crate) const MIN_DELAY_FLOOR: Duration = Duration::from_millis(1);
-
-impl Backoff {
-    /// The first delay, and the delay after a maintenance window opens. Default 1 s; below
-    /// 1 ms counts as 1 ms.
-    #[must_use]
-    pub fn with_min_delay(mut self, delay: Duration) -> Self {
-        self.min_delay = delay.max(MIN_DELAY_FLOOR);
-        self
-    }
-
-    /// The longest delay of the exponential backoff, jitter included. Default 30 s; below
-    /// `min_delay` it counts as `min_delay` (whichever is set first).
-    #[must_use]
-    pub fn with_max_delay(mut self, delay: Duration) -> Self {
-        self.max_delay = delay.max(MIN_DELAY_FLOOR);
-        self
-    }
-
-    /// How much each backoff delay grows over the one before. Default 2; below 1 and NaN count
-    /// as 1 (a constant delay), infinity as a jump to `max_delay` after the first delay.
-    #[must_use]
-    pub fn with_factor(mut self, factor: f32) -> Self {
-        self.factor = if factor.is_nan() {
-            1.0
-        } else {
-            factor.max(1.0)
-        };
-        self
-    }
-
-    /// Adds a random part of up to 100 % to each backoff delay (capped at `max_delay`), so that
-    /// many waiters started together spread out. Delays set by progress follow each task's own
-    /// estimate and are not jittered. Default on.
-    #[must_use]
-    pub fn with_jitter(mut self, on: bool) -> Self {
-        self.jitter = on;
-        self
-    }
-
-    /// Seeds the jitter, so that delays repeat from run to run. Meant for tests and
-    /// simulations; by default each wait draws its own seed.
-    #[must_use]
-    pub fn with_jitter_seed(mut self, seed: u64) -> Self {
-        self.jitter_seed = Some(seed);
-        self
-    }
-
-    /// Lets the task's progress set the delays once it has risen: sparse while its estimated
-    /// end is far, every `near_end_delay` around it. Default on.
-    #[must_use]
-    pub fn with_progress_guided(mut self, on: bool) -> Self {
-        self.progress_guided = on;
-        self
-    }
-
-    /// The longest sleep while the estimated end is far (never shorter than the near-end
-    /// delay): a task that ends, or fails, far earlier than its progress promised is still
-    /// seen within this time. Default 1.5 times `max_delay` (45 s).
-    #[must_use]
-    pub fn with_max_progress_delay(mut self, delay: Duration) -> Self {
-        self.max_progress_delay = Some(delay);
-        self
-    }
-
-    /// How often a task is polled around its estimated end (kept between `min_delay` and
-    /// `max_delay`). Default half of `max_delay` (15 s).
-    #[must_use]
-    pub fn with_near_end_delay(mut self, delay: Duration) -> Self {
-        self.near_end_delay = Some(delay);
-        self
-    }
-
-    /// The longest sleep while a PENDING task's maintenance window is closed (never shorter
-    /// than [`max_lateness`](Self::max_lateness)). The sleeps stretch towards it only after the
-    /// task has been PENDING for a while, and a poll lands `min_delay` after the window opens.
-    /// Default 5 minutes.
-    #[must_use]
-    pub fn with_max_window_delay(mut self, delay: Duration) -> Self {
-        self.max_window_delay = delay;
-        self
-    }
-
-    /// The first delay.
-    #[must_use]
-    pub fn min_delay(&self) -> Duration {
-        self.min_delay
-    }
-
-    /// The longest delay of the backoff: `max_delay`, or `min_delay` when that is longer.
-    #[must_use]
-    pub fn max_delay(&self) -> Duration {
-        self.cap()
-    }
-
-    /// Whether progress sets the delays.
-    #[must_use]
-    pub fn progress_guided(&self) -> bool {
-        self.progress_guided
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            min_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(30),
-            factor: 2.0,
-            jitter: true,
-            jitter_seed: None,
-            progress_guided: true,
-            max_progress_delay: None,
-            near_end_delay: None,
-            max_window_delay: Duration::from_secs(5 * 60),
-        }
-    }
-}
-
-impl Backoff {
-    /// The longest sleep of the backoff: `max_delay`, or `min_delay` when that is longer.
-    fn cap(&self) -> Duration {
-        self.max_delay.max(self.min_delay)
-    }
-
-    /// How often a task is polled around its estimated end.
-    fn near(&self) -> Duration {
-        self.near_end_delay
-            .unwrap_or_else(|| self.cap() / 2)
-            .clamp(self.min_delay, self.cap())
-    }
-
-    /// The longest sleep while the estimated end is far.
-    fn far(&self) -> Duration {
-        self.max_progress_delay
-            .unwrap_or_else(|| self.cap().saturating_mul(3) / 2)
-            .max(self.near())
-    }
-
-    /// The longest a task's end can go unseen while the service answers, apart from a
-    /// server's `Retry-After` and the sleeps of a PENDING task behind a closed maintenance
-    /// window: every sleep the schedule plans is at most this long.
-    ///
-    /// It is `max_delay` (or `min_delay` when that is longer), and with progress guidance
-    /// the far cap when that is longer: `max_progress_delay`, by default 1.5 times
-    /// `max_delay`. With the defaults, 45 s.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use iotda_task_watcher::watch::Backoff;
-    /// assert_eq!(Backoff::default().max_lateness(), Duration::from_secs(45));
-    /// let fast = Backoff::default().with_max_delay(Duration::from_secs(10));
-    /// assert_eq!(fast.max_lateness(), Duration::from_secs(15));
-    /// let plain = Backoff::default().with_progress_guided(false);
-    /// assert_eq!(plain.max_lateness(), Duration::from_secs(30));
-    /// ```
-    #[must_use]
-    pub fn max_lateness(&self) -> Duration {
-        if self.progress_guided {
-            self.cap().max(self.far())
-        } else {
-            self.cap()
-        }
-    }
-
-    /// The longest sleep behind a closed maintenance window: `max_window_delay`, never
-    /// shorter than the backoff's longest sleep.
-    fn window_cap(&self) -> Duration {
-        self.max_window_delay.max(self.max_lateness())
-    }
-
-    fn builder(&self, resets: u64) -> ExponentialBuilder {
-        let min = self.min_delay;
-        let mut builder = ExponentialBuilder::default()
-            .with_min_delay(min)
-            .with_max_delay(self.cap())
-            .with_factor(match self.factor {
-                f if f.is_nan() => 1.0,
-                f if f.is_infinite() && f > 0.0 => f32::MAX,
-                f => f.max(1.0),
-            })
-            .without_max_times();
-        if self.jitter {
-            builder = builder.with_jitter();
-            if let Some(seed) = self.jitter_seed {
-                // A new stream of jitter after each reset, still reproducible.
-                builder = builder.with_jitter_seed(seed.wrapping_add(resets));
-            }
-        }
-        builder
-    }
-}
+use super::policy::PollPolicy;
+pub(crate) use super::policy::MIN_DELAY_FLOOR;
 
 /// How much less each value weighs for every value reported after it: the line follows about
 /// the last three values, enough to average out noise and few enough to follow a change of
@@ -380,7 +154,7 @@ const WINDOW_SHARE: u32 = 4;
 /// The delay sequence of one wait.
 #[derive(Debug)]
 pub(crate) struct Schedule {
-    config: Backoff,
+    config: PollPolicy,
     delays: ExponentialBackoff,
     resets: u64,
     /// Backoff delays taken since the last reset (to rebuild the sequence on resume).
@@ -402,7 +176,7 @@ pub(crate) struct ScheduleState {
 }
 
 impl Schedule {
-    pub(crate) fn new(config: Backoff) -> Self {
+    pub(crate) fn new(config: PollPolicy) -> Self {
         Self {
             delays: config.builder(0).build(),
             config,
@@ -421,7 +195,7 @@ impl Schedule {
     }
 
     /// A schedule that goes on from `state`.
-    pub(crate) fn resume(config: Backoff, state: ScheduleState) -> Self {
+    pub(crate) fn resume(config: PollPolicy, state: ScheduleState) -> Self {
         let mut schedule = Self::new(config);
         schedule.resets = state.resets;
         schedule.delays = config.builder(state.resets).build();
@@ -580,10 +354,10 @@ mod tests {
         v.iter().map(|s| Duration::from_secs_f64(*s)).collect()
     }
 
-    fn plain() -> Backoff {
-        Backoff {
+    fn plain() -> PollPolicy {
+        PollPolicy {
             jitter: false,
-            ..Backoff::default()
+            ..PollPolicy::default()
         }
     }
 
@@ -602,9 +376,9 @@ mod tests {
 
     #[test]
     fn jitter_stays_between_the_step_and_the_cap_and_a_seed_repeats_it() {
-        let config = Backoff {
+        let config = PollPolicy {
             jitter_seed: Some(7),
-            ..Backoff::default()
+            ..PollPolicy::default()
         };
         let run = || {
             let mut s = Schedule::new(config);
@@ -624,7 +398,7 @@ mod tests {
 
     #[test]
     fn odd_settings_are_made_sane() {
-        let mut s = Schedule::new(Backoff {
+        let mut s = Schedule::new(PollPolicy {
             min_delay: Duration::from_secs(5),
             max_delay: Duration::from_secs(1),
             factor: 0.1,
@@ -635,7 +409,7 @@ mod tests {
     }
 
     /// Feeds `(seconds, progress)` polls to a fresh schedule; the delays it chose.
-    fn delays(config: Backoff, polls: &[(u64, u8)]) -> Vec<f64> {
+    fn delays(config: PollPolicy, polls: &[(u64, u8)]) -> Vec<f64> {
         let mut s = Schedule::new(config);
         let t0 = Instant::now();
         polls
@@ -813,7 +587,7 @@ mod tests {
 
     #[test]
     fn progress_guidance_can_be_turned_off() {
-        let config = Backoff {
+        let config = PollPolicy {
             progress_guided: false,
             ..plain()
         };
@@ -850,7 +624,7 @@ mod tests {
     }
 
     /// Random settings, some absurd: delays from 0 to 10 min, any factor.
-    fn settings() -> impl proptest::strategy::Strategy<Value = Backoff> {
+    fn settings() -> impl proptest::strategy::Strategy<Value = PollPolicy> {
         use proptest::prelude::*;
         let ms = || (0u64..600_000).prop_map(Duration::from_millis);
         (
@@ -864,7 +638,7 @@ mod tests {
             (any::<f32>(), any::<bool>(), any::<bool>()),
         )
             .prop_map(
-                |((min, max, near, far, window), (factor, jitter, guided))| Backoff {
+                |((min, max, near, far, window), (factor, jitter, guided))| PollPolicy {
                     min_delay: min,
                     max_delay: max,
                     near_end_delay: near,
@@ -972,9 +746,9 @@ mod tests {
 
     #[test]
     fn resume_rebuilds_the_same_sequence() {
-        let config = Backoff {
+        let config = PollPolicy {
             jitter_seed: Some(3),
-            ..Backoff::default()
+            ..PollPolicy::default()
         };
         let mut a = Schedule::new(config);
         let t = Instant::now();

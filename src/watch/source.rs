@@ -2,14 +2,16 @@
 
 use std::future::Future;
 
-use super::shared::{Request, SharedPolls};
+use std::sync::Arc;
+
+use crate::client::feed::Feed;
 use crate::client::{ApiError, IotdaClient};
 use crate::ids::{InstanceId, TaskId};
 use crate::model::InstanceTask;
 
 /// Where a watcher gets the latest snapshot of its task.
 ///
-/// [`IotdaClient::bind_task`] gives the production source. Any `Fn() -> impl Future<Output =
+/// [`BoundTask`] is the production source. Any `Fn() -> impl Future<Output =
 /// Result<InstanceTask, ApiError>>` closure is one too, which is how tests script a task:
 ///
 /// ```
@@ -46,13 +48,6 @@ pub trait TaskSource: Send + Sync {
         std::future::ready(Err(ApiError::new(crate::client::ApiErrorKind::Other)
             .with_detail("this task source cannot retry a task")))
     }
-
-    /// The polls this source shares with other waits on the same task (see
-    /// [`SharedPolls`]); the watcher then takes their answers as its own polls and joins
-    /// their requests. `None` by default.
-    fn shared_polls(&self) -> Option<&SharedPolls> {
-        None
-    }
 }
 
 impl<F, Fut> TaskSource for F
@@ -65,7 +60,22 @@ where
     }
 }
 
-/// A client bound to one task: the production [`TaskSource`].
+/// A client bound to one task: the production [`TaskSource`], which
+/// [`TaskWatcher::new`](crate::TaskWatcher::new) makes.
+///
+/// Waits on one task through one client share its polls: one request goes out for all of
+/// them, and every answer reaches each as one of its own polls; a failure is retried once,
+/// whichever wait saw it. A wait whose source is a `BoundTask` shares; a source of yours that
+/// wraps one polls on its own.
+///
+/// ```no_run
+/// # fn run(client: iotda_task_watcher::IotdaClient) -> Result<(), Box<dyn std::error::Error>> {
+/// use iotda_task_watcher::watch::BoundTask;
+/// use iotda_task_watcher::TaskWatcher;
+/// let bound = BoundTask::new(&client, &"a1b2c3d4".parse()?, &"075f413d".parse()?);
+/// let watcher = TaskWatcher::from_source(bound);
+/// # drop(watcher); Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct BoundTask {
     client: IotdaClient,
@@ -73,30 +83,24 @@ pub struct BoundTask {
     task_id: TaskId,
     /// The polls shared with every other wait on this task through this client, and the
     /// task's URL (built once: every poll asks for it).
-    shared: SharedPolls,
+    feed: Arc<Feed>,
 }
 
 impl BoundTask {
-    pub(crate) fn new(
-        client: IotdaClient,
-        url: url::Url,
-        instance_id: InstanceId,
-        task_id: TaskId,
-    ) -> Self {
-        let feed = client.feeds().join(url, || {
-            let client = client.clone();
-            let request: Request = std::sync::Arc::new(move |url| {
-                let client = client.clone();
-                Box::pin(async move { client.fetch(&url, None).await })
-            });
-            request
-        });
+    /// `client` bound to `task_id` on `instance_id`.
+    #[must_use]
+    pub fn new(client: &IotdaClient, instance_id: &InstanceId, task_id: &TaskId) -> Self {
         Self {
-            client,
-            instance_id,
-            task_id,
-            shared: SharedPolls { feed },
+            feed: client.feed(client.task_url(instance_id, task_id)),
+            client: client.clone(),
+            instance_id: instance_id.clone(),
+            task_id: task_id.clone(),
         }
+    }
+
+    /// The task's shared polls.
+    pub(crate) fn feed(&self) -> &Arc<Feed> {
+        &self.feed
     }
 
     /// The client.
@@ -121,7 +125,7 @@ impl BoundTask {
 impl TaskSource for BoundTask {
     fn fetch(&self) -> impl Future<Output = Result<InstanceTask, ApiError>> + Send {
         // The watcher's timeout bounds the request; a second timer here would only add work.
-        self.client.fetch(self.shared.feed.url(), None)
+        self.client.fetch(self.feed.url(), None)
     }
 
     fn ids(&self) -> Option<(&InstanceId, &TaskId)> {
@@ -133,12 +137,8 @@ impl TaskSource for BoundTask {
     }
 
     fn retry(&self) -> impl Future<Output = Result<InstanceTask, ApiError>> + Send {
-        let url = crate::client::retry_url(self.shared.feed.url());
+        let url = crate::client::retry_url(self.feed.url());
         let client = self.client.clone();
         async move { client.send(reqwest::Method::POST, &url, None).await }
-    }
-
-    fn shared_polls(&self) -> Option<&SharedPolls> {
-        Some(&self.shared)
     }
 }

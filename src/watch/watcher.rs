@@ -12,20 +12,22 @@ use tokio_util::sync::CancellationToken;
 
 use super::condition::Condition;
 use super::events::{CheckpointHook, TaskEvents};
-use super::schedule::{self, Backoff};
+use super::policy::PollPolicy;
+use super::schedule;
 use super::state::{ResumeError, WaitState};
 use super::stop::Stop;
 use super::{
     engine, BoundTask, Outcome, TaskEvent, TaskSource, DEFAULT_NOT_FOUND_TOLERANCE,
     DEFAULT_WAIT_TIMEOUT,
 };
+use crate::client::feed::Feed;
 use crate::{InstanceId, IotdaClient, TaskId};
 
 /// Everything a wait is configured with, apart from its source.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) stop: Stop,
-    pub(crate) backoff: Backoff,
+    pub(crate) policy: PollPolicy,
     pub(crate) request_timeout: Duration,
     pub(crate) not_found_tolerance: u32,
     pub(crate) cancel: Option<CancellationToken>,
@@ -36,6 +38,8 @@ pub(crate) struct Settings {
     /// Wall-clock time at the start; `None` reads the system clock.
     pub(crate) wall_clock: Option<SystemTime>,
     pub(crate) resume: Option<Box<WaitState>>,
+    /// The task's polls, shared with other waits on it: a [`BoundTask`]'s.
+    pub(crate) feed: Option<Arc<Feed>>,
 }
 
 /// Waits for one task. Configure it with the builder methods, then either `.await` it (or call
@@ -48,17 +52,18 @@ pub(crate) struct Settings {
 /// `Retry-After`, and never past the deadline: the last poll lands on it. Progress and
 /// maintenance windows move the sleeps within fixed bounds: up to 45 s while a task's
 /// estimated end is far, up to 5 minutes while a PENDING task's window is closed (see
-/// [`Backoff`] and its [`max_lateness`](Backoff::max_lateness)).
+/// [`PollPolicy`] and its [`max_lateness`](PollPolicy::max_lateness)).
 ///
 /// ```no_run
 /// # async fn run(client: iotda_task_watcher::IotdaClient) -> Result<(), Box<dyn std::error::Error>> {
 /// use std::time::Duration;
 /// use futures::StreamExt;
+/// use iotda_task_watcher::watch::PollPolicy;
 /// use iotda_task_watcher::{TaskEvent, TaskWatcher};
 ///
 /// let watcher = TaskWatcher::new(&client, &"a1b2c3d4".parse()?, &"075f413d".parse()?)
 ///     .timeout(Duration::from_secs(20 * 60))
-///     .max_delay(Duration::from_secs(10));
+///     .policy(PollPolicy::default().with_max_delay(Duration::from_secs(10)));
 /// let mut events = watcher.events();
 /// while let Some(event) = events.next().await {
 ///     match event {
@@ -91,7 +96,8 @@ impl TaskWatcher<BoundTask> {
     /// request timeout).
     pub fn new(client: &IotdaClient, instance_id: &InstanceId, task_id: &TaskId) -> Self {
         let request_timeout = client.timeout();
-        Self::from_source(client.bind_task(instance_id, task_id)).request_timeout(request_timeout)
+        Self::from_source(BoundTask::new(client, instance_id, task_id))
+            .request_timeout(request_timeout)
     }
 
     /// Goes on with a wait saved by [`TaskEvents::checkpoint`], through `client`.
@@ -116,7 +122,7 @@ impl<S: TaskSource> TaskWatcher<S> {
             on_checkpoint: None,
             settings: Settings {
                 stop: Stop::After(DEFAULT_WAIT_TIMEOUT),
-                backoff: Backoff::default(),
+                policy: PollPolicy::default(),
                 request_timeout: crate::client::DEFAULT_TIMEOUT,
                 not_found_tolerance: DEFAULT_NOT_FOUND_TOLERANCE,
                 cancel: None,
@@ -126,6 +132,7 @@ impl<S: TaskSource> TaskWatcher<S> {
                 retry_failed: 0,
                 wall_clock: None,
                 resume: None,
+                feed: None,
             },
         }
     }
@@ -178,93 +185,38 @@ impl<S: TaskSource> TaskWatcher<S> {
     }
 
     /// Gives up at a wall-clock time, e.g. one kept from an earlier attempt, or a CI job's end.
-    /// Replaces any timeout. [`deadline_instant`](Self::deadline_instant) takes an instant of
-    /// tokio's clock instead.
+    /// Replaces any timeout. [`deadline_instant`](Self::deadline_instant) takes a monotonic
+    /// instant instead.
     pub fn deadline(mut self, deadline: SystemTime) -> Self {
         self.settings.stop = Stop::AtWallClock(deadline);
         self
     }
 
-    /// Gives up at an instant of tokio's clock (which a paused test clock moves). Replaces any
-    /// timeout.
-    pub fn deadline_instant(mut self, deadline: Instant) -> Self {
-        self.settings.stop = Stop::At(deadline);
+    /// Gives up at a monotonic instant. Replaces any timeout. Under a paused tokio clock,
+    /// read the instant from tokio (`tokio::time::Instant::now().into_std()`), which the
+    /// paused clock moves.
+    pub fn deadline_instant(mut self, deadline: std::time::Instant) -> Self {
+        self.settings.stop = Stop::At(Instant::from_std(deadline));
         self
     }
 
-    /// The first delay, and the delay after a maintenance window opens. Default 1 s; below
-    /// 1 ms counts as 1 ms. See [`Backoff::with_min_delay`].
-    pub fn min_delay(mut self, delay: Duration) -> Self {
-        self.settings.backoff = self.settings.backoff.with_min_delay(delay);
-        self
-    }
-
-    /// The longest delay of the backoff. Default 30 s; below `min_delay` it counts as
-    /// `min_delay`. It also sets the far-end and near-end delays of progress guidance unless
-    /// they are set (1.5 and 0.5 times it), and so the lateness promise,
-    /// [`Backoff::max_lateness`].
-    pub fn max_delay(mut self, delay: Duration) -> Self {
-        self.settings.backoff = self.settings.backoff.with_max_delay(delay);
-        self
-    }
-
-    /// How much each delay grows over the one before. Default 2; see [`Backoff::with_factor`]
-    /// for odd values.
-    pub fn factor(mut self, factor: f32) -> Self {
-        self.settings.backoff = self.settings.backoff.with_factor(factor);
-        self
-    }
-
-    /// Turns jitter on or off. Default on.
-    pub fn jitter(mut self, on: bool) -> Self {
-        self.settings.backoff = self.settings.backoff.with_jitter(on);
-        self
-    }
-
-    /// Seeds the jitter so that delays repeat from run to run. Meant for tests and simulations.
-    pub fn jitter_seed(mut self, seed: u64) -> Self {
-        self.settings.backoff = self.settings.backoff.with_jitter_seed(seed);
-        self
-    }
-
-    /// Sets all the delay settings at once, replacing those set before.
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.settings.backoff = backoff;
-        self
-    }
-
-    /// Lets the task's progress set the delays once it has risen: a third of the time left to its
-    /// estimated end while that is far (at most `max_progress_delay`), every `near_end_delay`
-    /// around it, sparser the later the task runs against it. Without it, the backoff alone
-    /// applies. See [`Backoff::progress_guided`]. Default on.
-    pub fn progress_guided(mut self, on: bool) -> Self {
-        self.settings.backoff = self.settings.backoff.with_progress_guided(on);
-        self
-    }
-
-    /// The longest sleep while the end the progress predicts is far (never shorter than the
-    /// near-end delay): a task that ends or fails much earlier than its progress promised is
-    /// still seen within this time. Default: 1.5 times `max_delay` (45 s). See
-    /// [`Backoff::max_lateness`].
-    pub fn max_progress_delay(mut self, delay: Duration) -> Self {
-        self.settings.backoff = self.settings.backoff.with_max_progress_delay(delay);
-        self
-    }
-
-    /// How often a task is polled around the end its progress predicts (kept between
-    /// `min_delay` and `max_delay`). Default: half of `max_delay` (15 s).
-    pub fn near_end_delay(mut self, delay: Duration) -> Self {
-        self.settings.backoff = self.settings.backoff.with_near_end_delay(delay);
-        self
-    }
-
-    /// The longest sleep while a PENDING task's maintenance window is closed. The window is a
-    /// hint: the task may be waiting for it (a resize made with `delay=true`) or may start at
-    /// any moment, so the sleeps grow from the normal backoff only after the task has been
-    /// PENDING for a while (a quarter of that time, up to this), and a poll lands just after
-    /// the window opens. Default 5 minutes.
-    pub fn max_window_delay(mut self, delay: Duration) -> Self {
-        self.settings.backoff = self.settings.backoff.with_max_window_delay(delay);
+    /// How long to sleep between polls: see [`PollPolicy`] for its settings, their defaults
+    /// and the lateness promise. Replaces the policy set before.
+    ///
+    /// ```no_run
+    /// # async fn run(client: iotda_task_watcher::IotdaClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use iotda_task_watcher::watch::PollPolicy;
+    /// use iotda_task_watcher::TaskWatcher;
+    ///
+    /// let policy = PollPolicy::default().with_max_delay(Duration::from_secs(10));
+    /// let task = TaskWatcher::new(&client, &"a1b2c3d4".parse()?, &"075f413d".parse()?)
+    ///     .policy(policy)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn policy(mut self, policy: PollPolicy) -> Self {
+        self.settings.policy = policy;
         self
     }
 
@@ -325,7 +277,7 @@ impl<S: TaskSource> TaskWatcher<S> {
     }
 
     /// Shares a limit on requests in flight with other watchers: each poll holds one permit.
-    pub fn request_limiter(mut self, limiter: Arc<Semaphore>) -> Self {
+    pub(crate) fn request_limiter(mut self, limiter: Arc<Semaphore>) -> Self {
         self.settings.limiter = Some(limiter);
         self
     }
@@ -354,6 +306,13 @@ impl<S: TaskSource> TaskWatcher<S> {
         self
     }
 
+    /// Shares the polls of `feed` with the other waits on it, whatever the source.
+    #[cfg(test)]
+    pub(crate) fn sharing(mut self, feed: Arc<Feed>) -> Self {
+        self.settings.feed = Some(feed);
+        self
+    }
+
     /// The source this watcher polls.
     pub fn source(&self) -> &S {
         &self.source
@@ -363,7 +322,12 @@ impl<S: TaskSource> TaskWatcher<S> {
 impl<S: TaskSource + 'static> TaskWatcher<S> {
     /// The wait as a stream of events, ending with one [`TaskEvent::Done`]. Dropping the stream
     /// stops the wait, and any request in flight.
-    pub fn events(self) -> TaskEvents {
+    pub fn events(mut self) -> TaskEvents {
+        if self.settings.feed.is_none() {
+            // A client's task shares its polls with the other waits on it.
+            let bound = (&self.source as &dyn std::any::Any).downcast_ref::<BoundTask>();
+            self.settings.feed = bound.map(|bound| bound.feed().clone());
+        }
         let engine: Box<dyn engine::Run> =
             Box::new(engine::Engine::new(self.source, self.settings));
         TaskEvents::new(engine, self.on_checkpoint)

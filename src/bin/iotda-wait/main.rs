@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use futures::StreamExt;
 use iotda_task_watcher::client::budget::RequestBudget;
-use iotda_task_watcher::watch::{OutcomeKind, WaitState};
+use iotda_task_watcher::watch::{OutcomeKind, PollPolicy, WaitState};
 use iotda_task_watcher::{
     watch_many, Credentials, InstanceId, InstanceTask, IotdaClient, ProjectId, TaskId, TaskWatcher,
 };
@@ -105,7 +105,7 @@ fn prepare(args: &Args) -> Result<Prepared, String> {
             )
         }
     };
-    let client = builder.build().map_err(|e| e.to_string())?;
+    let client = builder.build().map_err(|e| report::chain(&e))?;
     let saved = match &args.state_dir {
         Some(dir) => {
             state::check_writable(dir)?;
@@ -140,6 +140,10 @@ async fn run(
         .iter()
         .map(|s| s.as_ref().and_then(|s| s.last().cloned()))
         .collect();
+    let policy = PollPolicy::default()
+        .with_min_delay(args.min_delay)
+        .with_max_delay(args.max_delay)
+        .with_max_window_delay(args.max_window_delay);
     let watchers: Vec<_> = task_ids
         .iter()
         .zip(saved)
@@ -147,9 +151,7 @@ async fn run(
         .map(|(i, (id, saved))| {
             let mut watcher = TaskWatcher::new(&client, &instance_id, id)
                 .timeout(args.timeout)
-                .min_delay(args.min_delay)
-                .max_delay(args.max_delay)
-                .max_window_delay(args.max_window_delay)
+                .policy(policy)
                 .fail_fast_on_window(args.fail_fast_on_window)
                 .until(args.until.clone())
                 .retry_failed(args.retry_failed)
@@ -181,11 +183,26 @@ async fn run(
     }
     summarize_throttling(&client);
     if interrupted.is_cancelled() {
-        OutcomeKind::Cancelled.exit_code()
+        exit_code(OutcomeKind::Cancelled)
     } else if reporter.lost_output() {
         UNWRITTEN
     } else {
-        worst.exit_code()
+        exit_code(worst)
+    }
+}
+
+/// The exit code of an outcome: 0 success or met, 1 failed, 3 timed out, 4 error, 6 unmet,
+/// 130 cancelled (as for an interrupt). Outcomes are ordered by severity, so the exit code of
+/// many waits is that of the worst.
+fn exit_code(kind: OutcomeKind) -> u8 {
+    match kind {
+        OutcomeKind::Success | OutcomeKind::Met => 0,
+        OutcomeKind::Failed => 1,
+        OutcomeKind::TimedOut => 3,
+        OutcomeKind::Unmet => 6,
+        OutcomeKind::Cancelled => 130,
+        // An error, and any kind of outcome this command does not know.
+        _ => 4,
     }
 }
 

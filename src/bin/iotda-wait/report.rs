@@ -6,7 +6,7 @@ use std::io::Write;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use iotda_task_watcher::client::ApiErrorKind;
 use iotda_task_watcher::watch::{Condition, OutcomeKind};
-use iotda_task_watcher::{InstanceTask, Outcome, TaskEvent, TaskId};
+use iotda_task_watcher::{InstanceTask, Outcome, TaskEvent, TaskId, WaitError};
 use serde_json::{json, Map, Value};
 
 use crate::args::Output;
@@ -189,7 +189,7 @@ impl Reporter {
                 task.status_or_unknown(),
                 percent(task.progress_percent())
             ),
-            Err(e) => e.to_string(),
+            Err(e) => error_words(e),
         }
     }
 
@@ -202,6 +202,30 @@ impl Reporter {
             task.status_or_unknown()
         )
     }
+}
+
+/// Why a wait did not succeed, in one line: the error with its cause.
+fn error_words(e: &WaitError) -> String {
+    match e {
+        WaitError::Api { error, .. } => format!("{error}; {}", e.last_seen()),
+        WaitError::TimedOut {
+            last_error: Some(error),
+            ..
+        } => format!("{e}; last error: {error}"),
+        _ => e.to_string(),
+    }
+}
+
+/// An error and its sources, in one line: "outer: cause: its cause".
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
 }
 
 /// A task's `status_detail`, or that it has none.
@@ -301,7 +325,7 @@ fn json_line(
             line.insert("outcome".into(), json!(OutcomeKind::of(outcome).as_str()));
             line.insert("condition".into(), json!(condition));
             if let Err(e) = outcome {
-                line.insert("error".into(), json!(e.to_string()));
+                line.insert("error".into(), json!(error_words(e)));
             }
             line.insert("task".into(), json!(event.task()));
             "done"

@@ -1,5 +1,6 @@
-//! Waits on one task through one client share its polls: one request goes out for all of them,
-//! and every answer reaches each of them as one of its own polls.
+//! Request coalescing: waits on one task through one client share its polls (one request goes
+//! out for all of them, and every answer reaches each of them as one of its own polls), and
+//! retry claims, so that one failure of the task is retried once.
 //!
 //! Each task being waited for has a [`Feed`] on the client, found by the task's URL: the
 //! latest answer (with a `Notify` that wakes every wait on the task), and the request in
@@ -12,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
@@ -20,7 +21,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::client::ApiError;
+use super::ApiError;
 use crate::model::InstanceTask;
 
 /// One answer to a poll of a task, with the number of the request it answers. Requests are
@@ -61,6 +62,8 @@ pub(crate) struct Feed {
     news: Notify,
     /// The number of the last request started, by any wait on the task.
     requests: AtomicU64,
+    /// How many waits hold the feed (see [`Watching`]).
+    waits: AtomicUsize,
     /// Failures up to this request number have been retried ([`RETRY_IN_FLIGHT`] while a
     /// retry is out): answers to requests that started before a retry's answer are no new
     /// failure.
@@ -84,6 +87,7 @@ impl Feed {
             latest: Mutex::new(Latest::default()),
             news: Notify::new(),
             requests: AtomicU64::new(0),
+            waits: AtomicUsize::new(0),
             retried: AtomicU64::new(0),
         }
     }
@@ -97,10 +101,10 @@ impl Feed {
         self.latest.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether another source on the task exists: alone, a wait polls as if nothing were
+    /// Whether another wait on the task exists: alone, a wait polls as if nothing were
     /// shared.
-    pub(crate) fn shared_with_others(self: &Arc<Self>) -> bool {
-        Arc::strong_count(self) > 1
+    pub(crate) fn shared_with_others(&self) -> bool {
+        self.waits.load(Ordering::Relaxed) > 1
     }
 
     /// The number of the last request started: a wait that starts now takes no answer to it
@@ -282,6 +286,30 @@ impl Feed {
     }
 }
 
+/// A wait's hold on its task's feed: while it lives, the wait counts among the task's waits.
+pub(crate) struct Watching(Arc<Feed>);
+
+impl Watching {
+    pub(crate) fn new(feed: Arc<Feed>) -> Self {
+        feed.waits.fetch_add(1, Ordering::Relaxed);
+        Self(feed)
+    }
+}
+
+impl std::ops::Deref for Watching {
+    type Target = Arc<Feed>;
+
+    fn deref(&self) -> &Arc<Feed> {
+        &self.0
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.waits.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The feeds of a client's tasks, found by a hash of their URL; a feed lives while a source
 /// holds it.
 #[derive(Debug, Default)]
@@ -314,22 +342,6 @@ impl Feeds {
         }
         by_url.insert(key, Arc::downgrade(&feed));
         feed
-    }
-}
-
-/// The polls a [`TaskSource`](super::TaskSource) shares with the other waits on the same task
-/// through the same client. Only the crate's own [`BoundTask`](super::BoundTask) has one;
-/// it has nothing to call.
-#[derive(Clone)]
-pub struct SharedPolls {
-    pub(crate) feed: Arc<Feed>,
-}
-
-impl std::fmt::Debug for SharedPolls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedPolls")
-            .field("feed", &self.feed)
-            .finish()
     }
 }
 
@@ -376,6 +388,9 @@ pub(crate) mod tests {
         let script = || scripted(vec![(1, Ok(task(10))), (0, Ok(task(20)))]);
         let (a, b) = (feeds.join(url.clone(), script), feeds.join(url, script));
         assert!(Arc::ptr_eq(&a, &b));
+        let _wait_a = Watching::new(a.clone());
+        assert!(!a.shared_with_others());
+        let _wait_b = Watching::new(b.clone());
         assert!(a.shared_with_others());
         let long_ago = Instant::now();
         let listener = tokio::spawn({
@@ -441,7 +456,7 @@ pub(crate) mod tests {
         let feeds = Feeds::default();
         let url = Url::parse("http://127.0.0.1/v5/y").unwrap();
         let feed = feeds.join(url.clone(), || scripted(vec![]));
-        assert!(!feed.shared_with_others());
+        assert!(!Watching::new(feed.clone()).shared_with_others());
         let weak = Arc::downgrade(&feed);
         drop(feed);
         assert!(weak.upgrade().is_none());
