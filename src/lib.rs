@@ -15,7 +15,7 @@
 //!   as a future;
 //!   [`wait_for_task`] is the one-liner, [`watch_many`] and [`wait_all`] wait for many tasks
 //!   over one client. Its one promise about time: a task's end is seen at most
-//!   [`Backoff::max_lateness`](watch::Backoff::max_lateness) after it (45 s by default).
+//!   [`PollPolicy::max_lateness`](watch::PollPolicy::max_lateness) after it (45 s by default).
 //!
 //! ```no_run
 //! use iotda_task_watcher::{wait_for_task, Credentials, IotdaClient, ProjectId};
@@ -32,13 +32,14 @@
 //!
 //! # Try it without an account
 //!
-//! The `simulator` feature adds [`simulator`]: an IoTDA server on loopback with scripted tasks
-//! and faults, which checks signatures as the gateway does. `cargo run --example quickstart`
-//! waits for a simulated task with a progress bar; the crate's own tests and benches use it.
+//! The `simulator` feature adds the `simulator` module: an IoTDA server on loopback with
+//! scripted tasks and faults, which checks signatures as the gateway does. `cargo run --example
+//! quickstart` waits for a simulated task with a progress bar; the crate's own tests and
+//! benches use it.
 //!
 //! # Features
 //!
-//! - `simulator`: the [`simulator`] module (pulls in `wiremock`).
+//! - `simulator`: the `simulator` module (pulls in `wiremock`).
 //! - `cli`: the `iotda-wait` command (`cargo install iotda-task-watcher --features cli`), with
 //!   exit codes for scripts and JSON lines for programs.
 //!

@@ -170,9 +170,18 @@ impl<S: TaskSource> TaskWatcher<S> {
     /// Waits on one task through one client retry each failure once, and each counts it.
     /// Default 0: never.
     ///
-    /// Retrying is never the default, and should be chosen knowingly: a retried task may fail
-    /// again for the same reason (a quota, a bad configuration), and running a change again
-    /// may cost money.
+    /// # Caveats
+    ///
+    /// - Retrying is never the default, and should be chosen knowingly: a retried task may
+    ///   fail again for the same reason (a quota, a bad configuration), and running a change
+    ///   again may cost money.
+    /// - Waits share a retry only through one client: two clients, or two processes, waiting
+    ///   for the same task each retry it on their own.
+    /// - The count of retries is saved in a [`WaitState`] with each checkpoint; a retry sent
+    ///   after the last checkpoint and before the process stopped is not in it.
+    /// - A retry with no answer (a timeout, a reset connection) ends the wait with
+    ///   [`WaitError::Api`](super::WaitError::Api); whether the service restarted the task is
+    ///   then unknown until the task is read again.
     pub fn retry_failed(mut self, times: u32) -> Self {
         self.settings.retry_failed = times;
         self
@@ -221,10 +230,16 @@ impl<S: TaskSource> TaskWatcher<S> {
     }
 
     /// With `true`, a PENDING task whose maintenance window opens after the deadline ends the
-    /// wait at once with [`WaitError::WindowAfterDeadline`](super::WaitError::WindowAfterDeadline). Default `false`: the window is
-    /// only a hint, since only a resize made with `delay=true` waits for it, and the task
-    /// does not say which kind it is; turn this on only for tasks known to wait for their
-    /// window.
+    /// wait at once with
+    /// [`WaitError::WindowAfterDeadline`](super::WaitError::WindowAfterDeadline). Default
+    /// `false`.
+    ///
+    /// # Caveats
+    ///
+    /// The window is only a hint: only a resize made with `delay=true` waits for it, and the
+    /// task does not say which kind it is. A task that does not wait for its window may start
+    /// and end well before the deadline; with this on, its wait has already ended. Turn it on
+    /// only for tasks known to wait for their window.
     pub fn fail_fast_on_window(mut self, on: bool) -> Self {
         self.settings.window_fail_fast = on;
         self
@@ -285,19 +300,32 @@ impl<S: TaskSource> TaskWatcher<S> {
     /// Calls `save` after each event with where the wait then stands, to resume it elsewhere
     /// (with [`TaskWatcher::resume_from`]): a [`WaitState`] after every event but the last,
     /// `None` after the final one. It is how a wait among many (see
-    /// [`watch_many`](super::watch_many)) keeps its own checkpoint. `save` runs inside the
-    /// stream's poll: keep it short.
+    /// [`watch_many`](super::watch_many)) keeps its own checkpoint.
     ///
     /// ```no_run
     /// # fn run(watcher: iotda_task_watcher::TaskWatcher) {
     /// let watcher = watcher.on_checkpoint(|_event, state| match state {
-    ///     Some(state) => std::fs::write("wait.json", serde_json::to_vec(&state).unwrap()).unwrap(),
+    ///     Some(state) => {
+    ///         // Written whole, then renamed over the old one: a reader never sees half.
+    ///         std::fs::write("wait.json.tmp", serde_json::to_vec(&state).unwrap()).unwrap();
+    ///         std::fs::rename("wait.json.tmp", "wait.json").unwrap();
+    ///     }
     ///     None => {
     ///         let _ = std::fs::remove_file("wait.json");
     ///     }
     /// });
     /// # }
     /// ```
+    ///
+    /// # Caveats
+    ///
+    /// - `save` runs inside the stream's poll, on the runtime's thread: keep it short (a
+    ///   blocking write holds up the other waits on that thread).
+    /// - It runs after events, not after every poll: polls that brought no event since the
+    ///   last checkpoint are not in the saved state, and a wait resumed from it counts from
+    ///   there.
+    /// - A file written in place can be left half-written by a process killed mid-write:
+    ///   write a temporary file and rename it over the old one, as above.
     pub fn on_checkpoint(
         mut self,
         save: impl FnMut(&TaskEvent, Option<WaitState>) + Send + 'static,
