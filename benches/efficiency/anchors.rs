@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use iotda_task_watcher::client::ApiError;
+use iotda_task_watcher::watch::PollPolicy;
 use iotda_task_watcher::TaskWatcher;
 use tokio::time::Instant;
 
@@ -92,14 +93,15 @@ pub(super) async fn wait(policy: Policy, model: Arc<Model>, seed: u64) -> (u64, 
                 let task = poll();
                 async move { Ok::<_, ApiError>(task) }
             };
-            let mut watcher = TaskWatcher::from_source(source)
-                .timeout(DEADLINE)
-                .jitter_seed(seed)
-                .wall_clock(start_wall());
+            let mut policy = PollPolicy::default().with_jitter_seed(seed);
             if let Some(max) = max_delay {
-                watcher = watcher.max_delay(Duration::from_secs(max));
+                policy = policy.with_max_delay(Duration::from_secs(max));
             }
-            let _ = watcher.await;
+            let _ = TaskWatcher::from_source(source)
+                .timeout(DEADLINE)
+                .policy(policy)
+                .wall_clock(start_wall())
+                .await;
         }
         Policy::Terraform(interval) => {
             sleep(10.0).await;

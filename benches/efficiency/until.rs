@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use iotda_task_watcher::client::ApiError;
-use iotda_task_watcher::watch::Condition;
+use iotda_task_watcher::watch::{Condition, PollPolicy};
 use iotda_task_watcher::TaskWatcher;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -28,9 +28,12 @@ async fn wait_for_half(guided: bool, model: Arc<Model>, seed: u64) -> (u64, f64)
     };
     let _ = TaskWatcher::from_source(source)
         .until(Condition::progress_at_least(50))
-        .progress_guided(guided)
         .timeout(DEADLINE)
-        .jitter_seed(seed)
+        .policy(
+            PollPolicy::default()
+                .with_progress_guided(guided)
+                .with_jitter_seed(seed),
+        )
         .wall_clock(start_wall())
         .await;
     (
