@@ -1,6 +1,7 @@
 //! The fault matrix: each fault a real loopback server can produce, through the real client and
 //! the watcher. For each: the documented behaviour (retry, or which error), no panic, and the
-//! last state kept. The README's table "Faults" lists the same rows.
+//! last state kept. The `watch` module's docs list the same rows ("Faults, and what a wait
+//! does").
 
 mod common;
 

@@ -80,7 +80,7 @@ fn main() {
         &json!({
             "tasks": TASKS,
             "seed": a["seed"],
-            // Workload A at the top level, as in earlier runs.
+            // Workload A at the top level; B under its own key.
             "policies": a["policies"],
             "workloads": {"A": a, "B": b},
         }),

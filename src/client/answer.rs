@@ -1,5 +1,5 @@
 //! Reading an answer: the body, bounded; then a task, or an [`ApiError`] with what the
-//! answer's status, headers and body say and the underlying error as its source.
+//! answer's status, headers and body say, and the underlying error as its cause.
 
 use std::time::SystemTime;
 
