@@ -47,13 +47,22 @@ fn command_to(endpoint: &str, instance: &str, args: &[&str]) -> Command {
 fn bare(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_iotda-wait"));
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("HUAWEICLOUD_")
+        let name = key.to_string_lossy();
+        if name.starts_with("HUAWEICLOUD_")
+            || name.starts_with("HC_CONTAINER_")
             || key == "RUST_LOG"
             || key == "NO_COLOR"
         {
             cmd.env_remove(key);
         }
     }
+    // No credentials but the ones given here: no profile file, and a metadata service that
+    // refuses at once.
+    cmd.env(
+        "HUAWEICLOUD_SDK_CREDENTIALS_FILE",
+        "/nonexistent/iotda-wait-test-credentials",
+    )
+    .env("IOTDA_METADATA_ENDPOINT", "http://127.0.0.1:1");
     cmd.env("HUAWEICLOUD_SDK_AK", DEFAULT_AK)
         .env("HUAWEICLOUD_SDK_SK", DEFAULT_SK)
         .env("HUAWEICLOUD_SDK_PROJECT_ID", DEFAULT_PROJECT_ID)

@@ -1,23 +1,31 @@
-//! Building a client: every setting checked once, at [`IotdaClientBuilder::build`].
+//! Building a client: every setting checked once, at [`IotdaClientBuilder::build`], or at
+//! [`IotdaClientBuilder::resolve`], which also finds the credentials and project id that were
+//! not given.
 
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::HeaderValue;
-
 use super::budget::{Budget, RequestBudget};
-use super::credentials::{Auth, Credentials};
+use super::credentials::Credentials;
 use super::endpoint::{Endpoint, EndpointError};
-use super::{ascii_value, Inner, IotdaClient, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT, USER_AGENT};
+use super::keys::{Keys, Refresher, Signing};
+use super::provider::{NoCredentials, ProvideCredentials, ProviderChain};
+use super::{
+    ascii_value, iam, Inner, IotdaClient, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT, USER_AGENT,
+};
 use crate::ids::ProjectId;
 
-/// Builds an [`IotdaClient`]; settings are checked once, in [`IotdaClientBuilder::build`].
+/// Builds an [`IotdaClient`]; settings are checked once, in [`IotdaClientBuilder::build`]
+/// (everything given) or [`IotdaClientBuilder::resolve`] (credentials and project id found
+/// when not given).
 #[derive(Default)]
 #[must_use]
 pub struct IotdaClientBuilder {
-    target: Option<Target>,
+    region: Option<String>,
+    url: Option<String>,
     credentials: Option<Credentials>,
+    provider: Option<Box<dyn ProvideCredentials>>,
     project_id: Option<ProjectId>,
     timeout: Option<Duration>,
     max_body_bytes: Option<usize>,
@@ -25,22 +33,17 @@ pub struct IotdaClientBuilder {
     budget: Option<RequestBudget>,
 }
 
-enum Target {
-    Region(String),
-    Url(String),
-}
-
 /// Shows the settings, but not an endpoint URL (it may hold a password) nor a secret.
 impl std::fmt::Debug for IotdaClientBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let target = match &self.target {
-            Some(Target::Region(region)) => format!("region {region}"),
-            Some(Target::Url(_)) => "a custom endpoint".to_owned(),
-            None => "none".to_owned(),
-        };
         f.debug_struct("IotdaClientBuilder")
-            .field("target", &target)
+            .field("region", &self.region)
+            .field("custom_endpoint", &self.url.is_some())
             .field("credentials", &self.credentials)
+            .field(
+                "provider",
+                &self.provider.as_ref().map(ProvideCredentials::name),
+            )
             .field("project_id", &self.project_id)
             .field("timeout", &self.timeout)
             .field("max_body_bytes", &self.max_body_bytes)
@@ -50,22 +53,38 @@ impl std::fmt::Debug for IotdaClientBuilder {
     }
 }
 
+/// What a client's keys are built from.
+enum KeySource {
+    Fixed(Credentials, String),
+    Fetched(Refresher),
+}
+
 impl IotdaClientBuilder {
-    /// Sends requests to the `iotda-mgmt` host of `region` (see [`Endpoint::for_region`]).
+    /// Sends requests to the `iotda-mgmt` host of `region` (see [`Endpoint::for_region`]),
+    /// unless an [`endpoint`](Self::endpoint) is given; the region also names the project
+    /// [`resolve`](Self::resolve) looks up.
     pub fn region(mut self, region: impl Into<String>) -> Self {
-        self.target = Some(Target::Region(region.into()));
+        self.region = Some(region.into());
         self
     }
 
-    /// Sends requests to `url` instead (see [`Endpoint::custom`]); replaces any region.
+    /// Sends requests to `url` instead of the region's host (see [`Endpoint::custom`]).
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
-        self.target = Some(Target::Url(url.into()));
+        self.url = Some(url.into());
         self
     }
 
-    /// How requests are authenticated.
+    /// How requests are authenticated: fixed credentials, never fetched again.
     pub fn credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = Some(credentials);
+        self
+    }
+
+    /// Where [`resolve`](Self::resolve) fetches credentials, and renews them before they
+    /// expire, when none are [given](Self::credentials); by default the official SDKs'
+    /// chain, [`ProviderChain::from_env`].
+    pub fn credentials_provider(mut self, provider: impl ProvideCredentials + 'static) -> Self {
+        self.provider = Some(Box::new(provider));
         self
     }
 
@@ -101,17 +120,111 @@ impl IotdaClientBuilder {
         self
     }
 
-    /// Checks the settings and builds the client.
+    /// Checks the settings and builds the client, with the credentials and project id given.
     ///
     /// # Errors
     /// [`BuildError`] when the endpoint, credentials or project id is missing or invalid.
-    pub fn build(self) -> Result<IotdaClient, BuildError> {
-        let endpoint = match self.target.ok_or(BuildError::MissingEndpoint)? {
-            Target::Region(region) => Endpoint::for_region(&region)?,
-            Target::Url(url) => Endpoint::custom(&url)?,
+    pub fn build(mut self) -> Result<IotdaClient, BuildError> {
+        let endpoint = self.target()?;
+        let credentials = self
+            .credentials
+            .take()
+            .ok_or(BuildError::MissingCredentials)?;
+        let project_id = self.project_id.take().ok_or(BuildError::MissingProjectId)?;
+        self.finish(
+            endpoint,
+            KeySource::Fixed(credentials, "given".into()),
+            project_id,
+        )
+    }
+
+    /// Builds the client, finding what was not given: credentials from the
+    /// [provider](Self::credentials_provider) (by default the official SDKs' chain, see
+    /// [`provider`](super::provider)), and the project id from the provider, else from IAM by
+    /// the [region](Self::region) (`GET {iam}/v3/projects?name={region}`, signed). Credentials
+    /// that expire are renewed before they do, for as long as the client lives.
+    ///
+    /// ```no_run
+    /// use iotda_task_watcher::IotdaClient;
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// // On an ECS instance with an agency, in a CCE pod, or with the SDKs' variables or
+    /// // profile file: nothing else to configure.
+    /// let client = IotdaClient::builder().region("cn-north-4").resolve().await?;
+    /// println!("credentials from {}", client.credentials_source());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`BuildError::NoCredentials`] naming each provider tried and why it gave nothing;
+    /// [`BuildError::ProjectLookup`] when the project cannot be found; and the errors of
+    /// [`build`](Self::build).
+    pub async fn resolve(mut self) -> Result<IotdaClient, BuildError> {
+        let endpoint = self.target()?;
+        let (keys, found_project) = match self.credentials.take() {
+            Some(credentials) => (KeySource::Fixed(credentials, "given".into()), None),
+            None => {
+                let chain = match self.provider.take() {
+                    Some(provider) => ProviderChain::empty().with(provider),
+                    None => ProviderChain::from_env(),
+                };
+                let (provider, set) = chain.resolve().await.map_err(BuildError::NoCredentials)?;
+                let project = set.project_id().cloned();
+                let keys = if set.expires_at().is_some() {
+                    KeySource::Fetched(
+                        Refresher::new(provider, &set).map_err(BuildError::InvalidCredentials)?,
+                    )
+                } else {
+                    // Keys that do not expire are never fetched again.
+                    KeySource::Fixed(set.credentials().clone(), provider.name().to_owned())
+                };
+                (keys, project)
+            }
         };
-        let credentials = self.credentials.ok_or(BuildError::MissingCredentials)?;
-        let project_id = self.project_id.ok_or(BuildError::MissingProjectId)?;
+        let project_id = match self.project_id.take().or(found_project) {
+            Some(project) => project,
+            None => {
+                let region = self.region.clone().ok_or_else(|| {
+                    BuildError::ProjectLookup(
+                        "no project id was given, and no region to look it up by".into(),
+                    )
+                })?;
+                let (fixed, fetched);
+                let signing = match &keys {
+                    KeySource::Fixed(credentials, _) => {
+                        fixed = Signing::new(credentials.clone())
+                            .map_err(BuildError::InvalidCredentials)?;
+                        &fixed
+                    }
+                    KeySource::Fetched(refresher) => {
+                        fetched = refresher
+                            .current()
+                            .await
+                            .map_err(|e| BuildError::ProjectLookup(e.to_string()))?;
+                        &fetched.signing
+                    }
+                };
+                iam::project_id(&region, signing)
+                    .await
+                    .map_err(BuildError::ProjectLookup)?
+            }
+        };
+        self.finish(endpoint, keys, project_id)
+    }
+
+    fn target(&self) -> Result<Endpoint, BuildError> {
+        Ok(match (&self.url, &self.region) {
+            (Some(url), _) => Endpoint::custom(url)?,
+            (None, Some(region)) => Endpoint::for_region(region)?,
+            (None, None) => return Err(BuildError::MissingEndpoint),
+        })
+    }
+
+    fn finish(
+        self,
+        endpoint: Endpoint,
+        keys: KeySource,
+        project_id: ProjectId,
+    ) -> Result<IotdaClient, BuildError> {
         if self.timeout == Some(Duration::ZERO) {
             return Err(BuildError::ZeroTimeout);
         }
@@ -124,18 +237,15 @@ impl IotdaClientBuilder {
                 .build()
                 .map_err(BuildError::Http)?,
         };
-        let token_value = match credentials.auth() {
-            Auth::AkSk {
-                ak, security_token, ..
-            } => {
-                if ak.is_empty() || !ak.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
-                    return Err(BuildError::InvalidCredentials(
-                        "the access key must be visible ASCII without ','",
-                    ));
-                }
-                security_token.map(secret_value).transpose()?
+        let (keys, source) = match keys {
+            KeySource::Fixed(credentials, source) => (
+                Keys::Fixed(Signing::new(credentials).map_err(BuildError::InvalidCredentials)?),
+                source,
+            ),
+            KeySource::Fetched(refresher) => {
+                let source = refresher.provider().to_owned();
+                (Keys::Fetched(refresher), source)
             }
-            Auth::IamToken(token) => Some(secret_value(token)?),
         };
         let host = endpoint.host_header();
         Ok(IotdaClient {
@@ -143,10 +253,10 @@ impl IotdaClientBuilder {
                 http,
                 host_value: ascii_value(host.clone()),
                 project_value: ascii_value(project_id.to_string()),
-                token_value,
                 host,
                 endpoint,
-                credentials,
+                keys,
+                source,
                 project_id,
                 timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
                 max_body_bytes: self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
@@ -158,15 +268,6 @@ impl IotdaClientBuilder {
     }
 }
 
-/// A secret as a header value, marked sensitive; refused without echoing it.
-fn secret_value(secret: &str) -> Result<HeaderValue, BuildError> {
-    let mut value = HeaderValue::from_str(secret).map_err(|_| {
-        BuildError::InvalidCredentials("a token holds characters a header cannot carry")
-    })?;
-    value.set_sensitive(true);
-    Ok(value)
-}
-
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -174,9 +275,17 @@ pub enum BuildError {
     /// Neither a region nor an endpoint was given.
     #[error("no region or endpoint was given")]
     MissingEndpoint,
-    /// No credentials were given.
+    /// No credentials were given to [`build`](IotdaClientBuilder::build) (which fetches
+    /// none: [`resolve`](IotdaClientBuilder::resolve) does).
     #[error("no credentials were given")]
     MissingCredentials,
+    /// No credentials were given to [`resolve`](IotdaClientBuilder::resolve), and no
+    /// provider had any: the source says what each provider said.
+    #[error("no credentials were given, and none were found")]
+    NoCredentials(#[source] NoCredentials),
+    /// The project id was not given, and could not be looked up.
+    #[error("the project id could not be looked up: {0}")]
+    ProjectLookup(String),
     /// No project id was given.
     #[error("no project id was given")]
     MissingProjectId,

@@ -36,6 +36,9 @@ pub enum ApiErrorKind {
     BadRequest,
     /// Any other answer. Permanent.
     Other,
+    /// The client's fetched credentials expired and could not be renewed; the detail names
+    /// the provider and what it said. Transient: the provider may answer again.
+    Credentials,
 }
 
 impl ApiErrorKind {
@@ -50,6 +53,7 @@ impl ApiErrorKind {
                 | Self::Server
                 | Self::Decode
                 | Self::ClockSkew
+                | Self::Credentials
         )
     }
 
@@ -66,6 +70,7 @@ impl ApiErrorKind {
             Self::NotFound => "not found",
             Self::BadRequest => "bad request",
             Self::Other => "unexpected response",
+            Self::Credentials => "credentials expired",
         }
     }
 }

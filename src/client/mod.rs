@@ -9,6 +9,9 @@ pub mod credentials;
 pub mod endpoint;
 pub(crate) mod error;
 pub(crate) mod feed;
+mod iam;
+mod keys;
+pub mod provider;
 pub mod signer;
 pub(crate) mod skew;
 
@@ -23,9 +26,10 @@ use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use url::Url;
 
 use self::budget::{Budget, BudgetStats};
-use self::credentials::{Auth, Credentials};
+use self::credentials::Auth;
 use self::endpoint::Endpoint;
 use self::feed::{Feed, Feeds};
+use self::keys::{Keys, Signing};
 use crate::ids::{InstanceId, ProjectId, TaskId};
 use crate::model::InstanceTask;
 
@@ -74,9 +78,10 @@ struct Inner {
     host: String,
     host_value: HeaderValue,
     project_value: HeaderValue,
-    /// `X-Security-Token` or `X-Auth-Token`, checked once at build.
-    token_value: Option<HeaderValue>,
-    credentials: Credentials,
+    /// The keys requests are signed with.
+    keys: Keys,
+    /// Where the keys came from: "given", or the provider's name.
+    source: String,
     project_id: ProjectId,
     timeout: Duration,
     max_body_bytes: usize,
@@ -93,7 +98,7 @@ impl std::fmt::Debug for IotdaClient {
         f.debug_struct("IotdaClient")
             .field("endpoint", &self.inner.endpoint)
             .field("project_id", &self.inner.project_id)
-            .field("credentials", &self.inner.credentials)
+            .field("credentials", &self.inner.keys)
             .field("timeout", &self.inner.timeout)
             .finish_non_exhaustive()
     }
@@ -115,6 +120,22 @@ impl IotdaClient {
     #[must_use]
     pub fn project_id(&self) -> &ProjectId {
         &self.inner.project_id
+    }
+
+    /// Where the client's credentials came from: `given` (to the builder), or the name of the
+    /// provider that supplied them (e.g. `ECS metadata`). Never the credentials themselves.
+    #[must_use]
+    pub fn credentials_source(&self) -> &str {
+        &self.inner.source
+    }
+
+    /// How many times the client fetched credentials from its provider (0 for fixed ones).
+    #[must_use]
+    pub fn credential_fetches(&self) -> u64 {
+        match &self.inner.keys {
+            Keys::Fixed(_) => 0,
+            Keys::Fetched(refresher) => refresher.fetches(),
+        }
     }
 
     /// The per-request timeout.
@@ -238,10 +259,41 @@ impl IotdaClient {
         url: &Url,
         timeout: Option<Duration>,
     ) -> Result<InstanceTask, ApiError> {
+        match &self.inner.keys {
+            Keys::Fixed(signing) => self.send_signed(&method, url, timeout, signing).await,
+            Keys::Fetched(refresher) => {
+                let keys = refresher.current().await?;
+                let answer = self.send_signed(&method, url, timeout, &keys.signing).await;
+                match answer {
+                    // Fetched keys refused: renewed once, and the request sent once more.
+                    Err(error) if error.kind() == ApiErrorKind::Unauthorized => {
+                        match refresher.after_refusal(&keys).await {
+                            Some(renewed) => {
+                                tracing::info!("sending again with renewed credentials");
+                                self.send_signed(&method, url, timeout, &renewed.signing)
+                                    .await
+                            }
+                            None => Err(error),
+                        }
+                    }
+                    answer => answer,
+                }
+            }
+        }
+    }
+
+    /// One request signed with `keys`.
+    async fn send_signed(
+        &self,
+        method: &reqwest::Method,
+        url: &Url,
+        timeout: Option<Duration>,
+        keys: &Signing,
+    ) -> Result<InstanceTask, ApiError> {
         let local = SystemTime::now();
         let offset_ms = self.inner.clock_offset_ms.load(Ordering::Relaxed);
-        let headers = self.signed_headers(&method, url, skew::shift(local, offset_ms));
-        let mut request = reqwest::Request::new(method, url.clone());
+        let headers = self.signed_headers(method, url, skew::shift(local, offset_ms), keys);
+        let mut request = reqwest::Request::new(method.clone(), url.clone());
         *request.headers_mut() = headers;
         *request.timeout_mut() = timeout;
         let sent_at = tokio::time::Instant::now();
@@ -267,14 +319,20 @@ impl IotdaClient {
     /// The headers of a request with an empty body to `url`, signed at `now`: `Host`,
     /// `X-Sdk-Date`, `X-Project-Id`, `X-Security-Token` and `Authorization`, or
     /// `X-Auth-Token` for an IAM token.
-    fn signed_headers(&self, method: &reqwest::Method, url: &Url, now: SystemTime) -> HeaderMap {
+    fn signed_headers(
+        &self,
+        method: &reqwest::Method,
+        url: &Url,
+        now: SystemTime,
+        keys: &Signing,
+    ) -> HeaderMap {
         let inner = &*self.inner;
         let mut headers = HeaderMap::with_capacity(8);
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         headers.insert(header::HOST, inner.host_value.clone());
         headers.insert(X_PROJECT_ID, inner.project_value.clone());
-        match inner.credentials.auth() {
+        match keys.credentials.auth() {
             Auth::AkSk {
                 ak,
                 sk,
@@ -300,12 +358,12 @@ impl IotdaClient {
                 let mut auth = ascii_value(auth);
                 auth.set_sensitive(true);
                 headers.insert(header::AUTHORIZATION, auth);
-                if let Some(token) = &inner.token_value {
+                if let Some(token) = &keys.token_value {
                     headers.insert(X_SECURITY_TOKEN, token.clone());
                 }
             }
             Auth::IamToken(_) => {
-                if let Some(token) = &inner.token_value {
+                if let Some(token) = &keys.token_value {
                     headers.insert(X_AUTH_TOKEN, token.clone());
                 }
             }
@@ -325,6 +383,7 @@ pub(crate) fn retry_url(task: &Url) -> Url {
 
 #[cfg(test)]
 mod tests {
+    use super::credentials::Credentials;
     use super::*;
 
     #[test]
@@ -358,7 +417,10 @@ mod tests {
             &"075f413d-a3bb-4243-974d-8eb9221c1234".parse().unwrap(),
         );
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_704_067_200);
-        let headers = client.signed_headers(&reqwest::Method::GET, &url, now);
+        let Keys::Fixed(keys) = &client.inner.keys else {
+            panic!("given credentials are fixed");
+        };
+        let headers = client.signed_headers(&reqwest::Method::GET, &url, now, keys);
         assert_eq!(headers["x-sdk-date"], "20240101T000000Z");
         assert_eq!(headers["host"], "iotda-mgmt.cn-north-4.myhuaweicloud.com");
         assert_eq!(

@@ -27,6 +27,15 @@
 //! listener of your choosing, e.g. a fixed port for other tools (`cargo run --example
 //! simulator`).
 //!
+//! It also plays the services that hand out temporary credentials: the ECS metadata service
+//! (`PUT /meta-data/latest/api/token`, `GET /openstack/latest/securitykey`), CCE Pod Identity
+//! (`POST /pod-identity/credentials`, see [`Simulator::pod_identity_uri`]), STS
+//! (`POST /v5/agencies/assume-with-oidc`) and IAM (a federated identity's
+//! `POST /v3.0/OS-AUTH/id-token/tokens` and `POST /v3.0/OS-CREDENTIAL/securitytokens`, and the
+//! signed project look-up `GET /v3/projects?name=...`). The keys it hands out last
+//! [`Simulator::set_credential_lifetime`] (1 hour by default), are accepted until they expire
+//! and refused with the gateway's 401 after.
+//!
 //! Like the real service, it can hold its account to a quota ([`Simulator::set_quota`]): a
 //! token bucket over every authenticated request, whatever the task, answering a request over
 //! it with the gateway's 429 or IoTDA's 403.
@@ -72,6 +81,7 @@
 //!   accepted retry with the task PENDING at progress 0, its start and end times cleared.
 
 mod gateway;
+mod issuer;
 mod quota;
 mod script;
 mod server;
@@ -81,6 +91,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::StatusCode;
 
+pub use issuer::{ExpiryStyle, Metadata};
 pub use quota::{Quota, QuotaAnswer};
 pub use script::TaskScript;
 pub use server::Simulator;
@@ -91,6 +102,8 @@ pub const DEFAULT_AK: &str = "SIMULATORACCESSKEY";
 pub const DEFAULT_SK: &str = "simulator-secret-key";
 /// The project the simulator serves unless told otherwise.
 pub const DEFAULT_PROJECT_ID: &str = "0123456789abcdef0123456789abcdef";
+/// The region whose project IAM's look-up names, by default: `cn-north-4`.
+pub const REGION: &str = "cn-north-4";
 
 /// A fault to answer one poll with.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,9 +18,10 @@ use super::gateway::{
     authenticate, gateway_error, rate_limited, service_error, task_not_found, throttled,
     unauthenticated,
 };
+use super::issuer::{ExpiryStyle, Issuer, Metadata};
 use super::quota::{Bucket, Quota, QuotaAnswer};
 use super::script::{Answer, TaskScript, TaskState};
-use super::{Fault, DEFAULT_AK, DEFAULT_PROJECT_ID, DEFAULT_SK};
+use super::{Fault, DEFAULT_AK, DEFAULT_PROJECT_ID, DEFAULT_SK, REGION};
 
 pub(super) struct Shared {
     pub(super) ak: String,
@@ -35,6 +36,10 @@ pub(super) struct Shared {
     pub(super) quota: Mutex<Option<Bucket>>,
     /// Requests the quota refused.
     pub(super) throttled: AtomicU64,
+    /// Requests refused with the gateway's 401.
+    refused: AtomicU64,
+    /// The services that hand out temporary credentials, and the keys they issued.
+    pub(super) issuer: Issuer,
 }
 
 /// A running simulator. The server stops when this is dropped.
@@ -99,6 +104,8 @@ impl Simulator {
             clock_offset_secs: std::sync::atomic::AtomicI64::new(0),
             quota: Mutex::new(None),
             throttled: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            issuer: Issuer::new((REGION.to_owned(), project_id.to_owned())),
         });
         // Requests are counted here; wiremock need not keep them all.
         let builder = MockServer::builder().disable_request_recording();
@@ -268,6 +275,63 @@ impl Simulator {
         self.shared.throttled.load(Ordering::Relaxed)
     }
 
+    /// How long the temporary keys it hands out last from now on (default 1 hour). They are
+    /// accepted until then, and refused with the gateway's 401 after.
+    pub fn set_credential_lifetime(&self, lifetime: Duration) {
+        self.shared.issuer.set_lifetime(lifetime);
+    }
+
+    /// How its ECS metadata service answers a request for the instance's keys.
+    pub fn set_metadata(&self, metadata: Metadata) {
+        self.shared.issuer.set_metadata(metadata);
+    }
+
+    /// How it writes the expiry of the keys it hands out.
+    pub fn set_expiry_style(&self, style: ExpiryStyle) {
+        self.shared.issuer.set_expiry_style(style);
+    }
+
+    /// Fails the next `n` requests for keys, on any route, with 503.
+    pub fn fail_credential_fetches(&self, n: u32) {
+        self.shared.issuer.fail_next(n);
+    }
+
+    /// The projects IAM's look-up knows, as (name, id); by default one, named
+    /// [`REGION`](super::REGION), with the simulator's project id.
+    pub fn set_projects(&self, projects: &[(&str, &str)]) {
+        self.shared.issuer.set_projects(
+            projects
+                .iter()
+                .map(|(name, id)| ((*name).to_owned(), (*id).to_owned()))
+                .collect(),
+        );
+    }
+
+    /// How many sets of temporary keys it handed out, on any route.
+    #[must_use]
+    pub fn credential_fetches(&self) -> u64 {
+        self.shared.issuer.fetches()
+    }
+
+    /// How many requests it refused with the gateway's 401 (a wrong signature, an unknown or
+    /// expired key).
+    #[must_use]
+    pub fn refused(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    /// When keys were asked for, on any route, failures included (by the server's clock).
+    #[must_use]
+    pub fn credential_attempts(&self) -> Vec<SystemTime> {
+        self.shared.issuer.attempts()
+    }
+
+    /// The URL of its CCE Pod Identity service, for `HC_CONTAINER_CREDENTIALS_FULL_URI`.
+    #[must_use]
+    pub fn pod_identity_uri(&self) -> String {
+        format!("{}/pod-identity/credentials", self.uri())
+    }
+
     /// Sets the simulated server clock `offset` seconds from the local one: it shows in `Date`,
     /// and a request whose `X-Sdk-Date` is more than 15 minutes from it is refused as expired.
     pub fn set_clock_offset(&self, offset_secs: i64) {
@@ -314,6 +378,11 @@ fn answer(
             request_id,
         )
     };
+    if let Some(template) = shared.issuer.answer(request, server_now, || {
+        authenticate(shared, request, server_now)
+    }) {
+        return at_once(template);
+    }
     let segments: Vec<&str> = request
         .url
         .path()
@@ -334,6 +403,7 @@ fn answer(
         _ => return at_once(no_such_api()),
     };
     if let Err(why) = authenticate(shared, request, server_now) {
+        shared.refused.fetch_add(1, Ordering::Relaxed);
         return at_once(unauthenticated(&why, request_id));
     }
     match shared.take_token() {

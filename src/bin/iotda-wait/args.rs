@@ -7,8 +7,12 @@ use iotda_task_watcher::watch::Condition;
 
 /// What `-h` and `--help` both end with: where credentials come from, and the exit codes.
 const AFTER_HELP: &str = "\
-Credentials: HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK, and for temporary credentials
-HUAWEICLOUD_SDK_SECURITY_TOKEN.
+Credentials, the first found of: HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK (with
+HUAWEICLOUD_SDK_SECURITY_TOKEN for temporary ones); the profile file
+(HUAWEICLOUD_SDK_CREDENTIALS_FILE or ~/.huaweicloud/credentials, section [basic]); OIDC to STS
+(HUAWEICLOUD_OIDC_*); CCE Pod Identity (HC_CONTAINER_*); the ECS metadata service (an instance
+with an agency). Fetched credentials are renewed before they expire. Without --project-id, the
+project is looked up from IAM by --region.
 
 Exit codes:
   0    every task SUCCESS (with --until: its condition met)
@@ -66,7 +70,8 @@ pub struct Args {
     #[arg(long, value_name = "REGION", env = "HUAWEICLOUD_SDK_REGION")]
     pub region: Option<String>,
 
-    /// The API endpoint; overrides --region. http:// is accepted for loopback hosts only.
+    /// The API endpoint; overrides --region's host (the region still names the project to
+    /// look up). http:// is accepted for loopback hosts only.
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
 
@@ -111,6 +116,10 @@ pub struct Args {
     /// lands just after the window opens. At least --max-delay.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub max_window_delay: Duration,
+
+    /// Says on stderr where the credentials and the project id came from (never a secret).
+    #[arg(short, long)]
+    pub verbose: bool,
 
     /// Exit 3 at once when a PENDING task's maintenance window opens after the deadline.
     /// Only a resize made with `delay=true` waits for its window; any other task may start

@@ -22,7 +22,7 @@ use futures::StreamExt;
 use iotda_task_watcher::client::budget::RequestBudget;
 use iotda_task_watcher::watch::{OutcomeKind, PollPolicy, WaitState};
 use iotda_task_watcher::{
-    watch_many, Credentials, InstanceId, InstanceTask, IotdaClient, ProjectId, TaskId, TaskWatcher,
+    watch_many, InstanceId, InstanceTask, IotdaClient, ProjectId, TaskId, TaskWatcher,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -40,13 +40,6 @@ fn main() -> ExitCode {
         return ExitCode::from(print_extra(command));
     }
     init_logs();
-    let (client, instance_id, task_ids, saved) = match prepare(&args) {
-        Ok(ready) => ready,
-        Err(message) => {
-            note!("iotda-wait: {message}");
-            return ExitCode::from(USAGE);
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -57,13 +50,20 @@ fn main() -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
+    let (client, instance_id, task_ids, saved) = match runtime.block_on(prepare(&args)) {
+        Ok(ready) => ready,
+        Err(message) => {
+            note!("iotda-wait: {message}");
+            return ExitCode::from(USAGE);
+        }
+    };
     ExitCode::from(runtime.block_on(run(&args, client, instance_id, task_ids, saved)))
 }
 
 /// Everything that can be refused before a request is sent.
 type Prepared = (IotdaClient, InstanceId, Vec<TaskId>, Vec<Option<WaitState>>);
 
-fn prepare(args: &Args) -> Result<Prepared, String> {
+async fn prepare(args: &Args) -> Result<Prepared, String> {
     args.check()?;
     let instance_id = args.instance_id.as_deref().unwrap_or_default();
     let instance_id = InstanceId::new(instance_id).map_err(|e| e.to_string())?;
@@ -76,14 +76,10 @@ fn prepare(args: &Args) -> Result<Prepared, String> {
             task_ids.push(id);
         }
     }
-    let project_id = args
-        .project_id
-        .as_deref()
-        .ok_or("no project id: pass --project-id or set HUAWEICLOUD_SDK_PROJECT_ID")?;
-    let project_id = ProjectId::new(project_id).map_err(|e| e.to_string())?;
-    let credentials = Credentials::from_env().map_err(|e| {
-        format!("{e}: set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK (and HUAWEICLOUD_SDK_SECURITY_TOKEN for temporary credentials)")
-    })?;
+    let project_id = match args.project_id.as_deref() {
+        Some(id) => Some(ProjectId::new(id).map_err(|e| e.to_string())?),
+        None => None,
+    };
     let mut budget = RequestBudget::default();
     if let Some(rps) = args.max_rps {
         // Bursts of one second's worth, at least one request.
@@ -91,21 +87,37 @@ fn prepare(args: &Args) -> Result<Prepared, String> {
         let burst = rps.ceil() as u32;
         budget = budget.with_max_rps(rps, burst);
     }
-    let builder = IotdaClient::builder()
-        .credentials(credentials)
-        .project_id(project_id)
+    let mut builder = IotdaClient::builder()
         .timeout(args.request_timeout)
         .budget(budget);
-    let builder = match (&args.endpoint, &args.region) {
-        (Some(endpoint), _) => builder.endpoint(endpoint.as_str()),
-        (None, Some(region)) => builder.region(region.as_str()),
-        (None, None) => {
+    if let Some(project_id) = &project_id {
+        builder = builder.project_id(project_id.clone());
+    }
+    if let Some(region) = &args.region {
+        builder = builder.region(region.as_str());
+    }
+    match &args.endpoint {
+        Some(endpoint) => builder = builder.endpoint(endpoint.as_str()),
+        None if args.region.is_none() => {
             return Err(
                 "no endpoint: pass --region, set HUAWEICLOUD_SDK_REGION, or pass --endpoint".into(),
             )
         }
-    };
-    let client = builder.build().map_err(|e| report::chain(&e))?;
+        None => {}
+    }
+    let client = builder.resolve().await.map_err(|e| report::chain(&e))?;
+    if args.verbose {
+        let project = if project_id.is_some() {
+            "given"
+        } else {
+            "looked up"
+        };
+        note!(
+            "iotda-wait: credentials from {}; project {} ({project})",
+            client.credentials_source(),
+            client.project_id()
+        );
+    }
     let saved = match &args.state_dir {
         Some(dir) => {
             state::check_writable(dir)?;

@@ -1,0 +1,300 @@
+//! The keys requests are signed with: fixed, or fetched from a provider and renewed ahead of
+//! their expiry (the rule is in the [`provider`](super::provider) module's docs).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::HeaderValue;
+
+use super::credentials::{Auth, Credentials};
+use super::provider::{CredentialSet, ProvideCredentials};
+use super::{ApiError, ApiErrorKind};
+
+/// Credentials ready to sign with: checked once, the token as a sensitive header value.
+#[derive(Debug)]
+pub(crate) struct Signing {
+    pub(crate) credentials: Credentials,
+    /// `X-Security-Token` or `X-Auth-Token`.
+    pub(crate) token_value: Option<HeaderValue>,
+}
+
+impl Signing {
+    /// Checks `credentials` for what a header can carry.
+    pub(crate) fn new(credentials: Credentials) -> Result<Self, &'static str> {
+        let token_value = match credentials.auth() {
+            Auth::AkSk {
+                ak, security_token, ..
+            } => {
+                if ak.is_empty() || !ak.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+                    return Err("the access key must be visible ASCII without ','");
+                }
+                security_token.map(secret_value).transpose()?
+            }
+            Auth::IamToken(token) => Some(secret_value(token)?),
+        };
+        Ok(Self {
+            credentials,
+            token_value,
+        })
+    }
+}
+
+/// A secret as a header value, marked sensitive; refused without echoing it.
+fn secret_value(secret: &str) -> Result<HeaderValue, &'static str> {
+    let mut value = HeaderValue::from_str(secret)
+        .map_err(|_| "a token holds characters a header cannot carry")?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Where a client's keys come from.
+#[derive(Debug)]
+pub(crate) enum Keys {
+    /// Given, and never fetched again.
+    Fixed(Signing),
+    /// Fetched, and renewed before they expire.
+    Fetched(Refresher),
+}
+
+/// One fetched set, swapped whole.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    pub(crate) signing: Signing,
+    expires_at: Option<SystemTime>,
+    /// From when the set is renewed: its expiry less the margin.
+    renew_at: Option<SystemTime>,
+    /// How long before its expiry the set is renewed.
+    margin: Duration,
+}
+
+/// The longest margin: 1-hour ECS keys are rotated 10 minutes before they expire.
+/// Shorter-lived keys are renewed an eighth of their lifetime ahead.
+const MAX_MARGIN: Duration = Duration::from_secs(10 * 60);
+/// The longest first pause after a failed renewal.
+const MAX_FIRST_PAUSE: Duration = Duration::from_secs(5);
+
+impl Fetched {
+    fn new(set: &CredentialSet, now: SystemTime) -> Result<Self, &'static str> {
+        let signing = Signing::new(set.credentials().clone())?;
+        let expires_at = set.expires_at();
+        let margin = expires_at.map_or(Duration::ZERO, |at| {
+            (at.duration_since(now).unwrap_or_default() / 8).min(MAX_MARGIN)
+        });
+        Ok(Self {
+            signing,
+            expires_at,
+            renew_at: expires_at.map(|at| at - margin),
+            margin,
+        })
+    }
+
+    fn due(&self, now: SystemTime) -> bool {
+        self.renew_at.is_some_and(|at| now >= at)
+    }
+
+    fn valid(&self, now: SystemTime) -> bool {
+        self.expires_at.is_none_or(|at| now < at)
+    }
+
+    /// The pause after the `failures`-th failed renewal in a row: from a twentieth of the
+    /// margin (at most 5 s), doubling, up to a quarter of it.
+    fn pause(&self, failures: u32) -> Duration {
+        let first = (self.margin / 20).clamp(Duration::from_millis(1), MAX_FIRST_PAUSE);
+        let grown = first.saturating_mul(1 << failures.saturating_sub(1).min(20));
+        grown.min((self.margin / 4).max(first))
+    }
+}
+
+/// Fetched keys and their renewal: one fetch at a time for all requests, a failure paced.
+pub(crate) struct Refresher {
+    provider: Box<dyn ProvideCredentials>,
+    current: RwLock<Arc<Fetched>>,
+    /// Held while a fetch is out: one at a time.
+    flight: tokio::sync::Mutex<()>,
+    /// Failed renewals in a row, and when the next may go.
+    failures: Mutex<(u32, Option<SystemTime>)>,
+    fetches: AtomicU64,
+}
+
+impl std::fmt::Debug for Refresher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refresher")
+            .field("provider", &self.provider.name())
+            .field("fetches", &self.fetches)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Refresher {
+    /// Keys from `provider`, starting with `first`, the set it gave (one fetch).
+    pub(crate) fn new(
+        provider: Box<dyn ProvideCredentials>,
+        first: &CredentialSet,
+    ) -> Result<Self, &'static str> {
+        let fetched = Fetched::new(first, SystemTime::now())?;
+        Ok(Self {
+            provider,
+            current: RwLock::new(Arc::new(fetched)),
+            flight: tokio::sync::Mutex::new(()),
+            failures: Mutex::new((0, None)),
+            fetches: AtomicU64::new(1),
+        })
+    }
+
+    pub(crate) fn provider(&self) -> &str {
+        self.provider.name()
+    }
+
+    /// How many times the provider was asked, the first included.
+    pub(crate) fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    fn read(&self) -> Arc<Fetched> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether a renewal may go now: not within the pause after a failed one.
+    fn may_try(&self, now: SystemTime) -> bool {
+        let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        failures.1.is_none_or(|next| now >= next)
+    }
+
+    /// The keys to sign a request with: the current set, renewed first when it is due and
+    /// no renewal is under way or paused; a renewal under way is waited for only when the set
+    /// has expired.
+    ///
+    /// # Errors
+    /// An error of kind [`ApiErrorKind::Credentials`] when the set has expired and could not
+    /// be renewed.
+    pub(crate) async fn current(&self) -> Result<Arc<Fetched>, ApiError> {
+        let set = self.read();
+        let now = SystemTime::now();
+        if !set.due(now) {
+            return Ok(set);
+        }
+        if set.valid(now) {
+            // Due but valid: whoever finds no renewal under way makes one; the rest go on.
+            if let Ok(_flight) = self.flight.try_lock() {
+                if Arc::ptr_eq(&set, &self.read()) && self.may_try(now) {
+                    // A failure keeps the valid set; the next try is paced.
+                    let _ = self.renew().await;
+                }
+                return Ok(self.read());
+            }
+            return Ok(set);
+        }
+        let _flight = self.flight.lock().await;
+        let set = self.read();
+        let now = SystemTime::now();
+        if set.valid(now) {
+            return Ok(set);
+        }
+        let failure = if self.may_try(now) {
+            match self.renew().await {
+                Ok(()) => return Ok(self.read()),
+                Err(why) => why,
+            }
+        } else {
+            "a renewal failed, and the next is not due yet".to_owned()
+        };
+        Err(
+            ApiError::new(ApiErrorKind::Credentials).with_detail(format!(
+                "the credentials from {} expired and could not be renewed: {failure}",
+                self.provider.name()
+            )),
+        )
+    }
+
+    /// After a request signed with `used` was refused with 401: renews the keys once (unless
+    /// another request did since) and gives the keys to send it again with, or `None` when
+    /// the renewal failed.
+    pub(crate) async fn after_refusal(&self, used: &Arc<Fetched>) -> Option<Arc<Fetched>> {
+        let _flight = self.flight.lock().await;
+        if Arc::ptr_eq(used, &self.read()) {
+            self.renew().await.ok()?;
+        }
+        Some(self.read())
+    }
+
+    /// Asks the provider once; on success the set is swapped whole, on failure the current
+    /// one is kept and the next try paced. The caller holds the flight.
+    async fn renew(&self) -> Result<(), String> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let provider = self.provider.name();
+        let answer = self.provider.provide().await;
+        let now = SystemTime::now();
+        let fetched = answer
+            .map_err(|e| e.to_string())
+            .and_then(|set| Fetched::new(&set, now).map_err(str::to_owned));
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        match fetched {
+            Ok(fetched) => {
+                // A set that is due at once (ECS hands out the old keys until it rotates
+                // them) is taken, and asked for again after a pause, not at every request.
+                let stale = fetched.due(now);
+                let expires_in = fetched
+                    .expires_at
+                    .and_then(|at| at.duration_since(now).ok());
+                *failures = if stale {
+                    let pause = fetched.pause(failures.0 + 1);
+                    (failures.0 + 1, Some(now + pause))
+                } else {
+                    (0, None)
+                };
+                *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fetched);
+                tracing::info!(provider, ?expires_in, "credentials renewed");
+                Ok(())
+            }
+            Err(why) => {
+                let pause = self.read().pause(failures.0 + 1);
+                *failures = (failures.0 + 1, Some(now + pause));
+                tracing::warn!(provider, error = %why, ?pause, "renewing credentials failed; the current ones are kept");
+                Err(why)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(lifetime: Duration) -> Fetched {
+        let now = SystemTime::now();
+        Fetched::new(
+            &CredentialSet::new(Credentials::aksk("AK", "SK").with_security_token("T"))
+                .expiring_at(now + lifetime),
+            now,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_margin_is_an_eighth_of_the_lifetime_up_to_ten_minutes() {
+        let hour = set(Duration::from_secs(3600));
+        assert!(hour.margin.abs_diff(Duration::from_secs(450)) < Duration::from_millis(5));
+        let quarter = set(Duration::from_secs(900));
+        assert!(quarter.margin.abs_diff(Duration::from_millis(112_500)) < Duration::from_millis(5));
+        let twelve = set(Duration::from_secs(12 * 3600));
+        assert_eq!(twelve.margin, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn pauses_after_failed_renewals_grow_to_a_quarter_of_the_margin() {
+        let day = set(Duration::from_secs(12 * 3600));
+        let pauses: Vec<u64> = (1..=8).map(|n| day.pause(n).as_secs()).collect();
+        assert_eq!(pauses, [5, 10, 20, 40, 80, 150, 150, 150]);
+        let short = set(Duration::from_secs(3));
+        assert!(
+            short.pause(1) <= Duration::from_millis(50),
+            "{:?}",
+            short.pause(1)
+        );
+        assert!(short.pause(30) <= Duration::from_millis(250));
+    }
+}
