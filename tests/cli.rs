@@ -6,6 +6,7 @@ use std::time::Duration;
 use iotda_task_watcher::model::ChargeMode;
 use iotda_task_watcher::simulator::{
     Fault, Quota, RawAnswer, Simulator, TaskScript, DEFAULT_AK, DEFAULT_PROJECT_ID, DEFAULT_SK,
+    REGION,
 };
 use iotda_task_watcher::{InstanceId, TaskId, TaskType};
 use serde_json::Value;
@@ -1367,4 +1368,125 @@ async fn retries_run_out_and_a_refused_retry_exits_4() {
     );
     assert_eq!(done["status"], "FAILED", "the failure seen is kept: {done}");
     assert_eq!(out.code, 4, "{}", out.stderr);
+}
+
+/// A command of `sim` with no credentials and no project id in its environment.
+fn without_credentials(sim: &Simulator, args: &[&str]) -> Command {
+    let mut cmd = command(sim, args);
+    cmd.env_remove("HUAWEICLOUD_SDK_AK")
+        .env_remove("HUAWEICLOUD_SDK_SK")
+        .env_remove("HUAWEICLOUD_SDK_PROJECT_ID");
+    cmd
+}
+
+/// A fresh file in the system's temporary folder holding `text`.
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "iotda-wait-{name}-{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn in_a_cce_pod_the_pod_identity_variables_are_enough() {
+    let sim = Simulator::start().await;
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify).succeed(),
+    );
+    let token = temp_file("pod-token", "a-pod-token");
+    let mut cmd = without_credentials(&sim, &["-v", task(1).as_str()]);
+    cmd.env("HUAWEICLOUD_SDK_PROJECT_ID", DEFAULT_PROJECT_ID)
+        .env("HC_CONTAINER_CREDENTIALS_FULL_URI", sim.pod_identity_uri())
+        .env("HC_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token);
+    let out = run(cmd).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("credentials from CCE Pod Identity"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("simulator-temporary-secret"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(sim.credential_fetches(), 1);
+}
+
+#[tokio::test]
+async fn on_ecs_the_metadata_service_and_a_region_are_enough() {
+    let sim = Simulator::start().await;
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify).succeed(),
+    );
+    let mut cmd = without_credentials(&sim, &["-v", "--region", REGION, task(1).as_str()]);
+    cmd.env("IOTDA_METADATA_ENDPOINT", sim.uri())
+        .env("HUAWEICLOUD_SDK_IAM_ENDPOINT", sim.uri());
+    let out = run(cmd).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("credentials from ECS metadata")
+            && out
+                .stderr
+                .contains(&format!("project {DEFAULT_PROJECT_ID} (looked up)")),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_profile_file_alone_is_enough() {
+    let sim = Simulator::start().await;
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify).succeed(),
+    );
+    let file = temp_file(
+        "profile",
+        &format!(
+            "[basic]\nak = {DEFAULT_AK}\nsk = {DEFAULT_SK}\nproject_id = {DEFAULT_PROJECT_ID}\n"
+        ),
+    );
+    let mut cmd = without_credentials(&sim, &["-v", task(1).as_str()]);
+    cmd.env("HUAWEICLOUD_SDK_CREDENTIALS_FILE", &file);
+    let out = run(cmd).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("credentials from profile file"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn with_no_credentials_anywhere_it_exits_2_naming_what_it_tried() {
+    let sim = Simulator::start().await;
+    let started = std::time::Instant::now();
+    let mut cmd = without_credentials(&sim, &[task(1).as_str()]);
+    cmd.env("HUAWEICLOUD_SDK_PROJECT_ID", DEFAULT_PROJECT_ID);
+    let out = run(cmd).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    for provider in [
+        "environment",
+        "profile file",
+        "OIDC to STS",
+        "CCE Pod Identity",
+        "ECS metadata",
+    ] {
+        assert!(out.stderr.contains(provider), "{provider}: {}", out.stderr);
+    }
+    assert_eq!(sim.requests(), 0, "nothing was sent");
 }

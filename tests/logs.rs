@@ -84,3 +84,63 @@ async fn a_wait_logs_a_span_per_wait_and_never_a_secret() {
     );
     assert!(!text.contains(SK) && !text.contains(TOKEN), "{text}");
 }
+
+#[tokio::test]
+async fn fetched_credentials_stay_out_of_logs_debug_and_errors() {
+    use iotda_task_watcher::client::provider::{EcsMetadata, ProvideCredentials};
+    use iotda_task_watcher::simulator::Simulator;
+    let logs = capture_logs();
+    let sim = Simulator::start().await;
+    // Keys that last 300 ms, renewed along the way, one renewal refused.
+    sim.set_credential_lifetime(Duration::from_millis(300));
+    let (instance, task) = ids();
+    sim.add_task(
+        &instance,
+        &task,
+        TaskScript::new(TaskType::Modify)
+            .running_for(Duration::from_millis(700))
+            .succeed(),
+    );
+    let builder = iotda_task_watcher::IotdaClient::builder()
+        .endpoint(sim.uri())
+        .project_id(sim.project_id().clone())
+        .credentials_provider(EcsMetadata::at(sim.uri()));
+    tracing::trace!(?builder, "builder");
+    let client = builder.resolve().await.unwrap();
+    sim.fail_credential_fetches(1);
+    let fast = PollPolicy::default()
+        .with_min_delay(Duration::from_millis(10))
+        .with_max_delay(Duration::from_millis(20));
+    TaskWatcher::new(&client, &instance, &task)
+        .policy(fast)
+        .await
+        .unwrap();
+    let set = EcsMetadata::at(sim.uri()).provide().await.unwrap();
+    tracing::trace!(?client, ?set, "fetched");
+    // An expired set that cannot be renewed: the error names the provider, not the keys.
+    sim.set_credential_lifetime(Duration::from_millis(50));
+    let short = iotda_task_watcher::IotdaClient::builder()
+        .endpoint(sim.uri())
+        .project_id(sim.project_id().clone())
+        .credentials_provider(EcsMetadata::at(sim.uri()))
+        .resolve()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    sim.fail_credential_fetches(5);
+    let error = short.instance_task(&instance, &task).await.unwrap_err();
+    tracing::trace!(%error, ?error, "expired");
+    assert!(error.to_string().contains("ECS metadata"), "{error}");
+    let text = logs.text();
+    assert!(
+        text.contains("credentials renewed") && text.contains("renewing credentials failed"),
+        "the capture saw the renewals: {text}"
+    );
+    for secret in [
+        "simulator-temporary-secret",
+        "simulator-security-token",
+        "simulator-metadata-session",
+    ] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+}

@@ -1,15 +1,22 @@
 //! Credentials: an AK/SK pair (with an optional security token) or an IAM token.
 //!
-//! Secrets are held in [`Secret`], whose `Debug` and `Display` print `***`; no error or log line
-//! of this crate ever holds one.
+//! Secrets are held in [`Secret`], whose `Debug` and `Display` print `***`, and whose memory is
+//! wiped when it is dropped; no error or log line of this crate ever holds one.
 
 use std::fmt;
 
 use crate::env::{var as env_var, EnvError, ENV_AK, ENV_SECURITY_TOKEN, ENV_SK};
 
-/// A secret string: it can be used, but not printed.
+/// A secret string: it can be used, but not printed, and its memory is overwritten with zeros
+/// when it is dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl Secret {
     /// Wraps a secret.
