@@ -7,19 +7,22 @@
 //! ```
 //!
 //! It listens on 127.0.0.1 only, accepts AK/SK signatures with the simulator's default
-//! credentials, and the IAM token it prints.
+//! credentials, the IAM token it prints, and the temporary keys its metadata service hands out
+//! (they last 2 s, so a wait for task 1 is renewed through several expiries).
 
 use std::net::TcpListener;
 use std::time::Duration;
 
 use iotda_task_watcher::model::ChargeMode;
 use iotda_task_watcher::simulator::{
-    Fault, Simulator, TaskScript, DEFAULT_AK, DEFAULT_PROJECT_ID, DEFAULT_SK,
+    Fault, Simulator, TaskScript, DEFAULT_AK, DEFAULT_PROJECT_ID, DEFAULT_SK, REGION,
 };
 use iotda_task_watcher::{InstanceId, TaskId, TaskType};
 
 /// The IAM token the simulator accepts as `X-Auth-Token`.
 const TOKEN: &str = "simulator-iam-token";
+/// How long the temporary keys of its credential services last.
+const LIFETIME: Duration = Duration::from_secs(2);
 
 /// The port asked for: `--port N` (or `--port=N`), else `SIMULATOR_PORT`, else 0 (any free one).
 fn port() -> Result<u16, String> {
@@ -58,6 +61,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
     let sim = Simulator::start_on(listener).await;
     sim.accept_token(TOKEN);
+    sim.set_credential_lifetime(LIFETIME);
     let instance: InstanceId = "a1b2c3d4-0000-1111-2222-333344445555".parse()?;
     let tasks: [(TaskId, TaskScript); 3] = [
         (
@@ -103,6 +107,19 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "iotda-wait --endpoint {uri} --instance-id {instance} {}",
         ids.join(" ")
+    );
+    println!();
+    println!("# as on an ECS instance with an agency: no keys, temporary ones from the metadata");
+    println!(
+        "# service, which last {} s here and are renewed along the way; the project is",
+        LIFETIME.as_secs()
+    );
+    println!("# looked up from IAM by region");
+    println!(
+        "env -u HUAWEICLOUD_SDK_AK -u HUAWEICLOUD_SDK_SK -u HUAWEICLOUD_SDK_PROJECT_ID \\\n  \
+         IOTDA_METADATA_ENDPOINT={uri} HUAWEICLOUD_SDK_IAM_ENDPOINT={uri} \\\n  \
+         iotda-wait -v --region {REGION} --endpoint {uri} --instance-id {instance} {}",
+        ids[0]
     );
     println!();
     println!("# curl, with the IAM token the simulator accepts");

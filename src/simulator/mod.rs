@@ -76,6 +76,11 @@
 //!   publish how. The simulator's quota is a token bucket, checked after the signature (a
 //!   refused signature costs no token) and before the task is looked up; whether the gateway's
 //!   429 carries a `Retry-After` is left to the test.
+//! - The credential services: the Pod Identity URL (`/pod-identity/credentials`; a pod is
+//!   given the full URL in a variable), the 503 of a failing service, the bodies of their
+//!   refusals, and the expired-key message (`the security token has expired`) are the
+//!   simulator's own; the shapes of the keys they hand out, and of IAM's project list, are the
+//!   services' published ones.
 //! - `RetryInstanceTask`: what the service answers for a task that is not FAILED. The
 //!   simulator refuses it with 400 and `SIMULATOR.TASK_NOT_RETRYABLE`; and it answers an
 //!   accepted retry with the task PENDING at progress 0, its start and end times cleared.
