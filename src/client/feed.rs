@@ -31,8 +31,8 @@ use crate::model::InstanceTask;
 pub(crate) struct Polled {
     pub(crate) request: u64,
     pub(crate) answer: Result<InstanceTask, ApiError>,
-    /// The answer to a retry of the task, not to a poll.
-    pub(crate) retry: bool,
+    /// For the answer to a retry of the task (not to a poll): the failure retried.
+    pub(crate) retried: Option<Box<InstanceTask>>,
 }
 
 type InFlight = Shared<BoxFuture<'static, Arc<Polled>>>;
@@ -68,6 +68,8 @@ pub(crate) struct Feed {
     /// retry is out): answers to requests that started before a retry's answer are no new
     /// failure.
     retried: AtomicU64,
+    /// No retry is claimed before this: the service throttled one and said when to come back.
+    retries_held: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Feed {
@@ -89,6 +91,7 @@ impl Feed {
             requests: AtomicU64::new(0),
             waits: AtomicUsize::new(0),
             retried: AtomicU64::new(0),
+            retries_held: Mutex::new(None),
         }
     }
 
@@ -124,16 +127,36 @@ impl Feed {
     /// before the last retry's answer, or while a retry is out. So one failure is retried
     /// once, whoever saw it, and however many requests showed it.
     pub(crate) fn claim_retry(self: &Arc<Self>, failed: u64) -> Option<RetryClaim> {
+        let held = *self
+            .retries_held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if held.is_some_and(|until| Instant::now() < until) {
+            return None;
+        }
         let claimed = self
             .retried
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |done| {
                 (done < failed).then_some(RETRY_IN_FLIGHT)
             });
+        // The retry goes out now: every request started before it may still show the failure
+        // it retries, whatever becomes of the retry.
+        let covers = self.started();
         claimed.ok().map(|before| RetryClaim {
             feed: self.clone(),
-            before,
+            covers: before.max(covers),
             answered: false,
         })
+    }
+
+    /// Holds every claim of a retry until `until`: the service throttled one and asked to
+    /// wait so long.
+    pub(crate) fn hold_retries(&self, until: Instant) {
+        let mut held = self
+            .retries_held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *held = Some(held.map_or(until, |h| h.max(until)));
     }
 
     /// The number of the latest request whose answer was published.
@@ -147,14 +170,16 @@ impl Feed {
 /// retry it.
 pub(crate) struct RetryClaim {
     feed: Arc<Feed>,
-    before: u64,
+    /// The requests that started before the retry went out: their failures are this one.
+    covers: u64,
     answered: bool,
 }
 
 impl RetryClaim {
-    /// Tells every wait on the task of the retry's answer, as the answer to a new request, and
-    /// marks the failures before it retried; returns that request's number.
-    pub(crate) fn answered(mut self, task: InstanceTask) -> u64 {
+    /// Tells every wait on the task of the retry's answer to the retry of `failed`, as the
+    /// answer to a new request, and marks the failures before it retried; returns that
+    /// request's number.
+    pub(crate) fn answered(mut self, failed: InstanceTask, task: InstanceTask) -> u64 {
         self.answered = true;
         let feed = &self.feed;
         let id = feed.number();
@@ -162,7 +187,7 @@ impl RetryClaim {
             &Arc::new(Polled {
                 request: id,
                 answer: Ok(task),
-                retry: true,
+                retried: Some(Box::new(failed)),
             }),
             id,
         );
@@ -176,8 +201,10 @@ impl Drop for RetryClaim {
         if self.answered {
             return;
         }
-        // No answer: failures seen since may be retried. Those seen before were this one.
-        let seen = self.before.max(self.feed.newest());
+        // No answer: the service may or may not have restarted the task. Failures shown by
+        // requests that started before the retry went out are this one; later ones may be
+        // retried.
+        let seen = self.covers.max(self.feed.newest());
         self.feed.retried.store(seen, Ordering::Release);
     }
 }
@@ -243,7 +270,7 @@ impl Feed {
             let polled = Arc::new(Polled {
                 request: id,
                 answer,
-                retry: false,
+                retried: None,
             });
             if let Some(feed) = feed.upgrade() {
                 feed.publish(&polled, id);
@@ -480,7 +507,7 @@ pub(crate) mod tests {
         assert!(feed.claim_retry(one).is_none(), "the same failure");
         assert!(feed.claim_retry(two).is_none(), "while a retry is out");
         // The retry's answer is news to every wait, numbered after every request before it.
-        let answered = claim.answered(task(0));
+        let answered = claim.answered(task(100), task(0));
         assert_eq!(answered, 3);
         let news = feed.news_after(two).await;
         assert_eq!(

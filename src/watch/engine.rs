@@ -117,6 +117,9 @@ struct Seen {
     retry_due: bool,
     /// The window opening last reported with `WaitingForWindow`, in this status.
     window_noted: Option<jiff::Timestamp>,
+    /// The failure last retried, once the retry was answered: a read that shows it again is
+    /// older than the retry (a lagging replica), not a new failure.
+    retried_failure: Option<FailureMark>,
     last: Option<InstanceTask>,
     last_error: Option<ApiError>,
 }
@@ -151,6 +154,7 @@ impl<S: TaskSource> Engine<S> {
                 retries: 0,
                 retry_due: false,
                 window_noted: None,
+                retried_failure: None,
                 last: None,
                 last_error: None,
             },
@@ -368,13 +372,17 @@ impl<S: TaskSource> Engine<S> {
                 if let Some(claim) = claim {
                     // The other waits on the task learn of the retry as news; this one
                     // has it.
-                    self.seen.asked = claim.answered(task.clone());
+                    self.seen.asked = claim.answered(failed.clone(), task.clone());
                 }
                 self.retried(attempt, failed, task);
             }
             // Throttled: the service did not take the retry. It goes again after its wait,
             // and costs no attempt.
             Err(error) if error.kind() == ApiErrorKind::Throttled => {
+                if let (Some(feed), Some(wait)) = (&self.feed, error.retry_after()) {
+                    // No wait on the task retries it before the service said.
+                    feed.hold_retries(Instant::now() + wait);
+                }
                 drop(claim);
                 self.seen.retries = self.seen.retries.saturating_sub(1);
                 self.seen.retry_due = true;
@@ -468,21 +476,16 @@ impl<S: TaskSource> Engine<S> {
         if polled.request > self.seen.asked {
             // Another wait's request: a poll of this wait too (a retry is nobody's poll).
             self.seen.sent = true;
-            if !polled.retry {
+            if polled.retried.is_none() {
                 self.seen.polls = self.seen.polls.saturating_add(1);
             }
             self.seen.asked = polled.request;
         }
-        // Another wait retried the failure this one saw: it counts as this wait's retry too.
-        let failed = self
-            .seen
-            .last
-            .as_ref()
-            .filter(|t| t.status == Some(TaskStatus::Failed));
-        if let (true, Some(failed), Ok(task)) = (polled.retry, failed, &polled.answer) {
-            let failed = failed.clone();
+        // Another wait on the task retried it: that counts as this wait's retry too, whatever
+        // this wait saw since, so that the waits on a task spend their retries together.
+        if let (Some(failed), Ok(task)) = (&polled.retried, &polled.answer) {
             self.seen.retries = self.seen.retries.saturating_add(1);
-            return self.retried(self.seen.retries, failed, task.clone());
+            return self.retried(self.seen.retries, (**failed).clone(), task.clone());
         }
         self.answered(polled.answer.clone());
     }
@@ -491,6 +494,7 @@ impl<S: TaskSource> Engine<S> {
     fn retried(&mut self, attempt: u32, failed: InstanceTask, task: InstanceTask) {
         tracing::info!(attempt, status = %task.status_or_unknown(), "the task was retried");
         self.seen.retry_due = false;
+        self.seen.retried_failure = FailureMark::of(&failed);
         self.pending.push_back(TaskEvent::Retried {
             attempt,
             failed: Box::new(failed),
@@ -522,6 +526,20 @@ impl<S: TaskSource> Engine<S> {
     }
 
     fn observed(&mut self, task: InstanceTask) {
+        if task.status == Some(TaskStatus::Failed)
+            && self
+                .seen
+                .retried_failure
+                .as_ref()
+                .is_some_and(|mark| mark.is(&task))
+        {
+            // The failure already retried, read again: older news than the retry's answer.
+            tracing::debug!("a read older than the retry shows its failure; polling again");
+            self.seen.answered = true;
+            let delay = self.timing.schedule.after_failure();
+            self.plan(delay);
+            return;
+        }
         self.seen.answered = true;
         self.seen.failures = 0;
         self.seen.last_error = None;
@@ -732,6 +750,27 @@ impl<S: TaskSource> Engine<S> {
         }
         self.pending.push_back(TaskEvent::Done(outcome));
         self.finished = true;
+    }
+}
+
+/// What tells one failure of a task from another: its end time and detail. A failure with no
+/// end time is never taken for an earlier one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FailureMark {
+    end_time: crate::model::TaskTime,
+    detail: Option<String>,
+}
+
+impl FailureMark {
+    fn of(failed: &InstanceTask) -> Option<Self> {
+        Some(Self {
+            end_time: failed.end_time.clone()?,
+            detail: failed.status_detail.clone(),
+        })
+    }
+
+    fn is(&self, task: &InstanceTask) -> bool {
+        task.end_time.as_ref() == Some(&self.end_time) && task.status_detail == self.detail
     }
 }
 

@@ -87,6 +87,8 @@ mod events;
 mod many;
 mod outcome;
 mod policy;
+#[cfg(test)]
+mod retry_tests;
 mod schedule;
 mod source;
 mod state;
