@@ -279,3 +279,52 @@ async fn waits_sharing_a_task_spend_their_retries_together() {
     }
     assert_eq!(sim.retries(&instance, &task), 1);
 }
+
+/// A wait on a task that fails once, then succeeds after a retry, whose retry's answer is lost;
+/// `retries` allowed.
+async fn a_lost_retry_answer(restarted: bool, retries: u32) -> (Vec<TaskEvent>, u64) {
+    let sim = simulate(modify().fail("flavor sold out").running(1).succeed()).await;
+    sim.lose_next_retry_answer(restarted);
+    let (instance, task) = ids();
+    let events: Vec<TaskEvent> = fast(TaskWatcher::new(&client(&sim.uri()), &instance, &task))
+        .request_timeout(Duration::from_millis(200))
+        .retry_failed(retries)
+        .timeout(Duration::from_secs(10))
+        .events()
+        .collect()
+        .await;
+    (events, sim.retries(&instance, &task))
+}
+
+#[tokio::test]
+async fn a_retry_cut_off_after_the_restart_is_settled_by_a_read() {
+    let (events, restarts) = a_lost_retry_answer(true, 1).await;
+    assert_eq!(restarts, 1);
+    assert!(
+        events.iter().any(|e| matches!(e, TaskEvent::Retrying { error, .. } if error.kind() == ApiErrorKind::Timeout)),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events.last(), Some(TaskEvent::Done(Ok(t))) if t.status == Some(TaskStatus::Success)),
+        "the read found the task running again: {events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_cut_off_before_it_reached_the_service_is_spent_all_the_same() {
+    // One retry allowed: it was sent, so it is spent; the read shows the failure, and the
+    // wait ends with it.
+    let (events, restarts) = a_lost_retry_answer(false, 1).await;
+    assert_eq!(restarts, 0);
+    assert!(
+        matches!(events.last(), Some(TaskEvent::Done(Err(WaitError::Failed { .. })))),
+        "{events:?}"
+    );
+    // Two allowed: the second goes out after the read, and restarts the task.
+    let (events, restarts) = a_lost_retry_answer(false, 2).await;
+    assert_eq!(restarts, 1);
+    assert!(
+        matches!(events.last(), Some(TaskEvent::Done(Ok(t))) if t.status == Some(TaskStatus::Success)),
+        "{events:?}"
+    );
+}

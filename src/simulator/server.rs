@@ -38,6 +38,9 @@ pub(super) struct Shared {
     pub(super) throttled: AtomicU64,
     /// Requests refused with the gateway's 401.
     refused: AtomicU64,
+    /// The next retry's answer is lost: `Some(true)` after the task is restarted,
+    /// `Some(false)` before.
+    lose_retry: Mutex<Option<bool>>,
     /// The services that hand out temporary credentials, and the keys they issued.
     pub(super) issuer: Issuer,
 }
@@ -105,6 +108,7 @@ impl Simulator {
             quota: Mutex::new(None),
             throttled: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            lose_retry: Mutex::new(None),
             issuer: Issuer::new((REGION.to_owned(), project_id.to_owned())),
         });
         // Requests are counted here; wiremock need not keep them all.
@@ -313,6 +317,18 @@ impl Simulator {
         self.shared.issuer.fetches()
     }
 
+    /// Loses the answer to the next retry (`RetryInstanceTask`): it is held for an hour, so
+    /// the client's request times out. With `restarted`, the task is restarted first (the
+    /// service took the retry and the answer was lost on the way back); without, it is not
+    /// (the retry never reached the service).
+    pub fn lose_next_retry_answer(&self, restarted: bool) {
+        *self
+            .shared
+            .lose_retry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(restarted);
+    }
+
     /// How many requests it refused with the gateway's 401 (a wrong signature, an unknown or
     /// expired key).
     #[must_use]
@@ -423,6 +439,23 @@ fn answer(
     let Some(state) = tasks.get_mut(&(instance.to_owned(), task.to_owned())) else {
         return at_once(task_not_found());
     };
+    let lost = if retry {
+        shared
+            .lose_retry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    } else {
+        None
+    };
+    if let Some(restarted) = lost {
+        if restarted {
+            let _ = state.retry(task);
+        }
+        // Held for an hour: no client waits so long for an answer.
+        let held = ResponseTemplate::new(504);
+        return (held, Duration::from_secs(3600), Vec::new());
+    }
     if retry {
         return at_once(match state.retry(task) {
             Some(task) => ResponseTemplate::new(200).set_body_raw(

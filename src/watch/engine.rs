@@ -74,7 +74,13 @@ pub(crate) struct Engine<S> {
     pending: VecDeque<TaskEvent>,
     finished: bool,
     span: tracing::Span,
+    /// Called with the wait's state after every step and before every retry.
+    on_state: Option<StateHook>,
 }
+
+/// See [`TaskWatcher::on_state`](super::TaskWatcher::on_state). Only ever called through
+/// `&mut`, so the wrapper keeps the engine `Sync` without asking the hook to be.
+pub(crate) type StateHook = sync_wrapper::SyncWrapper<Box<dyn FnMut(&WaitState) + Send>>;
 
 /// What the wait was told: fixed from its start.
 struct Rules {
@@ -115,6 +121,9 @@ struct Seen {
     retries: u32,
     /// The task was seen FAILED and is to be retried before the next poll.
     retry_due: bool,
+    /// The last retry was sent and counted, and no answer of the service since has been
+    /// seen: the next read settles whether it restarted the task.
+    retry_unconfirmed: bool,
     /// The window opening last reported with `WaitingForWindow`, in this status.
     window_noted: Option<jiff::Timestamp>,
     /// The failure last retried, once the retry was answered: a read that shows it again is
@@ -125,7 +134,7 @@ struct Seen {
 }
 
 impl<S: TaskSource> Engine<S> {
-    pub(crate) fn new(source: S, settings: Settings) -> Self {
+    pub(crate) fn new(source: S, settings: Settings, on_state: Option<StateHook>) -> Self {
         let feed = settings.feed.map(Watching::new);
         let clock = Clock::new(
             settings
@@ -153,6 +162,7 @@ impl<S: TaskSource> Engine<S> {
                 failures: 0,
                 retries: 0,
                 retry_due: false,
+                retry_unconfirmed: false,
                 window_noted: None,
                 retried_failure: None,
                 last: None,
@@ -180,6 +190,7 @@ impl<S: TaskSource> Engine<S> {
             pending: VecDeque::new(),
             finished: false,
             span,
+            on_state,
         };
         if let Some(state) = settings.resume {
             engine.restore(*state, settings.policy);
@@ -196,6 +207,13 @@ impl<S: TaskSource> Engine<S> {
         self.seen.polls = state.polls;
         self.seen.failures = state.failures;
         self.seen.retries = state.retries;
+        self.seen.retried_failure = state.retried_failure;
+        if state.retry_unconfirmed {
+            // A retry went out and its answer was never seen: the task is read first; the
+            // retry stays counted whatever the read shows.
+            self.seen.retry_unconfirmed = true;
+            self.timing.next_poll = self.timing.next_poll.min(Instant::now());
+        }
         self.seen.answered = state.last.is_some();
         self.seen.last = state.last;
         self.timing.schedule = Schedule::resume(policy, state.schedule.load(&self.timing.clock));
@@ -214,6 +232,8 @@ impl<S: TaskSource> Engine<S> {
             polls: self.seen.polls,
             failures: self.seen.failures,
             retries: self.seen.retries,
+            retry_unconfirmed: self.seen.retry_unconfirmed,
+            retried_failure: self.seen.retried_failure.clone(),
             last: self.seen.last.clone(),
             schedule: SavedSchedule::save(self.timing.schedule.state(), &self.timing.clock),
         }
@@ -233,6 +253,7 @@ impl<S: TaskSource> Engine<S> {
                 // Everything is out: a sleeping watcher keeps no event buffer.
                 self.pending = VecDeque::new();
                 self.step().await;
+                self.save();
             }
         }
         .instrument(span)
@@ -354,7 +375,10 @@ impl<S: TaskSource> Engine<S> {
                 }
             },
         };
+        // Recorded before it is sent: a process stopped while it is out resumes with it spent.
         self.seen.retries = self.seen.retries.saturating_add(1);
+        self.seen.retry_unconfirmed = true;
+        self.save();
         let attempt = self.seen.retries;
         tracing::info!(
             attempt,
@@ -367,6 +391,10 @@ impl<S: TaskSource> Engine<S> {
             Some(Ok(answer)) => answer,
             Some(Err(_)) => Err(ApiError::no_answer_within(timeout)),
         };
+        if answer.as_ref().map_or_else(|e| e.status().is_some(), |_| true) {
+            // The service answered: the retry's fate is known.
+            self.seen.retry_unconfirmed = false;
+        }
         match answer {
             Ok(task) => {
                 if let Some(claim) = claim {
@@ -401,12 +429,37 @@ impl<S: TaskSource> Engine<S> {
                     });
                 }
             }
+            // No answer (a timeout, a broken connection) or a server error: the service may
+            // or may not have restarted the task. The retry stays spent, and a read says.
+            Err(error) if error.is_transient() => {
+                drop(claim);
+                self.seen.failures = self.seen.failures.saturating_add(1);
+                self.seen.last_error = Some(error.clone());
+                if let Some(delay) = self.plan(Duration::ZERO) {
+                    tracing::warn!(%error, "the retry had no answer; reading the task");
+                    self.pending.push_back(TaskEvent::Retrying {
+                        error,
+                        attempt: self.seen.failures,
+                        delay,
+                    });
+                }
+            }
             Err(error) => {
                 tracing::warn!(%error, "the retry was refused");
                 self.finish(Err(WaitError::Api {
                     error,
                     last: Some(failed),
                 }));
+            }
+        }
+    }
+
+    /// Hands where the wait stands to the state hook, if any.
+    fn save(&mut self) {
+        if self.on_state.is_some() {
+            let state = self.checkpoint();
+            if let Some(save) = self.on_state.as_mut() {
+                (save.get_mut())(&state);
             }
         }
     }
@@ -536,11 +589,13 @@ impl<S: TaskSource> Engine<S> {
             // The failure already retried, read again: older news than the retry's answer.
             tracing::debug!("a read older than the retry shows its failure; polling again");
             self.seen.answered = true;
+            self.seen.retry_unconfirmed = false;
             let delay = self.timing.schedule.after_failure();
             self.plan(delay);
             return;
         }
         self.seen.answered = true;
+        self.seen.retry_unconfirmed = false;
         self.seen.failures = 0;
         self.seen.last_error = None;
         tracing::debug!(
@@ -755,7 +810,7 @@ impl<S: TaskSource> Engine<S> {
 
 /// What tells one failure of a task from another: its end time and detail. A failure with no
 /// end time is never taken for an earlier one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct FailureMark {
     end_time: crate::model::TaskTime,
     detail: Option<String>,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::clock::{to_system_time, Clock};
 use super::schedule::{Line, ScheduleState, Track};
 use crate::ids::{InstanceId, TaskId};
+use super::engine::FailureMark;
 use crate::model::InstanceTask;
 
 /// Everything a wait needs to go on in another process: which task, the absolute deadline,
@@ -35,6 +36,13 @@ pub struct WaitState {
     /// How many times the task was retried after a failure.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub(crate) retries: u32,
+    /// The last retry was sent (and counted) but its answer was not seen: the task is read
+    /// before anything else, and the retry stays spent whatever it shows.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) retry_unconfirmed: bool,
+    /// The failure last retried, once the retry was answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) retried_failure: Option<FailureMark>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) last: Option<InstanceTask>,
     pub(crate) schedule: SavedSchedule,
@@ -84,6 +92,23 @@ impl WaitState {
     pub fn retries(&self) -> u32 {
         self.retries
     }
+
+    /// Whether the last retry was sent without its answer being seen (the process stopped,
+    /// or the answer never came). It is counted in [`retries`](Self::retries) all the same:
+    /// a wait resumed from this state reads the task first, and never restarts it more often
+    /// than it was allowed in all.
+    #[must_use]
+    pub fn retry_unconfirmed(&self) -> bool {
+        self.retry_unconfirmed
+    }
+}
+
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde passes a reference"
+)]
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[allow(

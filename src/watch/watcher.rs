@@ -79,6 +79,7 @@ pub struct TaskWatcher<S = BoundTask> {
     source: S,
     settings: Settings,
     on_checkpoint: Option<CheckpointHook>,
+    on_state: Option<engine::StateHook>,
 }
 
 impl<S> std::fmt::Debug for TaskWatcher<S> {
@@ -87,6 +88,7 @@ impl<S> std::fmt::Debug for TaskWatcher<S> {
             .field("source", &std::any::type_name::<S>())
             .field("settings", &self.settings)
             .field("on_checkpoint", &self.on_checkpoint.is_some())
+            .field("on_state", &self.on_state.is_some())
             .finish()
     }
 }
@@ -120,6 +122,7 @@ impl<S: TaskSource> TaskWatcher<S> {
         Self {
             source,
             on_checkpoint: None,
+            on_state: None,
             settings: Settings {
                 stop: Stop::After(DEFAULT_WAIT_TIMEOUT),
                 policy: PollPolicy::default(),
@@ -334,6 +337,34 @@ impl<S: TaskSource> TaskWatcher<S> {
         self
     }
 
+    /// Calls `save` with where the wait stands whenever that is worth keeping: after every
+    /// poll's answer (or failure), before every retry is sent (with the attempt counted, so a
+    /// process stopped while the retry is out resumes with it spent), and when the wait ends
+    /// (with its last snapshot and counts). Resume from the last state saved with
+    /// [`TaskWatcher::resume_from`]: the wait then reads the task first when a retry's answer
+    /// was never seen, and never restarts the task more often than
+    /// [`retry_failed`](Self::retry_failed) allows in all.
+    ///
+    /// ```no_run
+    /// # fn run(watcher: iotda_task_watcher::TaskWatcher) {
+    /// let watcher = watcher.on_state(|state| {
+    ///     // Written whole, then renamed over the old one: a reader never sees half.
+    ///     std::fs::write("wait.json.tmp", serde_json::to_vec(state).unwrap()).unwrap();
+    ///     std::fs::rename("wait.json.tmp", "wait.json").unwrap();
+    /// });
+    /// # }
+    /// ```
+    ///
+    /// # Caveats
+    ///
+    /// `save` runs on the wait's task, between its requests: keep it short. A slow disk
+    /// delays the wait's next poll (never its deadline), and holds up the other waits on that
+    /// thread.
+    pub fn on_state(mut self, save: impl FnMut(&WaitState) + Send + 'static) -> Self {
+        self.on_state = Some(sync_wrapper::SyncWrapper::new(Box::new(save)));
+        self
+    }
+
     /// Shares the polls of `feed` with the other waits on it, whatever the source.
     #[cfg(test)]
     pub(crate) fn sharing(mut self, feed: Arc<Feed>) -> Self {
@@ -357,7 +388,7 @@ impl<S: TaskSource + 'static> TaskWatcher<S> {
             self.settings.feed = bound.map(|bound| bound.feed().clone());
         }
         let engine: Box<dyn engine::Run> =
-            Box::new(engine::Engine::new(self.source, self.settings));
+            Box::new(engine::Engine::new(self.source, self.settings, self.on_state));
         TaskEvents::new(engine, self.on_checkpoint)
     }
 
