@@ -1435,7 +1435,7 @@ async fn on_ecs_the_metadata_service_and_a_region_are_enough() {
         out.stderr.contains("credentials from ECS metadata")
             && out
                 .stderr
-                .contains(&format!("project {DEFAULT_PROJECT_ID} (looked up)")),
+                .contains(&format!("project {DEFAULT_PROJECT_ID} (found)")),
         "{}",
         out.stderr
     );

@@ -120,24 +120,29 @@ async fn a_wait_across_five_expiries_is_never_refused_and_fetches_once_a_lifetim
     assert!(succeeded(&events), "{events:?}");
     assert_eq!(retries(&events), 0, "no poll failed: {events:?}");
     assert_eq!(sim.refused(), 0, "no request was refused");
-    let expiries = (took.as_secs_f64() / lifetime.as_secs_f64()).floor() as u64;
-    assert!(
-        expiries >= 5,
-        "the wait outlived {expiries} sets ({took:?})"
-    );
+    let spanned = took.as_secs_f64() / lifetime.as_secs_f64();
+    assert!(spanned >= 5.0, "the wait outlived five sets ({took:?})");
+    // Expiries: the lifetimes the wait spanned, the one under way at its end included.
+    let expiries = spanned.ceil() as u64;
     let fetches = sim.credential_fetches();
     assert!(
         fetches <= expiries + 1,
         "{fetches} fetches over {expiries} expiries"
     );
-    assert!(fetches >= expiries, "renewed as it went: {fetches} fetches");
+    assert!(fetches >= 5, "renewed as it went: {fetches} fetches");
     assert_eq!(client.credential_fetches(), fetches);
+    // Never early: each renewal at least seven eighths of a lifetime after the one before.
+    let attempts = sim.credential_attempts();
+    for pair in attempts.windows(2) {
+        let gap = pair[1].duration_since(pair[0]).unwrap();
+        assert!(gap >= lifetime * 7 / 8, "{gap:?} in {attempts:?}");
+    }
 }
 
 #[tokio::test]
 async fn a_hundred_waits_at_the_moment_of_expiry_fetch_once() {
     let sim = Simulator::start().await;
-    sim.set_credential_lifetime(Duration::from_millis(300));
+    sim.set_credential_lifetime(Duration::from_secs(1));
     let client = client_from(&sim, EcsMetadata::at(sim.uri())).await;
     for n in 0..100 {
         let (instance, task) = ids(n);
@@ -148,7 +153,7 @@ async fn a_hundred_waits_at_the_moment_of_expiry_fetch_once() {
         );
     }
     // The set has expired; nothing has asked for a new one yet.
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(1_050)).await;
     assert_eq!(sim.credential_fetches(), 1);
     let waits = (0..100).map(|n| {
         let client = client.clone();
@@ -170,11 +175,11 @@ async fn a_hundred_waits_at_the_moment_of_expiry_fetch_once() {
 #[tokio::test]
 async fn a_renewal_failing_three_times_keeps_the_valid_set_and_backs_off() {
     let sim = Simulator::start().await;
-    let lifetime = Duration::from_secs(2);
+    let lifetime = Duration::from_secs(4);
     sim.set_credential_lifetime(lifetime);
     let client = client_from(&sim, EcsMetadata::at(sim.uri())).await;
     sim.fail_credential_fetches(3);
-    let (events, took) = wait(&client, &sim, 1, Duration::from_millis(2_300)).await;
+    let (events, took) = wait(&client, &sim, 1, Duration::from_millis(4_300)).await;
     assert!(took > lifetime, "{took:?}");
     assert!(succeeded(&events), "{events:?}");
     assert_eq!(
@@ -185,14 +190,14 @@ async fn a_renewal_failing_three_times_keeps_the_valid_set_and_backs_off() {
     assert_eq!(sim.refused(), 0);
     let attempts = sim.credential_attempts();
     assert_eq!(attempts.len(), 5, "the first, three failures, one success");
-    // The margin is an eighth of 2 s (250 ms): pauses of 12.5, 25 and 50 ms.
+    // The margin is an eighth of 4 s (500 ms): pauses of 25, 50 and 100 ms.
     let gaps: Vec<Duration> = attempts
         .windows(2)
         .skip(1)
         .map(|w| w[1].duration_since(w[0]).unwrap())
         .collect();
     // Each try waits at least its pause (a try goes with the first request after it).
-    for (gap, pause) in gaps.iter().zip([12_500u64, 25_000, 50_000]) {
+    for (gap, pause) in gaps.iter().zip([25_000u64, 50_000, 100_000]) {
         assert!(*gap >= Duration::from_micros(pause), "{gaps:?}");
     }
     let renewed = attempts[4];
@@ -206,9 +211,9 @@ async fn a_renewal_failing_three_times_keeps_the_valid_set_and_backs_off() {
 #[tokio::test]
 async fn a_refused_request_renews_the_keys_once_and_goes_again() {
     let sim = Simulator::start().await;
-    // Keys that last 400 ms, then a simulator clock 1 s ahead: the client's set looks
+    // Keys that last 1.5 s, then a simulator clock 2 s ahead: the client's set looks
     // valid to it and is refused as expired; one renewal and one more try get through.
-    sim.set_credential_lifetime(Duration::from_millis(400));
+    sim.set_credential_lifetime(Duration::from_millis(1_500));
     let client = client_from(&sim, EcsMetadata::at(sim.uri())).await;
     let (instance, task) = ids(7);
     sim.add_task(
@@ -217,7 +222,7 @@ async fn a_refused_request_renews_the_keys_once_and_goes_again() {
         TaskScript::new(TaskType::Modify).succeed(),
     );
     sim.set_credential_lifetime(Duration::from_secs(3600));
-    sim.set_clock_offset(1);
+    sim.set_clock_offset(2);
     let done = client.instance_task(&instance, &task).await.unwrap();
     assert!(done.is_terminal());
     assert_eq!(sim.refused(), 1, "the first try was refused");
@@ -351,6 +356,7 @@ async fn the_profile_file_and_its_failures() {
     assert!(missing.is_not_applicable(), "{missing}");
     write(&path, "[other]\nak = A\nsk = S\n");
     let no_section = ProfileFile::at(&path).provide().await.unwrap_err();
+    assert!(no_section.is_not_applicable(), "{no_section}");
     assert!(
         no_section.to_string().contains("no [basic] section"),
         "{no_section}"
@@ -377,9 +383,12 @@ async fn the_environment_oidc_and_a_federated_identity() {
     std::env::remove_var("HUAWEICLOUD_SDK_SK");
     let error = Environment::new().provide().await.unwrap_err();
     assert!(
-        error.is_not_applicable() && error.to_string().contains("HUAWEICLOUD_SDK_SK"),
-        "{error}"
+        !error.is_not_applicable() && error.to_string().contains("HUAWEICLOUD_SDK_SK"),
+        "half set is a failure: {error}"
     );
+    // A failure stops the chain: no other identity is taken in its place.
+    let stopped = ProviderChain::from_env().resolve().await.unwrap_err();
+    assert_eq!(stopped.tried().len(), 1, "{stopped}");
 
     // A federated identity wins over the keys when both are set.
     let id_token = dir.join("id-token");

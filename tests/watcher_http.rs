@@ -317,7 +317,10 @@ async fn a_retry_cut_off_before_it_reached_the_service_is_spent_all_the_same() {
     let (events, restarts) = a_lost_retry_answer(false, 1).await;
     assert_eq!(restarts, 0);
     assert!(
-        matches!(events.last(), Some(TaskEvent::Done(Err(WaitError::Failed { .. })))),
+        matches!(
+            events.last(),
+            Some(TaskEvent::Done(Err(WaitError::Failed { .. })))
+        ),
         "{events:?}"
     );
     // Two allowed: the second goes out after the read, and restarts the task.

@@ -56,7 +56,7 @@ impl std::fmt::Debug for IotdaClientBuilder {
 /// What a client's keys are built from.
 enum KeySource {
     Fixed(Credentials, String),
-    Fetched(Refresher),
+    Fetched(Arc<Refresher>),
 }
 
 impl IotdaClientBuilder {
@@ -171,7 +171,9 @@ impl IotdaClientBuilder {
                 let project = set.project_id().cloned();
                 let keys = if set.expires_at().is_some() {
                     KeySource::Fetched(
-                        Refresher::new(provider, &set).map_err(BuildError::InvalidCredentials)?,
+                        Refresher::new(provider, &set)
+                            .map(Arc::new)
+                            .map_err(BuildError::InvalidCredentials)?,
                     )
                 } else {
                     // Keys that do not expire are never fetched again.

@@ -54,7 +54,7 @@ pub(crate) enum Keys {
     /// Given, and never fetched again.
     Fixed(Signing),
     /// Fetched, and renewed before they expire.
-    Fetched(Refresher),
+    Fetched(Arc<Refresher>),
 }
 
 /// One fetched set, swapped whole.
@@ -73,13 +73,27 @@ pub(crate) struct Fetched {
 const MAX_MARGIN: Duration = Duration::from_secs(10 * 60);
 /// The longest first pause after a failed renewal.
 const MAX_FIRST_PAUSE: Duration = Duration::from_secs(5);
+/// The longest a provider may take to give keys; past it, the renewal failed.
+const PROVIDER_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Fetched {
-    fn new(set: &CredentialSet, now: SystemTime) -> Result<Self, &'static str> {
+    /// The set `set`, fetched at `now`; `margin` when it is a set seen before (the same
+    /// expiry), else an eighth of what is left of its lifetime. Keys that have expired
+    /// already are refused.
+    fn new(
+        set: &CredentialSet,
+        now: SystemTime,
+        margin: Option<Duration>,
+    ) -> Result<Self, &'static str> {
         let signing = Signing::new(set.credentials().clone())?;
         let expires_at = set.expires_at();
-        let margin = expires_at.map_or(Duration::ZERO, |at| {
-            (at.duration_since(now).unwrap_or_default() / 8).min(MAX_MARGIN)
+        if expires_at.is_some_and(|at| at <= now) {
+            return Err("the keys it gave have already expired");
+        }
+        let margin = margin.unwrap_or_else(|| {
+            expires_at.map_or(Duration::ZERO, |at| {
+                (at.duration_since(now).unwrap_or_default() / 8).min(MAX_MARGIN)
+            })
         });
         Ok(Self {
             signing,
@@ -111,7 +125,7 @@ pub(crate) struct Refresher {
     provider: Box<dyn ProvideCredentials>,
     current: RwLock<Arc<Fetched>>,
     /// Held while a fetch is out: one at a time.
-    flight: tokio::sync::Mutex<()>,
+    flight: Arc<tokio::sync::Mutex<()>>,
     /// Failed renewals in a row, and when the next may go.
     failures: Mutex<(u32, Option<SystemTime>)>,
     fetches: AtomicU64,
@@ -132,11 +146,11 @@ impl Refresher {
         provider: Box<dyn ProvideCredentials>,
         first: &CredentialSet,
     ) -> Result<Self, &'static str> {
-        let fetched = Fetched::new(first, SystemTime::now())?;
+        let fetched = Fetched::new(first, SystemTime::now(), None)?;
         Ok(Self {
             provider,
             current: RwLock::new(Arc::new(fetched)),
-            flight: tokio::sync::Mutex::new(()),
+            flight: Arc::new(tokio::sync::Mutex::new(())),
             failures: Mutex::new((0, None)),
             fetches: AtomicU64::new(1),
         })
@@ -171,20 +185,24 @@ impl Refresher {
     /// # Errors
     /// An error of kind [`ApiErrorKind::Credentials`] when the set has expired and could not
     /// be renewed.
-    pub(crate) async fn current(&self) -> Result<Arc<Fetched>, ApiError> {
+    pub(crate) async fn current(self: &Arc<Self>) -> Result<Arc<Fetched>, ApiError> {
         let set = self.read();
         let now = SystemTime::now();
         if !set.due(now) {
             return Ok(set);
         }
         if set.valid(now) {
-            // Due but valid: whoever finds no renewal under way makes one; the rest go on.
-            if let Ok(_flight) = self.flight.try_lock() {
+            // Due but valid: whoever finds no renewal under way starts one, in the
+            // background; every request goes on with the valid set meanwhile.
+            if let Ok(flight) = self.flight.clone().try_lock_owned() {
                 if Arc::ptr_eq(&set, &self.read()) && self.may_try(now) {
-                    // A failure keeps the valid set; the next try is paced.
-                    let _ = self.renew().await;
+                    let refresher = self.clone();
+                    tokio::spawn(async move {
+                        // A failure keeps the valid set; the next try is paced.
+                        let _ = refresher.renew().await;
+                        drop(flight);
+                    });
                 }
-                return Ok(self.read());
             }
             return Ok(set);
         }
@@ -216,9 +234,21 @@ impl Refresher {
     pub(crate) async fn after_refusal(&self, used: &Arc<Fetched>) -> Option<Arc<Fetched>> {
         let _flight = self.flight.lock().await;
         if Arc::ptr_eq(used, &self.read()) {
+            if !self.may_try(SystemTime::now()) {
+                // Renewed keys were refused too, a moment ago: no fetch per request.
+                return None;
+            }
             self.renew().await.ok()?;
         }
         Some(self.read())
+    }
+
+    /// Renewed keys were refused as well: the refusal is not the keys' age, and the next
+    /// renewal on a refusal waits its pause, as after a failed one.
+    pub(crate) fn refused_again(&self) {
+        let pause = self.read().pause(1);
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        *failures = (failures.0 + 1, Some(SystemTime::now() + pause));
     }
 
     /// Asks the provider once; on success the set is swapped whole, on failure the current
@@ -226,11 +256,18 @@ impl Refresher {
     async fn renew(&self) -> Result<(), String> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let provider = self.provider.name();
-        let answer = self.provider.provide().await;
+        let answer = tokio::time::timeout(PROVIDER_TIMEOUT, self.provider.provide()).await;
         let now = SystemTime::now();
-        let fetched = answer
-            .map_err(|e| e.to_string())
-            .and_then(|set| Fetched::new(&set, now).map_err(str::to_owned));
+        let current = self.read();
+        let fetched = match answer {
+            Err(_) => Err(format!("no answer within {PROVIDER_TIMEOUT:?}")),
+            Ok(answer) => answer.map_err(|e| e.to_string()).and_then(|set| {
+                // The same keys again (ECS hands out the old ones until it rotates them)
+                // keep their margin, so they are due at once and asked for after a pause.
+                let seen = (set.expires_at() == current.expires_at).then_some(current.margin);
+                Fetched::new(&set, now, seen).map_err(str::to_owned)
+            }),
+        };
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         match fetched {
             Ok(fetched) => {
@@ -270,6 +307,7 @@ mod tests {
             &CredentialSet::new(Credentials::aksk("AK", "SK").with_security_token("T"))
                 .expiring_at(now + lifetime),
             now,
+            None,
         )
         .unwrap()
     }

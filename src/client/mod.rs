@@ -270,8 +270,16 @@ impl IotdaClient {
                         match refresher.after_refusal(&keys).await {
                             Some(renewed) => {
                                 tracing::info!("sending again with renewed credentials");
-                                self.send_signed(&method, url, timeout, &renewed.signing)
-                                    .await
+                                let again = self
+                                    .send_signed(&method, url, timeout, &renewed.signing)
+                                    .await;
+                                if again
+                                    .as_ref()
+                                    .is_err_and(|e| e.kind() == ApiErrorKind::Unauthorized)
+                                {
+                                    refresher.refused_again();
+                                }
+                                again
                             }
                             None => Err(error),
                         }

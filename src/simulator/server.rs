@@ -378,6 +378,39 @@ impl Respond for Responder {
     }
 }
 
+/// The answer to a retry of `task`, and how long to hold it: the task restarted, or refused
+/// when it is not FAILED; or, when `lost` says so, an answer held for an hour (after the task
+/// is restarted, with `Some(true)`).
+fn retried(
+    state: &mut TaskState,
+    task: &str,
+    lost: Option<bool>,
+) -> (ResponseTemplate, Duration, Vec<(HeaderName, HeaderValue)>) {
+    if let Some(restarted) = lost {
+        if restarted {
+            let _ = state.retry(task);
+        }
+        // No client waits so long for an answer.
+        return (
+            ResponseTemplate::new(504),
+            Duration::from_secs(3600),
+            Vec::new(),
+        );
+    }
+    let template = match state.retry(task) {
+        Some(task) => ResponseTemplate::new(200).set_body_raw(
+            serde_json::to_string(&task).expect("a task serializes"),
+            "application/json",
+        ),
+        None => service_error(
+            400,
+            "SIMULATOR.TASK_NOT_RETRYABLE",
+            "Only a FAILED task can be retried.",
+        ),
+    };
+    (template, Duration::ZERO, Vec::new())
+}
+
 /// The answer to `request`, how long to hold it, and the headers of its own it sends.
 fn answer(
     shared: &Shared,
@@ -439,35 +472,13 @@ fn answer(
     let Some(state) = tasks.get_mut(&(instance.to_owned(), task.to_owned())) else {
         return at_once(task_not_found());
     };
-    let lost = if retry {
-        shared
+    if retry {
+        let lost = shared
             .lose_retry
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-    } else {
-        None
-    };
-    if let Some(restarted) = lost {
-        if restarted {
-            let _ = state.retry(task);
-        }
-        // Held for an hour: no client waits so long for an answer.
-        let held = ResponseTemplate::new(504);
-        return (held, Duration::from_secs(3600), Vec::new());
-    }
-    if retry {
-        return at_once(match state.retry(task) {
-            Some(task) => ResponseTemplate::new(200).set_body_raw(
-                serde_json::to_string(&task).expect("a task serializes"),
-                "application/json",
-            ),
-            None => service_error(
-                400,
-                "SIMULATOR.TASK_NOT_RETRYABLE",
-                "Only a FAILED task can be retried.",
-            ),
-        });
+            .take();
+        return retried(state, task, lost);
     }
     let (answer, delay) = state.advance(task);
     let template = match answer {

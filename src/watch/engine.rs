@@ -106,6 +106,21 @@ struct Timing {
     late_start: bool,
 }
 
+/// Where the wait's retries of a FAILED task stand.
+#[derive(Default)]
+struct Retries {
+    /// How many times the task was retried.
+    count: u32,
+    /// The task was seen FAILED and is to be retried before the next poll.
+    due: bool,
+    /// The last retry was sent and counted, and no answer of the service since has been
+    /// seen: the next read settles whether it restarted the task.
+    unconfirmed: bool,
+    /// The failure last retried, once the retry was answered: a read that shows it again is
+    /// older than the retry (a lagging replica), not a new failure.
+    failure: Option<FailureMark>,
+}
+
 /// What the wait has sent and seen.
 struct Seen {
     polls: u32,
@@ -117,18 +132,9 @@ struct Seen {
     /// answers to requests that started before it are older news.
     asked: u64,
     failures: u32,
-    /// How many times the task was retried.
-    retries: u32,
-    /// The task was seen FAILED and is to be retried before the next poll.
-    retry_due: bool,
-    /// The last retry was sent and counted, and no answer of the service since has been
-    /// seen: the next read settles whether it restarted the task.
-    retry_unconfirmed: bool,
+    retry: Retries,
     /// The window opening last reported with `WaitingForWindow`, in this status.
     window_noted: Option<jiff::Timestamp>,
-    /// The failure last retried, once the retry was answered: a read that shows it again is
-    /// older than the retry (a lagging replica), not a new failure.
-    retried_failure: Option<FailureMark>,
     last: Option<InstanceTask>,
     last_error: Option<ApiError>,
 }
@@ -160,11 +166,8 @@ impl<S: TaskSource> Engine<S> {
                 answered: false,
                 asked: feed.as_ref().map_or(0, |feed| feed.started()),
                 failures: 0,
-                retries: 0,
-                retry_due: false,
-                retry_unconfirmed: false,
+                retry: Retries::default(),
                 window_noted: None,
-                retried_failure: None,
                 last: None,
                 last_error: None,
             },
@@ -206,12 +209,12 @@ impl<S: TaskSource> Engine<S> {
         self.timing.next_poll = at(state.next_poll_at).min(self.timing.deadline);
         self.seen.polls = state.polls;
         self.seen.failures = state.failures;
-        self.seen.retries = state.retries;
-        self.seen.retried_failure = state.retried_failure;
+        self.seen.retry.count = state.retries;
+        self.seen.retry.failure = state.retried_failure;
         if state.retry_unconfirmed {
             // A retry went out and its answer was never seen: the task is read first; the
             // retry stays counted whatever the read shows.
-            self.seen.retry_unconfirmed = true;
+            self.seen.retry.unconfirmed = true;
             self.timing.next_poll = self.timing.next_poll.min(Instant::now());
         }
         self.seen.answered = state.last.is_some();
@@ -231,9 +234,9 @@ impl<S: TaskSource> Engine<S> {
             next_poll_at: self.timing.clock.timestamp(self.timing.next_poll),
             polls: self.seen.polls,
             failures: self.seen.failures,
-            retries: self.seen.retries,
-            retry_unconfirmed: self.seen.retry_unconfirmed,
-            retried_failure: self.seen.retried_failure.clone(),
+            retries: self.seen.retry.count,
+            retry_unconfirmed: self.seen.retry.unconfirmed,
+            retried_failure: self.seen.retry.failure.clone(),
             last: self.seen.last.clone(),
             schedule: SavedSchedule::save(self.timing.schedule.state(), &self.timing.clock),
         }
@@ -293,7 +296,7 @@ impl<S: TaskSource> Engine<S> {
             return self.timed_out();
         }
         let timeout = self.rules.request_timeout;
-        if self.seen.retry_due {
+        if self.seen.retry.due {
             // Boxed: a sleeping watcher does not carry the size of a retry in flight.
             return Box::pin(self.retry(timeout)).await;
         }
@@ -360,7 +363,7 @@ impl<S: TaskSource> Engine<S> {
             // Another wait on the task saw it since: retried already, or still FAILED.
             Gate::Answer(polled) => return self.take(&polled),
         }
-        self.seen.retry_due = false;
+        self.seen.retry.due = false;
         let claim = match &self.feed {
             None => None,
             Some(feed) => match feed.claim_retry(self.seen.asked) {
@@ -376,10 +379,10 @@ impl<S: TaskSource> Engine<S> {
             },
         };
         // Recorded before it is sent: a process stopped while it is out resumes with it spent.
-        self.seen.retries = self.seen.retries.saturating_add(1);
-        self.seen.retry_unconfirmed = true;
+        self.seen.retry.count = self.seen.retry.count.saturating_add(1);
+        self.seen.retry.unconfirmed = true;
         self.save();
-        let attempt = self.seen.retries;
+        let attempt = self.seen.retry.count;
         tracing::info!(
             attempt,
             detail = failed.status_detail.as_deref().unwrap_or_default(),
@@ -391,9 +394,12 @@ impl<S: TaskSource> Engine<S> {
             Some(Ok(answer)) => answer,
             Some(Err(_)) => Err(ApiError::no_answer_within(timeout)),
         };
-        if answer.as_ref().map_or_else(|e| e.status().is_some(), |_| true) {
+        if answer
+            .as_ref()
+            .map_or_else(|e| e.status().is_some(), |_| true)
+        {
             // The service answered: the retry's fate is known.
-            self.seen.retry_unconfirmed = false;
+            self.seen.retry.unconfirmed = false;
         }
         match answer {
             Ok(task) => {
@@ -412,8 +418,8 @@ impl<S: TaskSource> Engine<S> {
                     feed.hold_retries(Instant::now() + wait);
                 }
                 drop(claim);
-                self.seen.retries = self.seen.retries.saturating_sub(1);
-                self.seen.retry_due = true;
+                self.seen.retry.count = self.seen.retry.count.saturating_sub(1);
+                self.seen.retry.due = true;
                 self.seen.failures = self.seen.failures.saturating_add(1);
                 let wanted = self
                     .timing
@@ -537,8 +543,8 @@ impl<S: TaskSource> Engine<S> {
         // Another wait on the task retried it: that counts as this wait's retry too, whatever
         // this wait saw since, so that the waits on a task spend their retries together.
         if let (Some(failed), Ok(task)) = (&polled.retried, &polled.answer) {
-            self.seen.retries = self.seen.retries.saturating_add(1);
-            return self.retried(self.seen.retries, (**failed).clone(), task.clone());
+            self.seen.retry.count = self.seen.retry.count.saturating_add(1);
+            return self.retried(self.seen.retry.count, (**failed).clone(), task.clone());
         }
         self.answered(polled.answer.clone());
     }
@@ -546,8 +552,8 @@ impl<S: TaskSource> Engine<S> {
     /// Takes in the answer to a retry of the task after it was seen `failed`.
     fn retried(&mut self, attempt: u32, failed: InstanceTask, task: InstanceTask) {
         tracing::info!(attempt, status = %task.status_or_unknown(), "the task was retried");
-        self.seen.retry_due = false;
-        self.seen.retried_failure = FailureMark::of(&failed);
+        self.seen.retry.due = false;
+        self.seen.retry.failure = FailureMark::of(&failed);
         self.pending.push_back(TaskEvent::Retried {
             attempt,
             failed: Box::new(failed),
@@ -582,20 +588,21 @@ impl<S: TaskSource> Engine<S> {
         if task.status == Some(TaskStatus::Failed)
             && self
                 .seen
-                .retried_failure
+                .retry
+                .failure
                 .as_ref()
                 .is_some_and(|mark| mark.is(&task))
         {
             // The failure already retried, read again: older news than the retry's answer.
             tracing::debug!("a read older than the retry shows its failure; polling again");
             self.seen.answered = true;
-            self.seen.retry_unconfirmed = false;
+            self.seen.retry.unconfirmed = false;
             let delay = self.timing.schedule.after_failure();
             self.plan(delay);
             return;
         }
         self.seen.answered = true;
-        self.seen.retry_unconfirmed = false;
+        self.seen.retry.unconfirmed = false;
         self.seen.failures = 0;
         self.seen.last_error = None;
         tracing::debug!(
@@ -632,7 +639,7 @@ impl<S: TaskSource> Engine<S> {
                 }
             }
         }
-        self.seen.retry_due = false;
+        self.seen.retry.due = false;
         // The condition decides first; only an end in which it does not hold ends the wait
         // otherwise.
         let outcome = if self.rules.condition.holds(&task) {
@@ -644,10 +651,10 @@ impl<S: TaskSource> Engine<S> {
                     condition: self.rules.condition.clone(),
                 })),
                 Some(TaskStatus::Failed)
-                    if self.seen.retries < self.rules.retry_failed
+                    if self.seen.retry.count < self.rules.retry_failed
                         && Instant::now() < self.timing.deadline =>
                 {
-                    self.seen.retry_due = true;
+                    self.seen.retry.due = true;
                     None
                 }
                 Some(TaskStatus::Failed) => Some(Err(WaitError::Failed { task: task.clone() })),
@@ -661,7 +668,7 @@ impl<S: TaskSource> Engine<S> {
             return self.finish(outcome);
         }
         let now = Instant::now();
-        if self.seen.retry_due {
+        if self.seen.retry.due {
             self.timing.next_poll = now;
             return;
         }
@@ -769,7 +776,7 @@ impl<S: TaskSource> Engine<S> {
     }
 
     fn timed_out(&mut self) {
-        if self.seen.retry_due {
+        if self.seen.retry.due {
             // The task FAILED and its retry could not go before the deadline: that failure
             // is the outcome, not a timeout.
             let task = self.seen.last.clone().unwrap_or_default();

@@ -4,9 +4,9 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::clock::{to_system_time, Clock};
+use super::engine::FailureMark;
 use super::schedule::{Line, ScheduleState, Track};
 use crate::ids::{InstanceId, TaskId};
-use super::engine::FailureMark;
 use crate::model::InstanceTask;
 
 /// Everything a wait needs to go on in another process: which task, the absolute deadline,

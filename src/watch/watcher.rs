@@ -387,8 +387,11 @@ impl<S: TaskSource + 'static> TaskWatcher<S> {
             let bound = (&self.source as &dyn std::any::Any).downcast_ref::<BoundTask>();
             self.settings.feed = bound.map(|bound| bound.feed().clone());
         }
-        let engine: Box<dyn engine::Run> =
-            Box::new(engine::Engine::new(self.source, self.settings, self.on_state));
+        let engine: Box<dyn engine::Run> = Box::new(engine::Engine::new(
+            self.source,
+            self.settings,
+            self.on_state,
+        ));
         TaskEvents::new(engine, self.on_checkpoint)
     }
 

@@ -110,7 +110,7 @@ async fn prepare(args: &Args) -> Result<Prepared, String> {
         let project = if project_id.is_some() {
             "given"
         } else {
-            "looked up"
+            "found"
         };
         note!(
             "iotda-wait: credentials from {}; project {} ({project})",

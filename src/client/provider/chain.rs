@@ -8,7 +8,9 @@ use super::{
 };
 
 /// Providers asked in turn; the first that yields supplies the client, and renews its
-/// credentials from then on.
+/// credentials from then on. A provider that does not apply here is passed over; one that
+/// applies and fails (a file that does not parse, a service that refuses) stops the chain, so
+/// that a half-made setting is reported rather than another identity quietly taken.
 ///
 /// ```
 /// use iotda_task_watcher::client::provider::{ProfileFile, ProviderChain};
@@ -79,7 +81,11 @@ impl ProviderChain {
                 }
                 Err(why) => {
                     tracing::debug!(provider = provider.name(), %why, "no credentials here");
+                    let failed = !why.is_not_applicable();
                     tried.push((provider.name().to_owned(), why));
+                    if failed {
+                        break;
+                    }
                 }
             }
         }

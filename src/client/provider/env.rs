@@ -57,9 +57,9 @@ impl ProvideCredentials for Environment {
 /// The AK/SK (and token) in the environment.
 fn fixed() -> Result<CredentialSet, ProviderError> {
     let not_applicable = |e: EnvError| ProviderError::NotApplicable(e.to_string());
-    let credentials = Credentials::aksk(var(ENV_AK).map_err(not_applicable)?, {
-        var(ENV_SK).map_err(not_applicable)?
-    });
+    let ak = var(ENV_AK).map_err(not_applicable)?;
+    let sk = var(ENV_SK).map_err(|e| ProviderError::Failed(format!("{ENV_AK} is set, but {e}")))?;
+    let credentials = Credentials::aksk(ak, sk);
     Ok(CredentialSet::new(match var(ENV_SECURITY_TOKEN) {
         Ok(token) => credentials.with_security_token(token),
         Err(_) => credentials,

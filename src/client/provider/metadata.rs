@@ -10,6 +10,8 @@ use crate::env::{var, ENV_METADATA_ENDPOINT};
 
 /// The metadata service's address on every ECS instance.
 const DEFAULT_BASE: &str = "http://169.254.169.254";
+/// How long the first request may take before the service is taken to be absent.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 /// What the service says on an instance with no agency.
 const NO_AGENCY: &str = "Please configure Cloud Service Agency first";
 
@@ -59,10 +61,13 @@ impl EcsMetadata {
 
     /// The session token, or `None` where the service has none.
     async fn session_token(&self, base: &str) -> Result<Option<Zeroizing<String>>, ProviderError> {
+        // The first request probes for the service: off ECS, whatever takes the connection
+        // at the address gets a second to answer.
         let response = self
             .http
             .put(format!("{base}/meta-data/latest/api/token"))
             .header("X-Metadata-Token-Ttl-Seconds", "21600")
+            .timeout(PROBE_TIMEOUT)
             .send()
             .await
             .map_err(|e| unreachable(base, e))?;

@@ -89,7 +89,7 @@ impl ProvideCredentials for ProfileFile {
             };
             let shown = path.display().to_string();
             let basic = section(&text, "basic").ok_or_else(|| {
-                ProviderError::Failed(format!("{NAME}: {shown} has no [basic] section"))
+                ProviderError::NotApplicable(format!("{shown} has no [basic] section"))
             })?;
             let set = match (basic.get("ak"), basic.get("sk"), basic.get("idp_id"), basic.get("id_token_file")) {
                 (_, _, Some(idp), Some(file)) => {

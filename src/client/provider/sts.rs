@@ -123,7 +123,9 @@ impl ProvideCredentials for OidcSts {
                 .body(body.as_bytes().to_vec())
                 .send()
                 .await
-                .map_err(|e| ProviderError::Failed(format!("{OIDC}: {}", describe(&e))))?;
+                .map_err(|e| {
+                    ProviderError::Failed(format!("{OIDC}: {}", describe(&e.without_url())))
+                })?;
             let (status, body) = read(OIDC, response).await?;
             if !status.is_success() {
                 return Err(ProviderError::Failed(format!(
@@ -166,7 +168,9 @@ impl Federated {
 
     pub(super) async fn provide(&self) -> Result<CredentialSet, ProviderError> {
         let name = self.name;
-        let failed = |e: reqwest::Error| ProviderError::Failed(format!("{name}: {}", describe(&e)));
+        let failed = |e: reqwest::Error| {
+            ProviderError::Failed(format!("{name}: {}", describe(&e.without_url())))
+        };
         let id_token = self.token.read(name)?;
         let body = Zeroizing::new(
             json!({ "auth": { "id_token": { "id": id_token.as_str() } } }).to_string(),
