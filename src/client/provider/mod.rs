@@ -12,8 +12,8 @@
 //! | [`PodIdentity`] | `HC_CONTAINER_CREDENTIALS_FULL_URI` and `HC_CONTAINER_AUTHORIZATION_TOKEN_FILE` are set (a CCE pod) | temporary keys |
 //! | [`EcsMetadata`] | the instance metadata service answers (an ECS instance with an agency) | temporary keys |
 //!
-//! A provider that does not apply says why, and the next is tried; when none yields, the
-//! error lists each and why. Your own source (a vault, a secrets manager) is a
+//! A provider that does not apply says why, and the next is tried; one that applies and fails
+//! stops the chain; the error lists each provider tried and why. Your own source (a vault, a secrets manager) is a
 //! [`ProvideCredentials`] given to
 //! [`IotdaClientBuilder::credentials_provider`](super::IotdaClientBuilder::credentials_provider).
 //!
@@ -23,15 +23,18 @@
 //! eighth of their lifetime is left (1-hour keys 7.5 minutes early, after ECS has rotated
 //! them, 10 minutes before their expiry; 15-minute STS keys about 2 minutes early; 12-hour
 //! keys 10 minutes early). So a wait that outlives many sets fetches about once per lifetime,
-//! never once per request, and a failed renewal still has room to be tried again. One fetch serves
-//! every request of the client: requests that find the renewal under way go on with the set
-//! they have while it is valid. A set is swapped whole, so no request is signed with the key
-//! of one set and the token of another. A failed renewal keeps the valid set and is tried
-//! again after a growing pause (from a twentieth of the margin, at most 5 s, doubling up to a
-//! quarter of it), never once per request; only a set that has expired fails a request, with
-//! an error naming the provider. A request refused with 401 while signed with fetched
-//! credentials renews them once and is sent once more. Fixed credentials are never fetched
-//! again.
+//! never once per request, and a failed renewal still has room to be tried again.
+//!
+//! One fetch serves every request of the client: the first request that finds the set due
+//! starts the renewal in the background, and every request goes on with the valid set
+//! meanwhile; only a set that has expired makes requests wait for it. A set is swapped whole,
+//! so no request is signed with the key of one set and the token of another. A failed renewal
+//! (an error, no answer within 30 s, keys that have expired already) keeps the valid set and
+//! is tried again after a growing pause (from a twentieth of the margin, at most 5 s,
+//! doubling up to a quarter of it); only a set that has expired fails a request, with an error
+//! naming the provider. A request refused with 401 while signed with fetched credentials
+//! renews them once and is sent once more; when the renewed keys are refused too, the next
+//! renewal on a refusal waits its pause. Fixed credentials are never fetched again.
 //!
 //! # Endpoints
 //!
