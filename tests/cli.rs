@@ -972,9 +972,27 @@ async fn a_second_process_resumes_the_wait_from_the_state_dir() {
     );
     assert_eq!(lines[0]["from"], "RUNNING");
     assert_eq!(lines.last().unwrap()["outcome"], "success");
-    assert!(!file.exists(), "the state goes when the wait ends");
+    let kept: Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("the end is kept")).unwrap();
+    assert_eq!(kept["deadline"].as_str(), Some(deadline.as_str()));
+    assert_eq!(kept["last"]["status"], "SUCCESS");
+
+    // A run after the end reports it again, after one poll.
+    let polls = sim.polls(&instance(), &task(1));
+    let out = run(command(&sim, &args)).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json().last().unwrap()["outcome"], "success");
+    assert_eq!(sim.polls(&instance(), &task(1)), polls + 1);
+
+    // --fresh starts over: a new deadline.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let mut fresh = args.to_vec();
+    fresh.insert(0, "--fresh");
+    let out = run(command(&sim, &fresh)).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let renewed: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_ne!(renewed["deadline"].as_str(), Some(deadline.as_str()));
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(!deadline.is_empty());
 }
 
 #[cfg(unix)]

@@ -96,11 +96,18 @@ pub struct Args {
     #[arg(long, value_name = "RFC3339", value_parser = parse_deadline)]
     pub deadline: Option<jiff::Timestamp>,
 
-    /// Keeps each wait's state in DIR/<task_id>.json while it runs, and resumes from it when
-    /// present: the same deadline, the last state seen, the schedule. Removed when the wait ends
-    /// (kept when it is interrupted).
+    /// Keeps each wait's state in DIR/<task_id>.json, written whole after every answer and
+    /// before every retry, and resumes from it when present: the same deadline, the last state
+    /// seen, the retries spent. It is kept when the wait ends: a later run with the same ids
+    /// reports the same outcome (after one poll) and retries nothing already retried. One
+    /// process at a time waits for a task (DIR/<task_id>.lock); another waits for it to finish.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<std::path::PathBuf>,
+
+    /// With --state-dir: forgets the tasks' saved states first, and starts over (a new
+    /// deadline, no retries spent).
+    #[arg(long, requires = "state_dir")]
+    pub fresh: bool,
 
     /// The first delay between polls, and the delay after a maintenance window opens; at
     /// least 10ms.

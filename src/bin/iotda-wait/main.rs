@@ -50,7 +50,7 @@ fn main() -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
-    let (client, instance_id, task_ids, saved) = match runtime.block_on(prepare(&args)) {
+    let (client, instance_id, task_ids, saved, _locks) = match runtime.block_on(prepare(&args)) {
         Ok(ready) => ready,
         Err(message) => {
             note!("iotda-wait: {message}");
@@ -61,7 +61,13 @@ fn main() -> ExitCode {
 }
 
 /// Everything that can be refused before a request is sent.
-type Prepared = (IotdaClient, InstanceId, Vec<TaskId>, Vec<Option<WaitState>>);
+type Prepared = (
+    IotdaClient,
+    InstanceId,
+    Vec<TaskId>,
+    Vec<Option<WaitState>>,
+    Vec<state::TaskLock>,
+);
 
 async fn prepare(args: &Args) -> Result<Prepared, String> {
     args.check()?;
@@ -118,17 +124,23 @@ async fn prepare(args: &Args) -> Result<Prepared, String> {
             client.project_id()
         );
     }
-    let saved = match &args.state_dir {
+    let mut saved = Vec::with_capacity(task_ids.len());
+    let mut locks = Vec::new();
+    match &args.state_dir {
         Some(dir) => {
             state::check_writable(dir)?;
-            task_ids
-                .iter()
-                .map(|id| state::load(dir, &instance_id, id))
-                .collect::<Result<Vec<_>, _>>()?
+            for id in &task_ids {
+                // The lock first: the state read after it is the last one written.
+                locks.push(state::lock(dir, id).await?);
+                if args.fresh {
+                    state::forget(dir, id)?;
+                }
+                saved.push(state::load(dir, &instance_id, id)?);
+            }
         }
-        None => vec![None; task_ids.len()],
-    };
-    Ok((client, instance_id, task_ids, saved))
+        None => saved.resize(task_ids.len(), None),
+    }
+    Ok((client, instance_id, task_ids, saved, locks))
 }
 
 async fn run(
@@ -176,7 +188,7 @@ async fn run(
                 watcher = watcher.resume_from(state);
             }
             if let Some(dir) = &args.state_dir {
-                watcher = watcher.on_checkpoint(state::saver(state::path(dir, id)));
+                watcher = watcher.on_state(state::saver(state::path(dir, id)));
             }
             (i, watcher)
         })

@@ -1,12 +1,30 @@
-//! `--state-dir`: each wait's state on disk while it runs, so that a retried job resumes it.
+//! `--state-dir`: each wait's state on disk, so that a job killed and retried resumes it, and
+//! a run after the end reports it again.
+//!
+//! - `DIR/<task_id>.json` holds the wait's state, written after every answer, before every
+//!   retry (counted, so that a kill while it is out leaves it spent) and at the end, which is
+//!   kept: a later run with the same ids resumes from it, polls once to confirm, and spends no
+//!   retry already spent. `--fresh` removes it first.
+//! - Each write is whole or absent: a temporary file, synced, renamed over the old one, and
+//!   the folder synced, so a reader (or a process killed mid-write) finds the old state or the
+//!   new, never half of one.
+//! - `DIR/<task_id>.lock` is held (an advisory `flock`) while a process waits for the task: a
+//!   second process on the same task waits for the first to finish, then reports the outcome
+//!   kept. The kernel releases the lock of a process that dies, however it dies.
 
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use iotda_task_watcher::watch::WaitState;
-use iotda_task_watcher::{InstanceId, TaskEvent, TaskId, WaitError};
+use iotda_task_watcher::{InstanceId, TaskId};
 
 pub fn path(dir: &Path, task: &TaskId) -> PathBuf {
     dir.join(format!("{task}.json"))
+}
+
+fn lock_path(dir: &Path, task: &TaskId) -> PathBuf {
+    dir.join(format!("{task}.lock"))
 }
 
 /// Makes sure the state directory exists and takes files, before any request: a wait that
@@ -24,8 +42,68 @@ pub fn check_writable(dir: &Path) -> Result<(), String> {
     std::fs::remove_file(&probe).map_err(refuse)
 }
 
+/// Removes the saved state of `task`, for `--fresh`.
+pub fn forget(dir: &Path, task: &TaskId) -> Result<(), String> {
+    let file = path(dir, task);
+    match std::fs::remove_file(&file) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(format!("--fresh: cannot remove {}: {e}", file.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The lock of one task in a state directory, held while this process waits for it.
+pub struct TaskLock {
+    _file: File,
+}
+
+/// Takes the lock of `task`; while another process holds it, says who on stderr and waits
+/// for it to finish (a dead process's lock is released by the kernel).
+pub async fn lock(dir: &Path, task: &TaskId) -> Result<TaskLock, String> {
+    let path = lock_path(dir, task);
+    let cannot = |e: std::io::Error| format!("cannot lock {}: {e}", path.display());
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(cannot)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let holder = if holder.is_empty() {
+                "another process".to_owned()
+            } else {
+                holder.to_owned()
+            };
+            note!(
+                "iotda-wait: {task}: waiting for {holder}, which holds {}, to finish",
+                path.display()
+            );
+            file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+                .await
+                .map_err(|e| format!("cannot lock {}: {e}", path.display()))?
+                .map_err(cannot)?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(cannot(e)),
+    }
+    // Who holds it, for the next process that finds it taken.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let me = format!("process {} on {}", std::process::id(), host.trim());
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(me.as_bytes()));
+    Ok(TaskLock { _file: file })
+}
+
 /// The saved state of `task`, if any. A file that cannot be used is an error rather than a
-/// fresh start, which would lose the first attempt's deadline.
+/// fresh start, which would lose the first attempt's deadline and spent retries.
 pub fn load(dir: &Path, instance: &InstanceId, task: &TaskId) -> Result<Option<WaitState>, String> {
     let file = path(dir, task);
     let bytes = match std::fs::read(&file) {
@@ -35,39 +113,44 @@ pub fn load(dir: &Path, instance: &InstanceId, task: &TaskId) -> Result<Option<W
     };
     let state: WaitState = serde_json::from_slice(&bytes).map_err(|e| {
         format!(
-            "{} is not a saved wait ({e}); remove it to start afresh",
+            "{} is not a saved wait ({e}); pass --fresh to start over (its deadline and spent \
+             retries are then forgotten)",
             file.display()
         )
     })?;
     if state.instance_id() != Some(instance) || state.task_id() != Some(task) {
         return Err(format!(
-            "{} belongs to another wait; remove it to start afresh",
+            "{} belongs to another wait; pass --fresh to start over",
             file.display()
         ));
     }
     Ok(Some(state))
 }
 
-/// Keeps a wait's state in `file`: written after each event (aside, then renamed, so that a
-/// kill mid-write leaves the last good state), removed when the wait ends, unless it was
-/// interrupted, so that the next attempt resumes it.
-pub fn saver(file: PathBuf) -> impl FnMut(&TaskEvent, Option<WaitState>) + Send + 'static {
-    move |event, state| {
-        let result = match state {
-            Some(state) => {
-                let part = file.with_extension("json.part");
-                let json = serde_json::to_vec_pretty(&state).expect("a wait state serializes");
-                std::fs::write(&part, json).and_then(|()| std::fs::rename(&part, &file))
+/// Keeps a wait's state in `file`, whole: written aside, synced, renamed over the old one,
+/// and the folder synced.
+pub fn saver(file: PathBuf) -> impl FnMut(&WaitState) + Send + 'static {
+    let mut warned = false;
+    move |state| {
+        if let Err(e) = write(&file, state) {
+            if !std::mem::replace(&mut warned, true) {
+                note!("iotda-wait: cannot update {}: {e}", file.display());
             }
-            // Interrupted: the state stays for the next attempt.
-            None if matches!(event.outcome(), Some(Err(WaitError::Cancelled { .. }))) => Ok(()),
-            None => match std::fs::remove_file(&file) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                other => other,
-            },
-        };
-        if let Err(e) = result {
-            note!("iotda-wait: cannot update {}: {e}", file.display());
         }
     }
+}
+
+/// Writes `state` to `file` so that a reader finds the old state or the new, never half.
+pub fn write(file: &Path, state: &WaitState) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+    let part = file.with_extension(format!("json.{}.part", std::process::id()));
+    let mut out = File::create(&part)?;
+    out.write_all(&json)?;
+    out.sync_all()?;
+    drop(out);
+    std::fs::rename(&part, file)?;
+    if let Some(dir) = file.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
