@@ -93,6 +93,42 @@ impl WaitState {
         self.retries
     }
 
+    /// Writes the state to `path` whole: to a temporary file beside it, synced to disk, renamed
+    /// over `path`, and the folder synced. A reader, or a process killed mid-write, finds the
+    /// state before or this one, never half of one; once this returns, the state survives a
+    /// crash of the machine.
+    ///
+    /// ```no_run
+    /// # fn run(watcher: iotda_task_watcher::TaskWatcher) {
+    /// let watcher = watcher.on_state(|state| {
+    ///     if let Err(e) = state.write_to("wait.json") {
+    ///         eprintln!("cannot keep the wait's state: {e}");
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// The file system's error when the state cannot be written, synced or renamed.
+    pub fn write_to(&self, path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let path = path.as_ref();
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        let mut part = path.as_os_str().to_owned();
+        part.push(format!(".{}.part", std::process::id()));
+        let part = std::path::PathBuf::from(part);
+        let mut out = std::fs::File::create(&part)?;
+        out.write_all(&json)?;
+        out.sync_all()?;
+        drop(out);
+        std::fs::rename(&part, path)?;
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => std::path::Path::new("."),
+        };
+        std::fs::File::open(dir)?.sync_all()
+    }
+
     /// Whether the last retry was sent without its answer being seen (the process stopped,
     /// or the answer never came). It is counted in [`retries`](Self::retries) all the same:
     /// a wait resumed from this state reads the task first, and never restarts it more often

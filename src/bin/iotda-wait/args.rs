@@ -96,8 +96,8 @@ pub struct Args {
     #[arg(long, value_name = "RFC3339", value_parser = parse_deadline)]
     pub deadline: Option<jiff::Timestamp>,
 
-    /// Keeps each wait's state in DIR/<task_id>.json, written whole after every answer and
-    /// before every retry, and resumes from it when present: the same deadline, the last state
+    /// Keeps each wait's state in DIR/<task_id>.json, written whole when the task changes and
+    /// before every retry (otherwise at most every 2s), and resumes from it when present: the same deadline, the last state
     /// seen, the retries spent. It is kept when the wait ends: a later run with the same ids
     /// reports the same outcome (after one poll) and retries nothing already retried. One
     /// process at a time waits for a task (DIR/<task_id>.lock); another waits for it to finish.

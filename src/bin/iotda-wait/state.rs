@@ -1,9 +1,9 @@
 //! `--state-dir`: each wait's state on disk, so that a job killed and retried resumes it, and
 //! a run after the end reports it again.
 //!
-//! - `DIR/<task_id>.json` holds the wait's state, written after every answer, before every
-//!   retry (counted, so that a kill while it is out leaves it spent) and at the end, which is
-//!   kept: a later run with the same ids resumes from it, polls once to confirm, and spends no
+//! - `DIR/<task_id>.json` holds the wait's state, written when an answer changes the task,
+//!   before every retry (counted, so that a kill while it is out leaves it spent), at the end,
+//!   and otherwise at most every two seconds. The end is kept: a later run with the same ids resumes from it, polls once to confirm, and spends no
 //!   retry already spent. `--fresh` removes it first.
 //! - Each write is whole or absent: a temporary file, synced, renamed over the old one, and
 //!   the folder synced, so a reader (or a process killed mid-write) finds the old state or the
@@ -15,6 +15,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use iotda_task_watcher::watch::WaitState;
 use iotda_task_watcher::{InstanceId, TaskId};
@@ -127,30 +128,34 @@ pub fn load(dir: &Path, instance: &InstanceId, task: &TaskId) -> Result<Option<W
     Ok(Some(state))
 }
 
-/// Keeps a wait's state in `file`, whole: written aside, synced, renamed over the old one,
-/// and the folder synced.
+/// How often a wait whose state changed only in its counts and schedule is written: a state
+/// write costs more CPU than the poll it follows (see `docs/benchmarks.md`), so a wait polled
+/// many times a second is not written as often.
+const EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps a wait's state in `file`, whole (see [`WaitState::write_to`]): at once when the task,
+/// the retries or the end changed; otherwise at most every two seconds, so that a process
+/// killed between writes resumes at most two seconds of polls behind.
 pub fn saver(file: PathBuf) -> impl FnMut(&WaitState) + Send + 'static {
     let mut warned = false;
+    let mut written: Option<(Instant, WaitState)> = None;
     move |state| {
-        if let Err(e) = write(&file, state) {
-            if !std::mem::replace(&mut warned, true) {
-                note!("iotda-wait: cannot update {}: {e}", file.display());
+        let news = written.as_ref().is_none_or(|(at, before)| {
+            before.last() != state.last()
+                || before.retries() != state.retries()
+                || before.retry_unconfirmed() != state.retry_unconfirmed()
+                || at.elapsed() >= EVERY
+        });
+        if !news {
+            return;
+        }
+        match state.write_to(&file) {
+            Ok(()) => written = Some((Instant::now(), state.clone())),
+            Err(e) => {
+                if !std::mem::replace(&mut warned, true) {
+                    note!("iotda-wait: cannot update {}: {e}", file.display());
+                }
             }
         }
     }
-}
-
-/// Writes `state` to `file` so that a reader finds the old state or the new, never half.
-pub fn write(file: &Path, state: &WaitState) -> std::io::Result<()> {
-    let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-    let part = file.with_extension(format!("json.{}.part", std::process::id()));
-    let mut out = File::create(&part)?;
-    out.write_all(&json)?;
-    out.sync_all()?;
-    drop(out);
-    std::fs::rename(&part, file)?;
-    if let Some(dir) = file.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
