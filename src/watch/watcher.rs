@@ -168,7 +168,7 @@ impl<S: TaskSource> TaskWatcher<S> {
     /// [`IotdaClient::retry_task`]). Each retry is a [`TaskEvent::Retried`], carrying the
     /// failure that led to it; its answer is a snapshot like any other, and the wait goes on
     /// under the same deadline. A throttled retry goes again after the server's wait; any other
-    /// error ends the wait with [`WaitError::Api`](super::WaitError::Api). Once the retries
+    /// refusal ends the wait with [`WaitError::Api`](super::WaitError::Api). Once the retries
     /// are spent, the next FAILED ends it with [`WaitError::Failed`](super::WaitError::Failed).
     /// Waits on one task through one client retry each failure once, and each counts it.
     /// Default 0: never.
@@ -179,12 +179,15 @@ impl<S: TaskSource> TaskWatcher<S> {
     ///   fail again for the same reason (a quota, a bad configuration), and running a change
     ///   again may cost money.
     /// - Waits share a retry only through one client: two clients, or two processes, waiting
-    ///   for the same task each retry it on their own.
-    /// - The count of retries is saved in a [`WaitState`] with each checkpoint; a retry sent
-    ///   after the last checkpoint and before the process stopped is not in it.
-    /// - A retry with no answer (a timeout, a reset connection) ends the wait with
-    ///   [`WaitError::Api`](super::WaitError::Api); whether the service restarted the task is
-    ///   then unknown until the task is read again.
+    ///   for the same task each retry it on their own (`iotda-wait --state-dir` lets one
+    ///   process at a time wait for a task).
+    /// - A retry is counted before it is sent, and [`on_state`](Self::on_state) saves it so:
+    ///   a wait resumed after its process stopped while the retry was out reads the task first
+    ///   and counts that retry as spent, whatever the read shows. A state saved only by
+    ///   [`on_checkpoint`](Self::on_checkpoint) (after events) can miss it.
+    /// - A retry with no answer (a timeout, a reset connection, a server error) stays spent,
+    ///   and the task is read at once to learn whether it restarted; a refused one (e.g. 400)
+    ///   ends the wait with [`WaitError::Api`](super::WaitError::Api).
     pub fn retry_failed(mut self, times: u32) -> Self {
         self.settings.retry_failed = times;
         self
