@@ -98,7 +98,10 @@ async fn killed_at_random_moments_it_never_restarts_a_task_more_than_allowed() {
     let (mut killed, mut ended, mut retry_out) = (0, 0, 0);
     // Until `runs` kills (a run that ends first counts as a run, not a kill).
     while killed < runs {
-        assert!(killed + ended < runs * 5, "{ended} runs ended before their kill");
+        assert!(
+            killed + ended < runs * 20,
+            "{ended} runs ended before their kill"
+        );
         let mut child = command(&sim, &dir, allowed).spawn().unwrap();
         let after = Duration::from_micros(rng.u64(0..25_000));
         tokio::select! {
