@@ -1042,7 +1042,29 @@ async fn a_state_file_that_cannot_be_used_is_refused() {
     .await;
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("is not a saved wait"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--fresh"),
+        "says how to start over: {}",
+        out.stderr
+    );
     assert_eq!(sim.requests(), 0);
+    // --fresh starts over on purpose.
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify).succeed(),
+    );
+    let out = run(command(
+        &sim,
+        &[
+            "--state-dir",
+            dir.to_str().unwrap(),
+            "--fresh",
+            task(1).as_str(),
+        ],
+    ))
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
