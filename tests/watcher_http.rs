@@ -12,7 +12,7 @@ use iotda_task_watcher::client::ApiErrorKind;
 use iotda_task_watcher::simulator::{Fault, TaskScript};
 use iotda_task_watcher::watch::PollPolicy;
 use iotda_task_watcher::{
-    wait_all, wait_for_task, TaskEvent, TaskStatus, TaskType, TaskWatcher, WaitError,
+    wait_all, wait_for_task, watch_many, TaskEvent, TaskStatus, TaskType, TaskWatcher, WaitError,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -328,6 +328,21 @@ async fn a_retry_cut_off_before_it_reached_the_service_is_spent_all_the_same() {
     assert_eq!(restarts, 1);
     assert!(
         matches!(events.last(), Some(TaskEvent::Done(Ok(t))) if t.status == Some(TaskStatus::Success)),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn any_limit_on_requests_in_flight_is_taken_even_the_largest() {
+    let sim = simulate(modify().succeed()).await;
+    let (instance, task) = ids();
+    let client = client(&sim.uri());
+    let all = wait_all(&client, &instance, [task.clone()], usize::MAX).await;
+    assert!(all[0].1.is_ok(), "{all:?}");
+    let watchers = [(0, fast(TaskWatcher::new(&client, &instance, &task)))];
+    let events: Vec<_> = watch_many(watchers, usize::MAX).collect().await;
+    assert!(
+        matches!(events.last(), Some((0, TaskEvent::Done(Ok(_))))),
         "{events:?}"
     );
 }

@@ -9,8 +9,10 @@ use super::{Outcome, TaskEvent, TaskSource, TaskWatcher};
 use crate::{InstanceId, IotdaClient, TaskId};
 
 /// Runs many waits at once and merges their events, each tagged with its key. At most
-/// `max_in_flight` polls are in flight together (at least one); every wait keeps its own
-/// schedule and deadline. The stream ends after every wait's [`TaskEvent::Done`].
+/// `max_in_flight` polls are in flight together: at least one, and a number past what a
+/// semaphore can count ([`Semaphore::MAX_PERMITS`], about 2^61) means no limit. Every wait
+/// keeps its own schedule and deadline. The stream ends after every wait's
+/// [`TaskEvent::Done`].
 ///
 /// ```no_run
 /// # async fn run(client: iotda_task_watcher::IotdaClient, instance: iotda_task_watcher::InstanceId,
@@ -35,7 +37,9 @@ where
     K: Clone + Send + Unpin + 'static,
     S: TaskSource + 'static,
 {
-    let limiter = Arc::new(Semaphore::new(max_in_flight.max(1)));
+    let limiter = Arc::new(Semaphore::new(
+        max_in_flight.clamp(1, Semaphore::MAX_PERMITS),
+    ));
     futures::stream::select_all(watchers.into_iter().map(|(key, watcher)| {
         watcher
             .request_limiter(limiter.clone())
@@ -44,8 +48,8 @@ where
     }))
 }
 
-/// Waits for every task with the default settings, at most `max_in_flight` polls at a time.
-/// The outcomes come back in the order of `task_ids`.
+/// Waits for every task with the default settings, at most `max_in_flight` polls at a time
+/// (as [`watch_many`] counts them). The outcomes come back in the order of `task_ids`.
 #[allow(
     clippy::missing_panics_doc,
     reason = "cannot panic: every event stream ends with TaskEvent::Done"
