@@ -126,6 +126,15 @@ pub struct BudgetStats {
     pub adaptive_rate: Option<f64>,
 }
 
+/// A token taken for a turn that has not come yet: given back if the wait gives up its turn.
+struct Owed<'a>(&'a Budget);
+
+impl Drop for Owed<'_> {
+    fn drop(&mut self) {
+        self.0.give_back();
+    }
+}
+
 /// A token bucket.
 #[derive(Debug)]
 struct Bucket {
@@ -151,15 +160,13 @@ impl Bucket {
         self.at = now;
     }
 
-    /// How long until a token is there (zero when one is).
+    /// How long until a token is there (zero when one is; `Duration::MAX` when the rate is too
+    /// low for a `Duration` to say).
     fn wait(&self) -> Duration {
         if self.tokens >= 1.0 {
             Duration::ZERO
         } else {
-            // A rate so low that the wait overflows a Duration waits a day, then looks again.
-            Duration::try_from_secs_f64((1.0 - self.tokens) / self.rate)
-                .unwrap_or(Duration::MAX)
-                .min(Duration::from_secs(86_400))
+            Duration::try_from_secs_f64((1.0 - self.tokens) / self.rate).unwrap_or(Duration::MAX)
         }
     }
 }
@@ -245,8 +252,6 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct Budget {
     config: RequestBudget,
-    /// Polls waiting for a token, first come first served.
-    queue: tokio::sync::Mutex<()>,
     state: Mutex<State>,
     /// Whether taking a token may have to wait: a fixed cap, or an engaged limiter.
     limited: AtomicBool,
@@ -272,7 +277,6 @@ impl Budget {
                     rate: 0.0,
                 },
             }),
-            queue: tokio::sync::Mutex::new(()),
             config,
             requests: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
@@ -288,6 +292,11 @@ impl Budget {
     }
 
     /// Waits for a token, in turn; returns when the request may go.
+    ///
+    /// The turn is a reservation: the next token of every bucket is taken at once (a bucket
+    /// may owe tokens), and the wait is the time until they are paid back. So polls go in the
+    /// order they asked, and no wait holds anything while it sleeps: a wait whose future is
+    /// left unpolled (a stream nobody reads) keeps its one token, not the queue.
     pub(crate) async fn acquire(&self) {
         if !self.limited.load(Ordering::Acquire) {
             self.requests.fetch_add(1, Ordering::Relaxed);
@@ -297,42 +306,62 @@ impl Budget {
             return;
         }
         let queued = Instant::now();
-        let _turn = self.queue.lock().await;
-        loop {
-            let wait = {
-                let mut state = self.state();
-                let now = Instant::now();
-                let State {
-                    fixed,
-                    adaptive,
-                    meter,
-                } = &mut *state;
-                let buckets = fixed
-                    .iter_mut()
-                    .chain(adaptive.as_mut().map(|a| &mut a.bucket));
-                let mut wait = Duration::ZERO;
-                let mut all: Vec<&mut Bucket> = Vec::with_capacity(2);
-                for bucket in buckets {
-                    bucket.refill(now);
-                    wait = wait.max(bucket.wait());
-                    all.push(bucket);
-                }
-                if wait.is_zero() {
-                    for bucket in all {
-                        bucket.tokens -= 1.0;
-                    }
-                    meter.sent(now);
-                }
-                wait
-            };
-            if wait.is_zero() {
-                break;
+        let wait = {
+            let mut state = self.state();
+            let State {
+                fixed, adaptive, ..
+            } = &mut *state;
+            let buckets = fixed
+                .iter_mut()
+                .chain(adaptive.as_mut().map(|a| &mut a.bucket));
+            let mut wait = Duration::ZERO;
+            for bucket in buckets {
+                bucket.refill(queued);
+                wait = wait.max(bucket.wait());
+                bucket.tokens -= 1.0;
             }
-            tokio::time::sleep(wait).await;
+            wait
+        };
+        // A wait that gives up its turn (cancelled, or another wait's answer came first)
+        // gives its token back.
+        if !wait.is_zero() {
+            let owed = Owed(self);
+            match queued.checked_add(wait) {
+                Some(turn) => tokio::time::sleep_until(turn).await,
+                // A rate so low that the turn is past what a clock can say: it never comes.
+                None => std::future::pending().await,
+            }
+            std::mem::forget(owed);
+        }
+        if self.config.adaptive {
+            self.state().meter.sent(Instant::now());
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let waited = u64::try_from(queued.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.waited_ns.fetch_add(waited, Ordering::Relaxed);
+    }
+
+    /// Gives back a token taken for a request that was not sent (the poll joined another
+    /// wait's request instead), so that the next poll in line goes sooner.
+    pub(crate) fn refund(&self) {
+        self.requests.fetch_sub(1, Ordering::Relaxed);
+        if self.limited.load(Ordering::Acquire) {
+            self.give_back();
+        }
+    }
+
+    /// Puts one token back in every bucket.
+    fn give_back(&self) {
+        let mut state = self.state();
+        let State {
+            fixed, adaptive, ..
+        } = &mut *state;
+        for bucket in fixed
+            .iter_mut()
+            .chain(adaptive.as_mut().map(|a| &mut a.bucket))
+        {
+            bucket.tokens = (bucket.tokens + 1.0).min(bucket.capacity);
+        }
     }
 
     /// Takes in what the service answered to a request sent at `sent_at`.

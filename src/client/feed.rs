@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use url::Url;
 
+use super::budget::Budget;
 use super::ApiError;
 use crate::model::InstanceTask;
 
@@ -70,6 +71,8 @@ pub(crate) struct Feed {
     retried: AtomicU64,
     /// No retry is claimed before this: the service throttled one and said when to come back.
     retries_held: Mutex<Option<Instant>>,
+    /// The budget the task's requests take their tokens from.
+    budget: Option<Arc<Budget>>,
 }
 
 impl std::fmt::Debug for Feed {
@@ -92,6 +95,21 @@ impl Feed {
             waits: AtomicUsize::new(0),
             retried: AtomicU64::new(0),
             retries_held: Mutex::new(None),
+            budget: None,
+        }
+    }
+
+    /// The feed, its requests taking their tokens from `budget`.
+    pub(crate) fn with_budget(mut self, budget: Arc<Budget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Gives back a token a wait took for a request it did not send (it joined another's, or
+    /// another wait retries the failure).
+    pub(crate) fn refund(&self) {
+        if let Some(budget) = &self.budget {
+            budget.refund();
         }
     }
 
@@ -347,7 +365,7 @@ pub(crate) struct Feeds {
 
 impl Feeds {
     /// The feed of the task at `url`, made with `request` if no source holds one.
-    pub(crate) fn join(&self, url: Url, request: impl FnOnce() -> Request) -> Arc<Feed> {
+    pub(crate) fn join(&self, url: Url, make: impl FnOnce(Url) -> Feed) -> Arc<Feed> {
         let key = self.hasher.hash_one(url.as_str());
         let mut by_url = self.by_url.lock().unwrap_or_else(PoisonError::into_inner);
         let held = by_url.get(&key).and_then(Weak::upgrade);
@@ -356,7 +374,7 @@ impl Feeds {
                 return feed.clone();
             }
         }
-        let feed = Arc::new(Feed::new(url, request()));
+        let feed = Arc::new(make(url));
         if held.is_some() {
             // Another task's URL with the same hash (a 1 in 2^64 chance): this one is not
             // shared, and nothing is wrong.
@@ -413,7 +431,8 @@ pub(crate) mod tests {
         let feeds = Feeds::default();
         let url = Url::parse("http://127.0.0.1/v5/x").unwrap();
         let script = || scripted(vec![(1, Ok(task(10))), (0, Ok(task(20)))]);
-        let (a, b) = (feeds.join(url.clone(), script), feeds.join(url, script));
+        let make = |url| Feed::new(url, script());
+        let (a, b) = (feeds.join(url.clone(), make), feeds.join(url, make));
         assert!(Arc::ptr_eq(&a, &b));
         let _wait_a = Watching::new(a.clone());
         assert!(!a.shared_with_others());
@@ -482,15 +501,15 @@ pub(crate) mod tests {
     async fn a_feed_lives_while_a_source_holds_it() {
         let feeds = Feeds::default();
         let url = Url::parse("http://127.0.0.1/v5/y").unwrap();
-        let feed = feeds.join(url.clone(), || scripted(vec![]));
+        let feed = feeds.join(url.clone(), |url| Feed::new(url, scripted(vec![])));
         assert!(!Watching::new(feed.clone()).shared_with_others());
         let weak = Arc::downgrade(&feed);
         drop(feed);
         assert!(weak.upgrade().is_none());
-        let again = feeds.join(url, || scripted(vec![]));
+        let again = feeds.join(url, |url| Feed::new(url, scripted(vec![])));
         assert_eq!(again.started(), 0);
-        let other = feeds.join(Url::parse("http://127.0.0.1/v5/z").unwrap(), || {
-            scripted(vec![])
+        let other = feeds.join(Url::parse("http://127.0.0.1/v5/z").unwrap(), |url| {
+            Feed::new(url, scripted(vec![]))
         });
         assert!(!Arc::ptr_eq(&again, &other));
     }

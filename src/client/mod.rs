@@ -157,13 +157,13 @@ impl IotdaClient {
 
     /// The feed of the task at `url`, which every wait on it through this client shares.
     pub(crate) fn feed(&self, url: Url) -> Arc<Feed> {
-        self.inner.feeds.join(url, || {
+        self.inner.feeds.join(url, |url| {
             let client = self.clone();
             let request: feed::Request = Arc::new(move |url| {
                 let client = client.clone();
                 Box::pin(async move { client.fetch(&url, None).await })
             });
-            request
+            Feed::new(url, request).with_budget(self.inner.budget.clone())
         })
     }
 

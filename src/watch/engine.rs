@@ -320,10 +320,14 @@ impl<S: TaskSource> Engine<S> {
                 Gate::TimedOut => return self.timed_out(),
                 Gate::Answer(polled) => return self.take(&polled),
             }
-            // Another wait may have sent a request while this one waited for its turn.
+            // Another wait may have sent a request while this one waited for its turn: it
+            // joins that one, and the token it took goes back to the next in line.
             joined = shared
                 .as_ref()
                 .and_then(|feed| feed.in_flight(self.seen.asked, stale));
+            if let (Some(feed), Some(_)) = (&shared, &joined) {
+                feed.refund();
+            }
         }
         self.seen.sent = true;
         self.seen.polls = self.seen.polls.saturating_add(1);
@@ -370,7 +374,9 @@ impl<S: TaskSource> Engine<S> {
                 Some(claim) => Some(claim),
                 None => {
                     // Another wait on the task retries this failure, or has: its answer
-                    // comes as news, or the next poll shows where the task is.
+                    // comes as news, or the next poll shows where the task is. The token
+                    // taken for the retry goes back.
+                    feed.refund();
                     tracing::debug!("another wait on the task retries it");
                     let delay = self.timing.schedule.after_failure();
                     self.plan(delay);
@@ -1103,5 +1109,50 @@ mod tests {
         );
         assert!(total <= 2 * 60 + 2, "{total} polls");
         assert!(total >= 2 * 60 - 20, "the budget was used: {total} polls");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_left_unread_while_queued_for_a_token_holds_up_no_other_wait() {
+        // One request a second; a wait whose stream is read once more, given up on after
+        // 200 ms while it is queued for its token, and never read again.
+        let budget = Arc::new(Budget::new(RequestBudget::unlimited().with_max_rps(1.0, 1)));
+        let start = Instant::now();
+        let every = PollPolicy::default()
+            .with_min_delay(secs(0.1))
+            .with_max_delay(secs(0.1))
+            .with_jitter(false)
+            .with_progress_guided(false);
+        let neglected = Budgeted {
+            budget: budget.clone(),
+            polls: Arc::new(Mutex::new(Vec::new())),
+            start,
+        };
+        let mut events = TaskWatcher::from_source(neglected)
+            .policy(every)
+            .timeout(secs(60.0))
+            .events();
+        events.next().await.unwrap();
+        assert!(tokio::time::timeout(secs(0.2), events.next())
+            .await
+            .is_err());
+        // Another wait on the same budget polls on, a token a second.
+        let polls = Arc::new(Mutex::new(Vec::new()));
+        let other = Budgeted {
+            budget,
+            polls: polls.clone(),
+            start,
+        };
+        let ended = TaskWatcher::from_source(other)
+            .policy(every)
+            .timeout(secs(10.0))
+            .wait()
+            .await;
+        assert!(
+            matches!(ended, Err(WaitError::TimedOut { .. })),
+            "{ended:?}"
+        );
+        let polls = polls.lock().unwrap().len();
+        assert!(polls >= 8, "{polls} polls in 10 s");
+        drop(events);
     }
 }
