@@ -175,31 +175,36 @@ fn waiter(service: &Arc<Service>, feed: &Arc<Feed>, retries: u32) -> TaskWatcher
         .timeout(Duration::from_secs(30))
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_wait_cancelled_while_its_retry_is_out_leaves_no_second_retry() {
-    // W1 reads FAILED at 0.1 s and sends the retry, which restarts the task at once and
-    // answers at 5 s. W2, started at 0.05 s, sent a GET before the restart that answers
-    // FAILED at 3 s, after W1 was cancelled at 1 s.
-    let service = Service::failed().with(|s| {
-        s.get_delays = [Duration::from_millis(100), Duration::from_secs(3)].into();
-        s.post_delays = [Duration::from_secs(5)].into();
-    });
+/// W1 reads FAILED at 0.1 s and sends the retry, which restarts the task at once and answers
+/// `post_delay` later. W2, started at 0.05 s, sent a GET before the restart that answers FAILED
+/// at 3 s. W1 is cancelled at 1 s. Returns both outcomes.
+async fn cancelled_while_retrying(
+    service: &Arc<Service>,
+    post_delay: Duration,
+) -> [super::Outcome; 2] {
+    {
+        let mut state = service.state();
+        state.get_delays = [Duration::from_millis(100), Duration::from_secs(3)].into();
+        state.post_delays = [post_delay].into();
+    }
     let feed = service.feed();
     let token = CancellationToken::new();
-    let first = tokio::spawn(
-        waiter(&service, &feed, 1)
-            .cancel_token(token.clone())
-            .wait(),
-    );
+    let first = tokio::spawn(waiter(service, &feed, 1).cancel_token(token.clone()).wait());
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let second = tokio::spawn(waiter(&service, &feed, 1).wait());
+    let second = tokio::spawn(waiter(service, &feed, 1).wait());
     tokio::time::sleep(Duration::from_millis(950)).await;
     token.cancel();
-    assert!(matches!(
-        first.await.unwrap(),
-        Err(WaitError::Cancelled { .. })
-    ));
-    let second = second.await.unwrap();
+    [first.await.unwrap(), second.await.unwrap()]
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_cancelled_while_its_retry_is_out_leaves_no_second_retry() {
+    let service = Service::failed();
+    let [first, second] = cancelled_while_retrying(&service, Duration::from_secs(5)).await;
+    assert!(
+        matches!(first, Err(WaitError::Cancelled { .. })),
+        "{first:?}"
+    );
     assert_eq!(service.state().posts.len(), 1, "one retry of one failure");
     assert!(
         matches!(second, Err(WaitError::TimedOut { .. })),
@@ -209,24 +214,9 @@ async fn a_wait_cancelled_while_its_retry_is_out_leaves_no_second_retry() {
 
 #[tokio::test(start_paused = true)]
 async fn a_cancel_and_a_retry_answer_at_the_same_moment_leave_no_second_retry() {
-    let service = Service::failed().with(|s| {
-        s.get_delays = [Duration::from_millis(100), Duration::from_secs(3)].into();
-        s.post_delays = [Duration::from_millis(900)].into();
-    });
-    let feed = service.feed();
-    let token = CancellationToken::new();
-    let first = tokio::spawn(
-        waiter(&service, &feed, 1)
-            .cancel_token(token.clone())
-            .wait(),
-    );
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let second = tokio::spawn(waiter(&service, &feed, 1).wait());
     // The retry's answer is due at 1.0 s, the cancel too.
-    tokio::time::sleep(Duration::from_millis(950)).await;
-    token.cancel();
-    let _ = first.await.unwrap();
-    let _ = second.await.unwrap();
+    let service = Service::failed();
+    let _ = cancelled_while_retrying(&service, Duration::from_millis(900)).await;
     assert_eq!(service.state().posts.len(), 1, "one retry of one failure");
 }
 
