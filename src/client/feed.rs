@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
@@ -36,7 +36,8 @@ pub(crate) struct Polled {
     pub(crate) retried: Option<Box<InstanceTask>>,
 }
 
-type InFlight = Shared<BoxFuture<'static, Arc<Polled>>>;
+/// A request in flight, which every wait that joins it awaits.
+pub(crate) type InFlight = Shared<BoxFuture<'static, Arc<Polled>>>;
 
 /// What [`Feed::retried`] holds while one wait's retry of the task is out.
 const RETRY_IN_FLIGHT: u64 = u64::MAX;
@@ -73,6 +74,12 @@ pub(crate) struct Feed {
     retries_held: Mutex<Option<Instant>>,
     /// The budget the task's requests take their tokens from.
     budget: Option<Arc<Budget>>,
+    /// A wait is queued for a token to poll the task: the others take its answer rather than
+    /// spend tokens of their own.
+    sending: AtomicBool,
+    /// Wakes the waits that let a queued wait poll for them, when it gives up its turn or
+    /// starts its request.
+    sender_left: Notify,
 }
 
 impl std::fmt::Debug for Feed {
@@ -96,6 +103,30 @@ impl Feed {
             retried: AtomicU64::new(0),
             retries_held: Mutex::new(None),
             budget: None,
+            sending: AtomicBool::new(false),
+            sender_left: Notify::new(),
+        }
+    }
+
+    /// The turn to queue for a token and poll the task for every wait on it, unless another
+    /// wait has it.
+    pub(crate) fn take_send_turn(self: &Arc<Self>) -> Option<SendTurn> {
+        self.sending
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| SendTurn(self.clone()))
+    }
+
+    /// Waits until no wait holds the turn to poll the task.
+    pub(crate) async fn sender_gone(self: Arc<Self>) {
+        loop {
+            let left = self.sender_left.notified();
+            let mut left = std::pin::pin!(left);
+            left.as_mut().enable();
+            if !self.sending.load(Ordering::Acquire) {
+                return;
+            }
+            left.await;
         }
     }
 
@@ -328,6 +359,17 @@ impl Feed {
             drop(latest);
             self.news.notify_waiters();
         }
+    }
+}
+
+/// The turn to poll a task for every wait on it, held by one wait from the moment it queues for
+/// a token until its request is in flight (others join it then) or it gives up.
+pub(crate) struct SendTurn(Arc<Feed>);
+
+impl Drop for SendTurn {
+    fn drop(&mut self) {
+        self.0.sending.store(false, Ordering::Release);
+        self.0.sender_left.notify_waiters();
     }
 }
 

@@ -44,7 +44,7 @@ use super::state::{SavedSchedule, WaitState};
 use super::watcher::Settings;
 use super::window::next_opening;
 use super::{Outcome, TaskEvent, TaskSource, WaitError};
-use crate::client::feed::{Polled, Watching};
+use crate::client::feed::{Feed, InFlight, Polled, SendTurn, Watching};
 use crate::client::{ApiError, ApiErrorKind};
 use crate::model::{InstanceTask, TaskStatus};
 
@@ -306,7 +306,7 @@ impl<S: TaskSource> Engine<S> {
             return Box::pin(self.retry(timeout)).await;
         }
         // Alone on its task, a wait polls as if nothing were shared.
-        let shared = self
+        let mut shared = self
             .feed
             .as_deref()
             .filter(|feed| feed.shared_with_others())
@@ -318,6 +318,17 @@ impl<S: TaskSource> Engine<S> {
         let mut joined = shared
             .as_ref()
             .and_then(|feed| feed.in_flight(self.seen.asked, stale));
+        // One wait at a time queues for a token to poll a task; the others on it take its
+        // answer, or join its request, rather than spend tokens of their own. A wait alone
+        // takes the turn too, in case another joins the task while it waits for its token.
+        let mut turn = None;
+        let feed = self.feed.as_deref().cloned();
+        if let (Some(feed), None) = (&feed, &joined) {
+            let Some((taken, found)) = self.take_turn(feed, stale).await else {
+                return;
+            };
+            (turn, joined) = (taken, found);
+        }
         if joined.is_none() {
             match self.gate(S::ready, true).await {
                 Gate::Go(()) => {}
@@ -325,8 +336,9 @@ impl<S: TaskSource> Engine<S> {
                 Gate::TimedOut => return self.timed_out(),
                 Gate::Answer(polled) => return self.take(&polled),
             }
-            // Another wait may have sent a request while this one waited for its turn: it
-            // joins that one, and the token it took goes back to the next in line.
+            // Another wait may have joined the task, or sent a request, while this one waited
+            // for its turn: it joins that one, and the token it took goes back.
+            shared = feed.filter(|feed| feed.shared_with_others());
             joined = shared
                 .as_ref()
                 .and_then(|feed| feed.in_flight(self.seen.asked, stale));
@@ -340,6 +352,8 @@ impl<S: TaskSource> Engine<S> {
         if let Some(shared) = shared {
             let asked = self.seen.asked;
             let (request, answer) = joined.unwrap_or_else(|| shared.poll(asked, stale, timeout));
+            // In flight: the other waits join it now.
+            drop(turn);
             self.seen.asked = self.seen.asked.max(request);
             return match self.until(tokio::time::timeout(timeout, answer)).await {
                 None => self.cancelled(),
@@ -352,12 +366,49 @@ impl<S: TaskSource> Engine<S> {
             // to requests that started before this one are not news.
             self.seen.asked = feed.number();
         }
+        // The request goes out now: a wait that comes meanwhile polls on its own.
+        drop(turn);
         // Boxed so that a sleeping watcher does not carry the size of a request in flight.
         let fetch = Box::pin(tokio::time::timeout(timeout, self.source.fetch()));
         match self.until(fetch).await {
             None => self.cancelled(),
             Some(Ok(result)) => self.answered(result),
             Some(Err(_)) => self.failed(ApiError::no_answer_within(timeout)),
+        }
+    }
+
+    /// Takes the turn to poll the task for every wait on it, or waits for the wait that has
+    /// it: its request to join, or its answer to take. `None` when the wait ended meanwhile
+    /// (cancelled, past its deadline, or with another wait's answer taken as its poll).
+    async fn take_turn(
+        &mut self,
+        feed: &Arc<Feed>,
+        stale: Instant,
+    ) -> Option<(Option<SendTurn>, Option<(u64, InFlight)>)> {
+        loop {
+            if let Some(turn) = feed.take_send_turn() {
+                return Some((Some(turn), None));
+            }
+            let gone = feed.clone().sender_gone();
+            match self.gate(|_| gone, true).await {
+                Gate::Go(()) => {}
+                Gate::Cancelled => {
+                    self.cancelled();
+                    return None;
+                }
+                Gate::TimedOut => {
+                    self.timed_out();
+                    return None;
+                }
+                Gate::Answer(polled) => {
+                    self.take(&polled);
+                    return None;
+                }
+            }
+            let joined = feed.in_flight(self.seen.asked, stale);
+            if joined.is_some() {
+                return Some((None, joined));
+            }
         }
     }
 
@@ -1191,5 +1242,65 @@ mod tests {
             .wait()
             .await;
         assert_eq!(*polls.lock().unwrap(), [1.0, 2.0, 4.0, 6.0, 7.0]);
+    }
+
+    /// A wait on a shared feed whose turns come from `budget`.
+    struct SharedBudgeted {
+        budget: Arc<Budget>,
+        answer: InstanceTask,
+    }
+
+    impl TaskSource for SharedBudgeted {
+        fn fetch(&self) -> impl Future<Output = Result<InstanceTask, ApiError>> + Send {
+            std::future::ready(Ok(self.answer.clone()))
+        }
+
+        fn ready(&self) -> impl Future<Output = ()> + Send {
+            self.budget.acquire()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_sharing_a_task_queue_for_one_token_not_one_each() {
+        // One request a second, the first token already taken. Two waits on task T (whose
+        // requests take 2 s) and one on task U, all due at once: one T wait queues for a
+        // token and the other takes its answer, so U's first poll goes at 2 s, not 3 s.
+        let budget = Arc::new(Budget::new(RequestBudget::unlimited().with_max_rps(1.0, 1)));
+        budget.acquire().await;
+        let start = Instant::now();
+        let feed = feed(vec![(2, Ok(running(10))), (2, Ok(running(10)))]);
+        let slow = PollPolicy::default()
+            .with_min_delay(secs(10.0))
+            .with_max_delay(secs(10.0))
+            .with_jitter(false)
+            .with_progress_guided(false);
+        let on_t = |budget: &Arc<Budget>| {
+            let source = SharedBudgeted {
+                budget: budget.clone(),
+                answer: running(10),
+            };
+            TaskWatcher::from_source(source)
+                .sharing(feed.clone())
+                .policy(slow)
+                .timeout(secs(4.0))
+                .wait()
+        };
+        let first = tokio::spawn(on_t(&budget));
+        let second = tokio::spawn(on_t(&budget));
+        let polls = Arc::new(Mutex::new(Vec::new()));
+        let other = Budgeted {
+            budget: budget.clone(),
+            polls: polls.clone(),
+            start,
+        };
+        let u = tokio::spawn(
+            TaskWatcher::from_source(other)
+                .policy(slow)
+                .timeout(secs(4.0))
+                .wait(),
+        );
+        let _ = (first.await, second.await, u.await);
+        assert_eq!(polls.lock().unwrap().first(), Some(&2.0));
+        assert_eq!(feed.started(), 1, "one request for the two waits on T");
     }
 }
