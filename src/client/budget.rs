@@ -126,21 +126,42 @@ pub struct BudgetStats {
     pub adaptive_rate: Option<f64>,
 }
 
-/// A token taken for a turn that has not come yet: given back if the wait gives up its turn.
-struct Owed<'a>(&'a Budget);
+/// The tickets a wait holds while it waits for its turn: given back if it gives the turn up.
+struct Tickets<'a> {
+    budget: &'a Budget,
+    fixed: Option<f64>,
+    adaptive: Option<f64>,
+    used: bool,
+}
 
-impl Drop for Owed<'_> {
+impl Drop for Tickets<'_> {
     fn drop(&mut self) {
-        self.0.give_back();
+        if self.used {
+            return;
+        }
+        let mut state = self.budget.state();
+        if let (Some(_), Some(bucket)) = (self.fixed, state.fixed.as_mut()) {
+            bucket.give_back();
+        }
+        if let (Some(_), Some(adaptive)) = (self.adaptive, state.adaptive.as_mut()) {
+            adaptive.bucket.give_back();
+        }
     }
 }
 
-/// A token bucket.
+/// A token bucket whose tokens are handed out as numbered tickets: ticket `n` may go once the
+/// bucket has credited `n` tokens in all. A wait takes its ticket when it asks, so polls go in
+/// the order they asked; it holds nothing while it sleeps, and reads the rate again when it
+/// wakes, so a rate cut while it slept holds it back and a rise lets it go sooner.
 #[derive(Debug)]
 struct Bucket {
     rate: f64,
     capacity: f64,
-    tokens: f64,
+    /// Tokens credited in all: the burst at the start, then `rate` a second. Never more than
+    /// `capacity` ahead of the tickets handed out.
+    credit: f64,
+    /// Tickets handed out in all.
+    issued: f64,
     at: Instant,
 }
 
@@ -149,25 +170,45 @@ impl Bucket {
         Self {
             rate,
             capacity,
-            tokens: capacity,
+            credit: capacity,
+            issued: 0.0,
             at: now,
         }
     }
 
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
+        self.credit = (self.credit + elapsed * self.rate).min(self.issued + self.capacity);
         self.at = now;
     }
 
-    /// How long until a token is there (zero when one is; `Duration::MAX` when the rate is too
-    /// low for a `Duration` to say).
-    fn wait(&self) -> Duration {
-        if self.tokens >= 1.0 {
+    /// The next ticket.
+    fn take(&mut self) -> f64 {
+        self.issued += 1.0;
+        self.issued
+    }
+
+    /// How long until `ticket` may go at the current rate (zero when it may; `Duration::MAX`
+    /// when the rate is too low for a `Duration` to say).
+    fn wait_for(&self, ticket: f64) -> Duration {
+        if self.credit >= ticket {
             Duration::ZERO
         } else {
-            Duration::try_from_secs_f64((1.0 - self.tokens) / self.rate).unwrap_or(Duration::MAX)
+            Duration::try_from_secs_f64((ticket - self.credit) / self.rate).unwrap_or(Duration::MAX)
         }
+    }
+
+    /// One token back: a ticket that was not used.
+    fn give_back(&mut self) {
+        self.credit = (self.credit + 1.0).min(self.issued + self.capacity);
+    }
+
+    /// Sets the rate from now on; the tickets handed out keep their order.
+    fn set_rate(&mut self, now: Instant, rate: f64) {
+        self.refill(now);
+        self.rate = rate;
+        self.capacity = rate.max(1.0);
+        self.credit = self.credit.min(self.issued + self.capacity);
     }
 }
 
@@ -216,12 +257,12 @@ struct Adaptive {
 }
 
 impl Adaptive {
-    /// A cut from the rate `from`; the bucket keeps the `tokens` it had, none at the first
-    /// cut (the service's own bucket is empty: whatever was saved up would be refused too).
-    fn cut(from: f64, now: Instant, tokens: Option<f64>) -> Self {
+    /// The first cut, from the rate `from`: the bucket starts with no tokens (the service's
+    /// own bucket is empty: whatever was saved up would be refused too).
+    fn engage(from: f64, now: Instant) -> Self {
         let rate = (from * BETA).max(MIN_RATE);
         let mut bucket = Bucket::new(rate, rate.max(1.0), now);
-        bucket.tokens = tokens.unwrap_or(0.0).min(bucket.capacity);
+        bucket.credit = 0.0;
         Self {
             bucket,
             before_cut: from,
@@ -230,14 +271,20 @@ impl Adaptive {
         }
     }
 
+    /// A later cut, from the rate `from`: the tickets handed out keep their order, and go at
+    /// the new rate.
+    fn cut(&mut self, from: f64, now: Instant) {
+        self.bucket.set_rate(now, (from * BETA).max(MIN_RATE));
+        self.before_cut = from;
+        self.cut_at = now;
+        self.k = (from * (1.0 - BETA) / SCALE).cbrt();
+    }
+
     fn rise(&mut self, now: Instant, measured: f64) {
         let t = now.saturating_duration_since(self.cut_at).as_secs_f64() - self.k;
         let curve = SCALE * t * t * t + self.before_cut;
         let rate = curve.min(2.0 * measured).max(MIN_RATE);
-        self.bucket.refill(now);
-        self.bucket.rate = rate;
-        self.bucket.capacity = rate.max(1.0);
-        self.bucket.tokens = self.bucket.tokens.min(self.bucket.capacity);
+        self.bucket.set_rate(now, rate);
     }
 }
 
@@ -293,10 +340,10 @@ impl Budget {
 
     /// Waits for a token, in turn; returns when the request may go.
     ///
-    /// The turn is a reservation: the next token of every bucket is taken at once (a bucket
-    /// may owe tokens), and the wait is the time until they are paid back. So polls go in the
-    /// order they asked, and no wait holds anything while it sleeps: a wait whose future is
-    /// left unpolled (a stream nobody reads) keeps its one token, not the queue.
+    /// The turn is a ticket of every bucket, taken at once: polls go in the order they asked,
+    /// and no wait holds anything while it sleeps, so a wait whose future is left unpolled (a
+    /// stream nobody reads) keeps its one ticket, not the queue. A wait reads the rate again
+    /// each time it wakes: a cut while it slept holds it back, and a rise lets it go sooner.
     pub(crate) async fn acquire(&self) {
         if !self.limited.load(Ordering::Acquire) {
             self.requests.fetch_add(1, Ordering::Relaxed);
@@ -306,33 +353,43 @@ impl Budget {
             return;
         }
         let queued = Instant::now();
-        let wait = {
-            let mut state = self.state();
-            let State {
-                fixed, adaptive, ..
-            } = &mut *state;
-            let buckets = fixed
-                .iter_mut()
-                .chain(adaptive.as_mut().map(|a| &mut a.bucket));
-            let mut wait = Duration::ZERO;
-            for bucket in buckets {
-                bucket.refill(queued);
-                wait = wait.max(bucket.wait());
-                bucket.tokens -= 1.0;
-            }
-            wait
+        // Given back if the wait gives up its turn (cancelled, or another wait's answer came
+        // first).
+        let mut held = Tickets {
+            budget: self,
+            fixed: None,
+            adaptive: None,
+            used: false,
         };
-        // A wait that gives up its turn (cancelled, or another wait's answer came first)
-        // gives its token back.
-        if !wait.is_zero() {
-            let owed = Owed(self);
-            match queued.checked_add(wait) {
+        loop {
+            let wait = {
+                let mut state = self.state();
+                let now = Instant::now();
+                let mut wait = Duration::ZERO;
+                if let Some(bucket) = state.fixed.as_mut() {
+                    bucket.refill(now);
+                    let ticket = *held.fixed.get_or_insert_with(|| bucket.take());
+                    wait = wait.max(bucket.wait_for(ticket));
+                }
+                if let Some(adaptive) = state.adaptive.as_mut() {
+                    let bucket = &mut adaptive.bucket;
+                    bucket.refill(now);
+                    let ticket = *held.adaptive.get_or_insert_with(|| bucket.take());
+                    wait = wait.max(bucket.wait_for(ticket));
+                }
+                wait
+            };
+            if wait.is_zero() {
+                break;
+            }
+            // Until then at the rate now; the rate is read again on waking.
+            match Instant::now().checked_add(wait) {
                 Some(turn) => tokio::time::sleep_until(turn).await,
                 // A rate so low that the turn is past what a clock can say: it never comes.
                 None => std::future::pending().await,
             }
-            std::mem::forget(owed);
         }
+        held.used = true;
         if self.config.adaptive {
             self.state().meter.sent(Instant::now());
         }
@@ -360,7 +417,7 @@ impl Budget {
             .iter_mut()
             .chain(adaptive.as_mut().map(|a| &mut a.bucket))
         {
-            bucket.tokens = (bucket.tokens + 1.0).min(bucket.capacity);
+            bucket.give_back();
         }
     }
 
@@ -382,19 +439,22 @@ impl Budget {
             // Sent before the last cut: it speaks of the rate before it.
             (Some(adaptive), true) if sent_at < adaptive.cut_at => {}
             (adaptive, true) => {
-                let (from, tokens) = match adaptive {
-                    None => (measured, None),
+                let from = match adaptive {
+                    None => {
+                        let from = measured.max(MIN_RATE);
+                        *adaptive = Some(Adaptive::engage(from, now));
+                        from
+                    }
                     Some(a) => {
-                        a.bucket.refill(now);
                         let from = if measured > 0.0 {
                             a.bucket.rate.min(measured)
                         } else {
                             a.bucket.rate
                         };
-                        (from, Some(a.bucket.tokens))
+                        a.cut(from.max(MIN_RATE), now);
+                        from
                     }
                 };
-                state.adaptive = Some(Adaptive::cut(from.max(MIN_RATE), now, tokens));
                 self.limited.store(true, Ordering::Release);
                 tracing::debug!(
                     rate = from * BETA,
