@@ -126,42 +126,12 @@ pub struct BudgetStats {
     pub adaptive_rate: Option<f64>,
 }
 
-/// The tickets a wait holds while it waits for its turn: given back if it gives the turn up.
-struct Tickets<'a> {
-    budget: &'a Budget,
-    fixed: Option<f64>,
-    adaptive: Option<f64>,
-    used: bool,
-}
-
-impl Drop for Tickets<'_> {
-    fn drop(&mut self) {
-        if self.used {
-            return;
-        }
-        let mut state = self.budget.state();
-        if let (Some(_), Some(bucket)) = (self.fixed, state.fixed.as_mut()) {
-            bucket.give_back();
-        }
-        if let (Some(_), Some(adaptive)) = (self.adaptive, state.adaptive.as_mut()) {
-            adaptive.bucket.give_back();
-        }
-    }
-}
-
-/// A token bucket whose tokens are handed out as numbered tickets: ticket `n` may go once the
-/// bucket has credited `n` tokens in all. A wait takes its ticket when it asks, so polls go in
-/// the order they asked; it holds nothing while it sleeps, and reads the rate again when it
-/// wakes, so a rate cut while it slept holds it back and a rise lets it go sooner.
+/// A token bucket.
 #[derive(Debug)]
 struct Bucket {
     rate: f64,
     capacity: f64,
-    /// Tokens credited in all: the burst at the start, then `rate` a second. Never more than
-    /// `capacity` ahead of the tickets handed out.
-    credit: f64,
-    /// Tickets handed out in all.
-    issued: f64,
+    tokens: f64,
     at: Instant,
 }
 
@@ -170,45 +140,27 @@ impl Bucket {
         Self {
             rate,
             capacity,
-            credit: capacity,
-            issued: 0.0,
+            tokens: capacity,
             at: now,
         }
     }
 
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.credit = (self.credit + elapsed * self.rate).min(self.issued + self.capacity);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
         self.at = now;
     }
 
-    /// The next ticket.
-    fn take(&mut self) -> f64 {
-        self.issued += 1.0;
-        self.issued
-    }
-
-    /// How long until `ticket` may go at the current rate (zero when it may; `Duration::MAX`
-    /// when the rate is too low for a `Duration` to say).
-    fn wait_for(&self, ticket: f64) -> Duration {
-        if self.credit >= ticket {
+    /// How long until a token is there (zero when one is).
+    fn wait(&self) -> Duration {
+        if self.tokens >= 1.0 {
             Duration::ZERO
         } else {
-            Duration::try_from_secs_f64((ticket - self.credit) / self.rate).unwrap_or(Duration::MAX)
+            // A rate so low that the wait overflows a Duration waits a day, then looks again.
+            Duration::try_from_secs_f64((1.0 - self.tokens) / self.rate)
+                .unwrap_or(Duration::MAX)
+                .min(Duration::from_secs(86_400))
         }
-    }
-
-    /// One token back: a ticket that was not used.
-    fn give_back(&mut self) {
-        self.credit = (self.credit + 1.0).min(self.issued + self.capacity);
-    }
-
-    /// Sets the rate from now on; the tickets handed out keep their order.
-    fn set_rate(&mut self, now: Instant, rate: f64) {
-        self.refill(now);
-        self.rate = rate;
-        self.capacity = rate.max(1.0);
-        self.credit = self.credit.min(self.issued + self.capacity);
     }
 }
 
@@ -257,12 +209,12 @@ struct Adaptive {
 }
 
 impl Adaptive {
-    /// The first cut, from the rate `from`: the bucket starts with no tokens (the service's
-    /// own bucket is empty: whatever was saved up would be refused too).
-    fn engage(from: f64, now: Instant) -> Self {
+    /// A cut from the rate `from`; the bucket keeps the `tokens` it had, none at the first
+    /// cut (the service's own bucket is empty: whatever was saved up would be refused too).
+    fn cut(from: f64, now: Instant, tokens: Option<f64>) -> Self {
         let rate = (from * BETA).max(MIN_RATE);
         let mut bucket = Bucket::new(rate, rate.max(1.0), now);
-        bucket.credit = 0.0;
+        bucket.tokens = tokens.unwrap_or(0.0).min(bucket.capacity);
         Self {
             bucket,
             before_cut: from,
@@ -271,20 +223,14 @@ impl Adaptive {
         }
     }
 
-    /// A later cut, from the rate `from`: the tickets handed out keep their order, and go at
-    /// the new rate.
-    fn cut(&mut self, from: f64, now: Instant) {
-        self.bucket.set_rate(now, (from * BETA).max(MIN_RATE));
-        self.before_cut = from;
-        self.cut_at = now;
-        self.k = (from * (1.0 - BETA) / SCALE).cbrt();
-    }
-
     fn rise(&mut self, now: Instant, measured: f64) {
         let t = now.saturating_duration_since(self.cut_at).as_secs_f64() - self.k;
         let curve = SCALE * t * t * t + self.before_cut;
         let rate = curve.min(2.0 * measured).max(MIN_RATE);
-        self.bucket.set_rate(now, rate);
+        self.bucket.refill(now);
+        self.bucket.rate = rate;
+        self.bucket.capacity = rate.max(1.0);
+        self.bucket.tokens = self.bucket.tokens.min(self.bucket.capacity);
     }
 }
 
@@ -299,6 +245,8 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct Budget {
     config: RequestBudget,
+    /// Polls waiting for a token, first come first served.
+    queue: tokio::sync::Mutex<()>,
     state: Mutex<State>,
     /// Whether taking a token may have to wait: a fixed cap, or an engaged limiter.
     limited: AtomicBool,
@@ -324,6 +272,7 @@ impl Budget {
                     rate: 0.0,
                 },
             }),
+            queue: tokio::sync::Mutex::new(()),
             config,
             requests: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
@@ -339,11 +288,6 @@ impl Budget {
     }
 
     /// Waits for a token, in turn; returns when the request may go.
-    ///
-    /// The turn is a ticket of every bucket, taken at once: polls go in the order they asked,
-    /// and no wait holds anything while it sleeps, so a wait whose future is left unpolled (a
-    /// stream nobody reads) keeps its one ticket, not the queue. A wait reads the rate again
-    /// each time it wakes: a cut while it slept holds it back, and a rise lets it go sooner.
     pub(crate) async fn acquire(&self) {
         if !self.limited.load(Ordering::Acquire) {
             self.requests.fetch_add(1, Ordering::Relaxed);
@@ -353,45 +297,38 @@ impl Budget {
             return;
         }
         let queued = Instant::now();
-        // Given back if the wait gives up its turn (cancelled, or another wait's answer came
-        // first).
-        let mut held = Tickets {
-            budget: self,
-            fixed: None,
-            adaptive: None,
-            used: false,
-        };
+        let _turn = self.queue.lock().await;
         loop {
             let wait = {
                 let mut state = self.state();
                 let now = Instant::now();
+                let State {
+                    fixed,
+                    adaptive,
+                    meter,
+                } = &mut *state;
+                let buckets = fixed
+                    .iter_mut()
+                    .chain(adaptive.as_mut().map(|a| &mut a.bucket));
                 let mut wait = Duration::ZERO;
-                if let Some(bucket) = state.fixed.as_mut() {
+                let mut all: Vec<&mut Bucket> = Vec::with_capacity(2);
+                for bucket in buckets {
                     bucket.refill(now);
-                    let ticket = *held.fixed.get_or_insert_with(|| bucket.take());
-                    wait = wait.max(bucket.wait_for(ticket));
+                    wait = wait.max(bucket.wait());
+                    all.push(bucket);
                 }
-                if let Some(adaptive) = state.adaptive.as_mut() {
-                    let bucket = &mut adaptive.bucket;
-                    bucket.refill(now);
-                    let ticket = *held.adaptive.get_or_insert_with(|| bucket.take());
-                    wait = wait.max(bucket.wait_for(ticket));
+                if wait.is_zero() {
+                    for bucket in all {
+                        bucket.tokens -= 1.0;
+                    }
+                    meter.sent(now);
                 }
                 wait
             };
             if wait.is_zero() {
                 break;
             }
-            // Until then at the rate now; the rate is read again on waking.
-            match Instant::now().checked_add(wait) {
-                Some(turn) => tokio::time::sleep_until(turn).await,
-                // A rate so low that the turn is past what a clock can say: it never comes.
-                None => std::future::pending().await,
-            }
-        }
-        held.used = true;
-        if self.config.adaptive {
-            self.state().meter.sent(Instant::now());
+            tokio::time::sleep(wait).await;
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let waited = u64::try_from(queued.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -402,13 +339,9 @@ impl Budget {
     /// wait's request instead), so that the next poll in line goes sooner.
     pub(crate) fn refund(&self) {
         self.requests.fetch_sub(1, Ordering::Relaxed);
-        if self.limited.load(Ordering::Acquire) {
-            self.give_back();
+        if !self.limited.load(Ordering::Acquire) {
+            return;
         }
-    }
-
-    /// Puts one token back in every bucket.
-    fn give_back(&self) {
         let mut state = self.state();
         let State {
             fixed, adaptive, ..
@@ -417,7 +350,7 @@ impl Budget {
             .iter_mut()
             .chain(adaptive.as_mut().map(|a| &mut a.bucket))
         {
-            bucket.give_back();
+            bucket.tokens = (bucket.tokens + 1.0).min(bucket.capacity);
         }
     }
 
@@ -439,22 +372,19 @@ impl Budget {
             // Sent before the last cut: it speaks of the rate before it.
             (Some(adaptive), true) if sent_at < adaptive.cut_at => {}
             (adaptive, true) => {
-                let from = match adaptive {
-                    None => {
-                        let from = measured.max(MIN_RATE);
-                        *adaptive = Some(Adaptive::engage(from, now));
-                        from
-                    }
+                let (from, tokens) = match adaptive {
+                    None => (measured, None),
                     Some(a) => {
+                        a.bucket.refill(now);
                         let from = if measured > 0.0 {
                             a.bucket.rate.min(measured)
                         } else {
                             a.bucket.rate
                         };
-                        a.cut(from.max(MIN_RATE), now);
-                        from
+                        (from, Some(a.bucket.tokens))
                     }
                 };
+                state.adaptive = Some(Adaptive::cut(from.max(MIN_RATE), now, tokens));
                 self.limited.store(true, Ordering::Release);
                 tracing::debug!(
                     rate = from * BETA,
@@ -594,5 +524,60 @@ mod tests {
             handle.await.unwrap();
         }
         assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3, 4]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_adaptive_limiter_keeps_near_a_quota_it_was_not_told() {
+        // 500 waits polling every 2 s (250 a second) against a service that accepts 50 a
+        // second in bursts of 50, for a minute; requests take 20 ms.
+        let budget = std::sync::Arc::new(Budget::new(RequestBudget::default()));
+        let service = std::sync::Arc::new(Mutex::new((50.0f64, Instant::now())));
+        let accepted = std::sync::Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let minute = secs(60.0);
+        let mut waits = Vec::new();
+        for i in 0..500u64 {
+            let (budget, service, accepted) = (budget.clone(), service.clone(), accepted.clone());
+            waits.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i % 100)).await;
+                while start.elapsed() < minute {
+                    budget.acquire().await;
+                    let sent = Instant::now();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let taken = {
+                        let mut bucket = service.lock().unwrap();
+                        let now = Instant::now();
+                        let refill = now.duration_since(bucket.1).as_secs_f64() * 50.0;
+                        bucket.0 = (bucket.0 + refill).min(50.0);
+                        bucket.1 = now;
+                        let taken = bucket.0 >= 1.0;
+                        if taken {
+                            bucket.0 -= 1.0;
+                        }
+                        taken
+                    };
+                    budget.answered(sent, !taken);
+                    if taken {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(secs(2.0)).await;
+                }
+            }));
+        }
+        for wait in waits {
+            wait.await.unwrap();
+        }
+        let accepted = u32::try_from(accepted.load(Ordering::Relaxed)).unwrap();
+        let per_second = f64::from(accepted) / 60.0;
+        let stats = budget.stats();
+        let rate = stats.adaptive_rate.unwrap();
+        assert!(per_second >= 45.0, "{per_second:.1} accepted a second");
+        assert!((35.0..=70.0).contains(&rate), "the rate ends at {rate:.1}");
+        assert!(
+            stats.throttled * 10 < stats.requests,
+            "{} of {} throttled",
+            stats.throttled,
+            stats.requests
+        );
     }
 }

@@ -1173,51 +1173,6 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_stream_left_unread_while_queued_for_a_token_holds_up_no_other_wait() {
-        // One request a second; a wait whose stream is read once more, given up on after
-        // 200 ms while it is queued for its token, and never read again.
-        let budget = Arc::new(Budget::new(RequestBudget::unlimited().with_max_rps(1.0, 1)));
-        let start = Instant::now();
-        let every = PollPolicy::default()
-            .with_min_delay(secs(0.1))
-            .with_max_delay(secs(0.1))
-            .with_jitter(false)
-            .with_progress_guided(false);
-        let neglected = Budgeted {
-            budget: budget.clone(),
-            polls: Arc::new(Mutex::new(Vec::new())),
-            start,
-        };
-        let mut events = TaskWatcher::from_source(neglected)
-            .policy(every)
-            .timeout(secs(60.0))
-            .events();
-        events.next().await.unwrap();
-        assert!(tokio::time::timeout(secs(0.2), events.next())
-            .await
-            .is_err());
-        // Another wait on the same budget polls on, a token a second.
-        let polls = Arc::new(Mutex::new(Vec::new()));
-        let other = Budgeted {
-            budget,
-            polls: polls.clone(),
-            start,
-        };
-        let ended = TaskWatcher::from_source(other)
-            .policy(every)
-            .timeout(secs(10.0))
-            .wait()
-            .await;
-        assert!(
-            matches!(ended, Err(WaitError::TimedOut { .. })),
-            "{ended:?}"
-        );
-        let polls = polls.lock().unwrap().len();
-        assert!(polls >= 8, "{polls} polls in 10 s");
-        drop(events);
-    }
-
-    #[tokio::test(start_paused = true)]
     async fn time_queued_for_a_token_counts_toward_the_next_delay() {
         // One request a second; another wait takes the first token, so this wait's first
         // poll, due at 0 s, goes at 1 s. Its next is due 2 s after the first was due: at 2 s,
