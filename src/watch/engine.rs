@@ -104,8 +104,6 @@ struct Timing {
     next_poll: Instant,
     /// The deadline had passed before the first poll.
     late_start: bool,
-    /// How long the last poll waited for its permit and token.
-    queued: Duration,
 }
 
 /// Where the wait's retries of a FAILED task stand.
@@ -179,7 +177,6 @@ impl<S: TaskSource> Engine<S> {
                 deadline: settings.stop.deadline(now, &clock),
                 next_poll: now,
                 late_start: false,
-                queued: Duration::ZERO,
                 clock,
             },
             rules: Rules {
@@ -278,8 +275,6 @@ impl<S: TaskSource> Engine<S> {
                 Gate::Go(()) | Gate::TimedOut => {}
             }
         }
-        // Time spent waiting for a permit or a token counts toward the delay after the answer.
-        let queued_from = Instant::now();
         let _permit = match &self.rules.limiter {
             None => None,
             Some(limiter) => {
@@ -346,7 +341,6 @@ impl<S: TaskSource> Engine<S> {
                 feed.refund();
             }
         }
-        self.timing.queued = queued_from.elapsed();
         self.seen.sent = true;
         self.seen.polls = self.seen.polls.saturating_add(1);
         if let Some(shared) = shared {
@@ -738,10 +732,7 @@ impl<S: TaskSource> Engine<S> {
         let mut delay = self
             .timing
             .schedule
-            .after_snapshot(now, status_changed, progress)
-            // The time the poll queued for its permit and token is part of the delay: the
-            // schedule keeps its pace in wall time, and the budget still decides when polls go.
-            .saturating_sub(std::mem::take(&mut self.timing.queued));
+            .after_snapshot(now, status_changed, progress);
         if status_changed {
             self.seen.window_noted = None;
         }
@@ -834,7 +825,6 @@ impl<S: TaskSource> Engine<S> {
             return None;
         }
         // Never a busy loop, whatever the settings; never past the deadline.
-        self.timing.queued = Duration::ZERO;
         let delay = delay
             .max(super::schedule::MIN_DELAY_FLOOR)
             .min(self.timing.deadline - now);
@@ -1170,33 +1160,6 @@ mod tests {
         );
         assert!(total <= 2 * 60 + 2, "{total} polls");
         assert!(total >= 2 * 60 - 20, "the budget was used: {total} polls");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn time_queued_for_a_token_counts_toward_the_next_delay() {
-        // One request a second; another wait takes the first token, so this wait's first
-        // poll, due at 0 s, goes at 1 s. Its next is due 2 s after the first was due: at 2 s,
-        // not 3 s.
-        let budget = Arc::new(Budget::new(RequestBudget::unlimited().with_max_rps(1.0, 1)));
-        budget.acquire().await;
-        let start = Instant::now();
-        let polls = Arc::new(Mutex::new(Vec::new()));
-        let source = Budgeted {
-            budget,
-            polls: polls.clone(),
-            start,
-        };
-        let every_two = PollPolicy::default()
-            .with_min_delay(secs(2.0))
-            .with_max_delay(secs(2.0))
-            .with_jitter(false)
-            .with_progress_guided(false);
-        let _ = TaskWatcher::from_source(source)
-            .policy(every_two)
-            .timeout(secs(7.0))
-            .wait()
-            .await;
-        assert_eq!(*polls.lock().unwrap(), [1.0, 2.0, 4.0, 6.0, 7.0]);
     }
 
     /// A wait on a shared feed whose turns come from `budget`.
