@@ -6,9 +6,8 @@ use reqwest::header::HOST;
 use serde::Deserialize;
 use url::Url;
 
-use super::credentials::Auth;
 use super::keys::Signing;
-use super::{ascii_value, signer, USER_AGENT};
+use super::{ascii_value, USER_AGENT};
 use crate::env::{var, ENV_IAM_ENDPOINT};
 use crate::ids::ProjectId;
 
@@ -45,49 +44,23 @@ pub(super) async fn project_id(region: &str, keys: &Signing) -> Result<ProjectId
         (Some(host), None) => host.to_owned(),
         (None, _) => return Err(format!("the IAM endpoint {base:?} has no host")),
     };
-    let date = signer::sdk_date(SystemTime::now());
-    let mut request = reqwest::Client::builder()
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(HOST, ascii_value(host.clone()));
+    keys.authorize(
+        "GET",
+        &url,
+        SystemTime::now(),
+        &[("host", host.as_str())],
+        &mut headers,
+    );
+    let request = reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| e.to_string())?
         .get(url.clone())
-        .header(HOST, ascii_value(host.clone()))
-        .header("X-Sdk-Date", ascii_value(date.clone()));
-    match keys.credentials.auth() {
-        Auth::AkSk {
-            ak,
-            sk,
-            security_token,
-        } => {
-            let mut signed = vec![("host", host.as_str()), ("x-sdk-date", date.as_str())];
-            if let Some(token) = security_token {
-                signed.push(("x-security-token", token));
-            }
-            let authorization = signer::authorization(
-                ak,
-                sk,
-                &signer::SignRequest {
-                    method: "GET",
-                    url: &url,
-                    headers: &signed,
-                    body: b"",
-                },
-            );
-            let mut authorization = ascii_value(authorization);
-            authorization.set_sensitive(true);
-            request = request.header(reqwest::header::AUTHORIZATION, authorization);
-            if let Some(token) = &keys.token_value {
-                request = request.header("X-Security-Token", token.clone());
-            }
-        }
-        Auth::IamToken(_) => {
-            if let Some(token) = &keys.token_value {
-                request = request.header("X-Auth-Token", token.clone());
-            }
-        }
-    }
+        .headers(headers);
     let response = request
         .send()
         .await

@@ -40,6 +40,70 @@ impl Signing {
     }
 }
 
+impl Signing {
+    /// Authenticates a request with an empty body, into `headers`: for AK/SK, `X-Sdk-Date`
+    /// (`now`), the security token when there is one, and an SDK-HMAC-SHA256 `Authorization`
+    /// over `before_date` (the lowercase names and values of the headers that sort before
+    /// `x-sdk-date`, in order: at most two), the date and the token; for an IAM token,
+    /// `X-Auth-Token`.
+    pub(crate) fn authorize(
+        &self,
+        method: &str,
+        url: &url::Url,
+        now: SystemTime,
+        before_date: &[(&str, &str)],
+        headers: &mut reqwest::header::HeaderMap,
+    ) {
+        match self.credentials.auth() {
+            Auth::AkSk {
+                ak,
+                sk,
+                security_token,
+            } => {
+                let date = super::signer::sdk_date(now);
+                let mut signed = [("", ""); 4];
+                let mut count = 0;
+                for header in before_date.iter().take(2) {
+                    signed[count] = *header;
+                    count += 1;
+                }
+                signed[count] = ("x-sdk-date", date.as_str());
+                count += 1;
+                // The token is signed when there is one.
+                if let Some(token) = security_token {
+                    signed[count] = ("x-security-token", token);
+                    count += 1;
+                }
+                let request = super::signer::SignRequest {
+                    method,
+                    url,
+                    headers: &signed[..count],
+                    body: b"",
+                };
+                let mut auth = super::ascii_value(super::signer::authorization(ak, sk, &request));
+                auth.set_sensitive(true);
+                headers.insert(X_SDK_DATE, super::ascii_value(date));
+                headers.insert(reqwest::header::AUTHORIZATION, auth);
+                if let Some(token) = &self.token_value {
+                    headers.insert(X_SECURITY_TOKEN, token.clone());
+                }
+            }
+            Auth::IamToken(_) => {
+                if let Some(token) = &self.token_value {
+                    headers.insert(X_AUTH_TOKEN, token.clone());
+                }
+            }
+        }
+    }
+}
+
+const X_SDK_DATE: reqwest::header::HeaderName =
+    reqwest::header::HeaderName::from_static("x-sdk-date");
+const X_SECURITY_TOKEN: reqwest::header::HeaderName =
+    reqwest::header::HeaderName::from_static("x-security-token");
+const X_AUTH_TOKEN: reqwest::header::HeaderName =
+    reqwest::header::HeaderName::from_static("x-auth-token");
+
 /// A secret as a header value, marked sensitive; refused without echoing it.
 fn secret_value(secret: &str) -> Result<HeaderValue, &'static str> {
     let mut value = HeaderValue::from_str(secret)

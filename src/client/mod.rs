@@ -26,7 +26,6 @@ use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use url::Url;
 
 use self::budget::{Budget, BudgetStats};
-use self::credentials::Auth;
 use self::endpoint::Endpoint;
 use self::feed::{Feed, Feeds};
 use self::keys::{Keys, Signing};
@@ -41,10 +40,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 /// The `User-Agent` every request carries.
 pub const USER_AGENT: &str = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION"));
 
-const X_SDK_DATE: HeaderName = HeaderName::from_static("x-sdk-date");
 const X_PROJECT_ID: HeaderName = HeaderName::from_static("x-project-id");
-const X_SECURITY_TOKEN: HeaderName = HeaderName::from_static("x-security-token");
-const X_AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
 
 /// A header value from text that is ASCII by construction (hex, dates, validated ids).
 fn ascii_value(text: String) -> HeaderValue {
@@ -340,42 +336,16 @@ impl IotdaClient {
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         headers.insert(header::HOST, inner.host_value.clone());
         headers.insert(X_PROJECT_ID, inner.project_value.clone());
-        match keys.credentials.auth() {
-            Auth::AkSk {
-                ak,
-                sk,
-                security_token,
-            } => {
-                let date = signer::sdk_date(now);
-                let signed = [
-                    ("host", inner.host.as_str()),
-                    ("x-project-id", inner.project_id.as_str()),
-                    ("x-sdk-date", date.as_str()),
-                    ("x-security-token", security_token.unwrap_or_default()),
-                ];
-                // The token is signed when there is one.
-                let count = if security_token.is_some() { 4 } else { 3 };
-                let request = signer::SignRequest {
-                    method: method.as_str(),
-                    url,
-                    headers: &signed[..count],
-                    body: b"",
-                };
-                let auth = signer::authorization(ak, sk, &request);
-                headers.insert(X_SDK_DATE, ascii_value(date));
-                let mut auth = ascii_value(auth);
-                auth.set_sensitive(true);
-                headers.insert(header::AUTHORIZATION, auth);
-                if let Some(token) = &keys.token_value {
-                    headers.insert(X_SECURITY_TOKEN, token.clone());
-                }
-            }
-            Auth::IamToken(_) => {
-                if let Some(token) = &keys.token_value {
-                    headers.insert(X_AUTH_TOKEN, token.clone());
-                }
-            }
-        }
+        keys.authorize(
+            method.as_str(),
+            url,
+            now,
+            &[
+                ("host", inner.host.as_str()),
+                ("x-project-id", inner.project_id.as_str()),
+            ],
+            &mut headers,
+        );
         headers
     }
 }
