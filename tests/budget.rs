@@ -143,3 +143,47 @@ async fn wait_all_given_one_id_twice_polls_it_once() {
     );
     assert_eq!(sim.polls(&instance(), &task), 2);
 }
+
+#[tokio::test]
+async fn a_stream_left_alone_while_it_queues_for_a_token_holds_up_no_other_wait() {
+    let sim = Simulator::start().await;
+    let (neglected, other) = (id(1), id(2));
+    sim.add_task(
+        &instance(),
+        &neglected,
+        TaskScript::new(TaskType::Modify).running(1_000_000),
+    );
+    sim.add_task(
+        &instance(),
+        &other,
+        TaskScript::new(TaskType::Modify).running(3).succeed(),
+    );
+    // One token every 50 ms, none saved up.
+    let client = sim
+        .client_builder()
+        .budget(RequestBudget::unlimited().with_max_rps(20.0, 1))
+        .build()
+        .unwrap();
+    let mut events = eager(&client, &neglected).events();
+    // The first poll takes the token; 10 ms later the second queues for the next one, and the
+    // stream is left alone while it does.
+    assert!(events.next().await.is_some());
+    let queued = tokio::time::timeout(Duration::from_millis(20), events.next()).await;
+    assert!(
+        queued.is_err(),
+        "the second poll is still queued: {queued:?}"
+    );
+
+    let outcome = eager(&client, &other)
+        .timeout(Duration::from_secs(5))
+        .wait()
+        .await;
+    assert_eq!(
+        outcome.expect("the other wait ends").status,
+        Some(TaskStatus::Success)
+    );
+    assert_eq!(sim.polls(&instance(), &other), 4);
+    // The neglected stream polled once: its token was handed over and went unused.
+    assert_eq!(sim.polls(&instance(), &neglected), 1);
+    drop(events);
+}

@@ -23,13 +23,20 @@
 //!
 //! Waits queue for tokens in the order their polls fell due (a fair, first-in first-out
 //! queue), so under a budget the poll that has waited longest goes first and none starves.
+//! The queue is served by a task of its own, spawned while polls are waiting: it sleeps for
+//! each token and hands it to the poll at the head. A poll whose future is not being polled
+//! (a stream left alone) holds up no one: its token is handed over all the same, and if it is
+//! not taken up within a second it is spent on nothing and the poll queues again when it
+//! wakes, so a stale grant never becomes a burst.
 //! When no cap is set and nothing was ever throttled, taking a token is one atomic load and
 //! the measurement of the rate sent (one uncontended lock).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// How much the rate is cut on a throttle (AWS's `BETA`).
@@ -44,6 +51,9 @@ const SMOOTH: f64 = 0.8;
 const MIN_RATE: f64 = 0.5;
 /// The window over which the sending rate is counted.
 const WINDOW: Duration = Duration::from_millis(500);
+/// How long a token handed to a poll stays good: a poll that takes it up later (its future
+/// was left alone) queues again.
+const STALE: Duration = Duration::from_secs(1);
 
 /// How many requests per second a client may send, over all the waits that share it.
 ///
@@ -239,14 +249,57 @@ struct State {
     fixed: Option<Bucket>,
     adaptive: Option<Adaptive>,
     meter: Meter,
+    /// Polls waiting for a token, first come first served; each is sent the instant its token
+    /// was taken.
+    waiting: VecDeque<oneshot::Sender<Instant>>,
+    /// Whether a task is serving `waiting`.
+    serving: bool,
+}
+
+impl State {
+    /// Takes a token from every bucket if each has one; else says how long until they do.
+    fn take(&mut self, now: Instant) -> Duration {
+        let Self {
+            fixed, adaptive, ..
+        } = self;
+        let mut wait = Duration::ZERO;
+        for bucket in fixed
+            .iter_mut()
+            .chain(adaptive.as_mut().map(|a| &mut a.bucket))
+        {
+            bucket.refill(now);
+            wait = wait.max(bucket.wait());
+        }
+        if wait.is_zero() {
+            for bucket in fixed
+                .iter_mut()
+                .chain(adaptive.as_mut().map(|a| &mut a.bucket))
+            {
+                bucket.tokens -= 1.0;
+            }
+            self.meter.sent(now);
+        }
+        wait
+    }
+
+    /// Puts back a token taken for a request that was not sent.
+    fn give_back(&mut self) {
+        let Self {
+            fixed, adaptive, ..
+        } = self;
+        for bucket in fixed
+            .iter_mut()
+            .chain(adaptive.as_mut().map(|a| &mut a.bucket))
+        {
+            bucket.tokens = (bucket.tokens + 1.0).min(bucket.capacity);
+        }
+    }
 }
 
 /// A client's budget: see the module docs.
 #[derive(Debug)]
 pub(crate) struct Budget {
     config: RequestBudget,
-    /// Polls waiting for a token, first come first served.
-    queue: tokio::sync::Mutex<()>,
     state: Mutex<State>,
     /// Whether taking a token may have to wait: a fixed cap, or an engaged limiter.
     limited: AtomicBool,
@@ -271,8 +324,9 @@ impl Budget {
                     count: 0,
                     rate: 0.0,
                 },
+                waiting: VecDeque::new(),
+                serving: false,
             }),
-            queue: tokio::sync::Mutex::new(()),
             config,
             requests: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
@@ -288,7 +342,7 @@ impl Budget {
     }
 
     /// Waits for a token, in turn; returns when the request may go.
-    pub(crate) async fn acquire(&self) {
+    pub(crate) async fn acquire(self: &Arc<Self>) {
         if !self.limited.load(Ordering::Acquire) {
             self.requests.fetch_add(1, Ordering::Relaxed);
             if self.config.adaptive {
@@ -297,42 +351,73 @@ impl Budget {
             return;
         }
         let queued = Instant::now();
-        let _turn = self.queue.lock().await;
         loop {
-            let wait = {
+            let (granted, answer) = oneshot::channel();
+            {
                 let mut state = self.state();
-                let now = Instant::now();
-                let State {
-                    fixed,
-                    adaptive,
-                    meter,
-                } = &mut *state;
-                let buckets = fixed
-                    .iter_mut()
-                    .chain(adaptive.as_mut().map(|a| &mut a.bucket));
-                let mut wait = Duration::ZERO;
-                let mut all: Vec<&mut Bucket> = Vec::with_capacity(2);
-                for bucket in buckets {
-                    bucket.refill(now);
-                    wait = wait.max(bucket.wait());
-                    all.push(bucket);
+                state.waiting.push_back(granted);
+                if !state.serving {
+                    state.serving = true;
+                    tokio::spawn(Arc::clone(self).serve());
                 }
-                if wait.is_zero() {
-                    for bucket in all {
-                        bucket.tokens -= 1.0;
-                    }
-                    meter.sent(now);
-                }
-                wait
-            };
-            if wait.is_zero() {
+            }
+            // The server drops a sender without a token only if its runtime shut down: the
+            // poll queues again and a server starts on this one.
+            if answer
+                .await
+                .is_ok_and(|taken_at| taken_at.elapsed() <= STALE)
+            {
                 break;
             }
-            tokio::time::sleep(wait).await;
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let waited = u64::try_from(queued.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.waited_ns.fetch_add(waited, Ordering::Relaxed);
+    }
+
+    /// Serves the queue: hands a token to each waiting poll in turn, sleeping for it, and ends
+    /// when no poll is waiting. Polls that stopped waiting (their future was dropped) are
+    /// passed over without spending a token.
+    async fn serve(self: Arc<Self>) {
+        /// Marks the queue unserved if the server is dropped with its runtime.
+        struct Serving<'a>(Option<&'a Budget>);
+        impl Drop for Serving<'_> {
+            fn drop(&mut self) {
+                if let Some(budget) = self.0 {
+                    budget.state().serving = false;
+                }
+            }
+        }
+        let mut serving = Serving(Some(&self));
+        loop {
+            let wait = {
+                let mut state = self.state();
+                let now = Instant::now();
+                loop {
+                    match state.waiting.pop_front() {
+                        None => {
+                            // In the same lock as the look at the queue, so that a poll
+                            // queued after it starts a server.
+                            state.serving = false;
+                            serving.0 = None;
+                            return;
+                        }
+                        Some(next) if next.is_closed() => continue,
+                        Some(next) => {
+                            let wait = state.take(now);
+                            if !wait.is_zero() {
+                                state.waiting.push_front(next);
+                                break wait;
+                            }
+                            if next.send(now).is_err() {
+                                state.give_back();
+                            }
+                        }
+                    }
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
     }
 
     /// Gives back a token taken for a request that was not sent (the poll joined another
@@ -342,16 +427,7 @@ impl Budget {
         if !self.limited.load(Ordering::Acquire) {
             return;
         }
-        let mut state = self.state();
-        let State {
-            fixed, adaptive, ..
-        } = &mut *state;
-        for bucket in fixed
-            .iter_mut()
-            .chain(adaptive.as_mut().map(|a| &mut a.bucket))
-        {
-            bucket.tokens = (bucket.tokens + 1.0).min(bucket.capacity);
-        }
+        self.state().give_back();
     }
 
     /// Takes in what the service answered to a request sent at `sent_at`.
@@ -414,7 +490,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_fixed_cap_lets_a_burst_through_then_paces() {
-        let budget = Budget::new(RequestBudget::unlimited().with_max_rps(10.0, 3));
+        let budget = Arc::new(Budget::new(
+            RequestBudget::unlimited().with_max_rps(10.0, 3),
+        ));
         let start = Instant::now();
         let mut at = Vec::new();
         for _ in 0..6 {
@@ -428,7 +506,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_rate_too_low_to_write_as_a_duration_waits_without_panicking() {
-        let budget = Budget::new(RequestBudget::unlimited().with_max_rps(1e-300, 1));
+        let budget = Arc::new(Budget::new(
+            RequestBudget::unlimited().with_max_rps(1e-300, 1),
+        ));
         budget.acquire().await;
         let second = tokio::time::timeout(Duration::from_secs(7 * 86_400), budget.acquire());
         assert!(second.await.is_err(), "no second token within a week");
@@ -441,7 +521,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn nothing_is_held_back_until_a_throttle() {
-        let budget = Budget::new(RequestBudget::default());
+        let budget = Arc::new(Budget::new(RequestBudget::default()));
         let start = Instant::now();
         for _ in 0..100 {
             budget.acquire().await;
@@ -451,7 +531,7 @@ mod tests {
     }
 
     /// Sends at `rate` for `secs`, the budget permitting; returns how many went.
-    async fn send(budget: &Budget, rate: f64, secs_long: f64) -> u32 {
+    async fn send(budget: &Arc<Budget>, rate: f64, secs_long: f64) -> u32 {
         let end = Instant::now() + secs(secs_long);
         let mut sent = 0;
         while Instant::now() < end {
@@ -465,7 +545,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_throttle_cuts_the_rate_sent_and_it_grows_back_on_the_cubic_curve() {
-        let budget = Budget::new(RequestBudget::default());
+        let budget = Arc::new(Budget::new(RequestBudget::default()));
         send(&budget, 40.0, 3.0).await;
         let measured = budget.state().meter.rate;
         assert!((measured - 40.0).abs() < 2.0, "{measured}");
@@ -486,7 +566,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn answers_to_requests_sent_before_a_cut_do_not_cut_again() {
-        let budget = Budget::new(RequestBudget::default());
+        let budget = Arc::new(Budget::new(RequestBudget::default()));
         send(&budget, 40.0, 2.0).await;
         let before = Instant::now();
         tokio::time::advance(secs(0.01)).await;
