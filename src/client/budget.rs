@@ -402,7 +402,8 @@ impl Budget {
                             serving.0 = None;
                             return;
                         }
-                        Some(next) if next.is_closed() => continue,
+                        // A poll that stopped waiting is passed over.
+                        Some(next) if next.is_closed() => {}
                         Some(next) => {
                             let wait = state.take(now);
                             if !wait.is_zero() {
