@@ -72,6 +72,7 @@ const STALE: Duration = Duration::from_secs(1);
 #[non_exhaustive]
 pub struct RequestBudget {
     max_rps: Option<(f64, u32)>,
+    window: Option<(u32, Duration)>,
     adaptive: bool,
 }
 
@@ -79,6 +80,7 @@ impl Default for RequestBudget {
     fn default() -> Self {
         Self {
             max_rps: None,
+            window: None,
             adaptive: true,
         }
     }
@@ -90,6 +92,7 @@ impl RequestBudget {
     pub fn unlimited() -> Self {
         Self {
             max_rps: None,
+            window: None,
             adaptive: false,
         }
     }
@@ -100,6 +103,48 @@ impl RequestBudget {
     pub fn with_max_rps(mut self, rate: f64, burst: u32) -> Self {
         self.max_rps = (rate.is_finite() && rate > 0.0).then_some((rate, burst.max(1)));
         self
+    }
+
+    /// A second limit, for quotas counted over a window ("200 requests per 5 minutes"): at
+    /// most `count` requests in any `window`, as a token bucket of a quarter of `count` (at
+    /// least 1) refilled at the rest over the window, so that a burst and the refill together
+    /// never pass `count`. It holds with [`with_max_rps`](Self::with_max_rps) at once; a count
+    /// below 2 or an empty window is no limit.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use iotda_task_watcher::client::budget::RequestBudget;
+    /// let budget = RequestBudget::default()
+    ///     .with_max_rps(5.0, 5)
+    ///     .with_window_limit(200, Duration::from_secs(300));
+    /// assert_eq!(budget.window_limit(), Some((200, Duration::from_secs(300))));
+    /// ```
+    #[must_use]
+    pub fn with_window_limit(mut self, count: u32, window: Duration) -> Self {
+        self.window = (count >= 2 && !window.is_zero()).then_some((count, window));
+        self
+    }
+
+    /// The window limit, as (requests, window).
+    #[must_use]
+    pub fn window_limit(&self) -> Option<(u32, Duration)> {
+        self.window
+    }
+
+    /// Every fixed limit as a token bucket: (requests per second, burst).
+    pub(crate) fn buckets(&self) -> Vec<(f64, f64)> {
+        let mut limits = Vec::with_capacity(2);
+        if let Some((rate, burst)) = self.max_rps {
+            limits.push((rate, f64::from(burst)));
+        }
+        if let Some((count, window)) = self.window {
+            let burst = count.div_ceil(4).min(count - 1);
+            limits.push((
+                f64::from(count - burst) / window.as_secs_f64(),
+                f64::from(burst),
+            ));
+        }
+        limits
     }
 
     /// Turns the adaptive limiter on or off (on by default).
@@ -132,8 +177,13 @@ pub struct BudgetStats {
     pub throttled: u64,
     /// Total time requests waited for a token.
     pub waited: Duration,
-    /// The adaptive limiter's rate, once a throttle engaged it.
+    /// The adaptive limiter's rate, once a throttle engaged it (the fleet's, as last seen,
+    /// while a shared budget answers).
     pub adaptive_rate: Option<f64>,
+    /// Calls made to a shared budget's Redis, answered or not.
+    pub shared_calls: u64,
+    /// Whether a shared budget stopped answering, so that this process paces itself.
+    pub pacing_alone: bool,
 }
 
 /// A token bucket.
@@ -246,7 +296,7 @@ impl Adaptive {
 
 #[derive(Debug)]
 struct State {
-    fixed: Option<Bucket>,
+    fixed: Vec<Bucket>,
     adaptive: Option<Adaptive>,
     meter: Meter,
     /// Polls waiting for a token, first come first served; each is sent the instant its token
@@ -254,6 +304,9 @@ struct State {
     waiting: VecDeque<oneshot::Sender<Instant>>,
     /// Whether a task is serving `waiting`.
     serving: bool,
+    /// Whether the limits are this process's share of a shared budget that stopped answering.
+    #[cfg(feature = "redis")]
+    alone: bool,
 }
 
 impl State {
@@ -301,21 +354,27 @@ impl State {
 pub(crate) struct Budget {
     config: RequestBudget,
     state: Mutex<State>,
-    /// Whether taking a token may have to wait: a fixed cap, or an engaged limiter.
+    /// Whether taking a token may have to wait: a fixed cap, an engaged limiter, or a
+    /// shared budget.
     limited: AtomicBool,
     requests: AtomicU64,
     throttled: AtomicU64,
     waited_ns: AtomicU64,
+    /// The fleet's budget, when shared through Redis.
+    #[cfg(feature = "redis")]
+    shared: Option<super::shared::Shared>,
 }
 
 impl Budget {
     pub(crate) fn new(config: RequestBudget) -> Self {
         let now = Instant::now();
-        let fixed = config
-            .max_rps
-            .map(|(rate, burst)| Bucket::new(rate, f64::from(burst), now));
+        let fixed: Vec<Bucket> = config
+            .buckets()
+            .into_iter()
+            .map(|(rate, burst)| Bucket::new(rate, burst, now))
+            .collect();
         Self {
-            limited: AtomicBool::new(fixed.is_some()),
+            limited: AtomicBool::new(!fixed.is_empty()),
             state: Mutex::new(State {
                 fixed,
                 adaptive: None,
@@ -326,12 +385,32 @@ impl Budget {
                 },
                 waiting: VecDeque::new(),
                 serving: false,
+                #[cfg(feature = "redis")]
+                alone: false,
             }),
             config,
             requests: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             waited_ns: AtomicU64::new(0),
+            #[cfg(feature = "redis")]
+            shared: None,
         }
+    }
+
+    /// A budget shared with the fleet through Redis, under the keys of `default_scope` unless
+    /// `shared` names a scope.
+    #[cfg(feature = "redis")]
+    pub(crate) fn shared(
+        config: RequestBudget,
+        shared: super::shared::SharedBudget,
+        default_scope: &str,
+    ) -> Self {
+        let link =
+            super::shared::Shared::new(shared, default_scope, &config.buckets(), config.adaptive);
+        let mut budget = Self::new(config);
+        budget.limited = AtomicBool::new(true);
+        budget.shared = Some(link);
+        budget
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -390,34 +469,93 @@ impl Budget {
         }
         let mut serving = Serving(Some(&self));
         loop {
+            {
+                let mut state = self.state();
+                while state
+                    .waiting
+                    .front()
+                    .is_some_and(oneshot::Sender::is_closed)
+                {
+                    state.waiting.pop_front();
+                }
+                if state.waiting.is_empty() {
+                    // In the same lock as the look at the queue, so that a poll queued
+                    // after it starts a server.
+                    state.serving = false;
+                    serving.0 = None;
+                    return;
+                }
+            }
+            #[cfg(feature = "redis")]
+            if let Some(shared) = &self.shared {
+                if shared.decide(Instant::now()) == super::shared::Decision::Ask {
+                    if let Some(booked) = shared.book().await {
+                        self.state().alone = false;
+                        tokio::time::sleep(booked.wait).await;
+                        self.hand_over(false);
+                        continue;
+                    }
+                    self.pace_alone(shared.last());
+                }
+            }
             let wait = {
                 let mut state = self.state();
-                let now = Instant::now();
-                loop {
-                    match state.waiting.pop_front() {
-                        None => {
-                            // In the same lock as the look at the queue, so that a poll
-                            // queued after it starts a server.
-                            state.serving = false;
-                            serving.0 = None;
-                            return;
-                        }
-                        // A poll that stopped waiting is passed over.
-                        Some(next) if next.is_closed() => {}
-                        Some(next) => {
-                            let wait = state.take(now);
-                            if !wait.is_zero() {
-                                state.waiting.push_front(next);
-                                break wait;
-                            }
-                            if next.send(now).is_err() {
-                                state.give_back();
-                            }
-                        }
-                    }
+                let wait = state.take(Instant::now());
+                if wait.is_zero() {
+                    drop(state);
+                    self.hand_over(true);
                 }
+                wait
             };
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Hands a token just taken to the poll at the head of the queue; if none is waiting any
+    /// more, gives it back (to the local buckets when `local`, else to the fleet's).
+    fn hand_over(&self, local: bool) {
+        let mut state = self.state();
+        let now = Instant::now();
+        if !local {
+            state.meter.sent(now);
+        }
+        while let Some(next) = state.waiting.pop_front() {
+            if next.send(now).is_ok() {
+                return;
+            }
+        }
+        if local {
+            state.give_back();
+        } else {
+            #[cfg(feature = "redis")]
+            if let Some(shared) = &self.shared {
+                shared.refund();
+            }
+        }
+    }
+
+    /// Sets this process's own limits to its share of the fleet's, as last seen, when it
+    /// stops booking through Redis.
+    #[cfg(feature = "redis")]
+    fn pace_alone(&self, fleet: Option<super::shared::Booked>) {
+        let members = fleet.map_or(1, |f| f.members);
+        let mut state = self.state();
+        if state.alone {
+            return;
+        }
+        state.alone = true;
+        let now = Instant::now();
+        let share = f64::from(members);
+        state.fixed = self
+            .config
+            .buckets()
+            .into_iter()
+            .map(|(rate, burst)| Bucket::new(rate / share, (burst / share).max(1.0), now))
+            .collect();
+        if let Some(rate) = fleet.and_then(|f| f.rate) {
+            let mut adaptive = Adaptive::cut(rate / share / BETA, now, None);
+            adaptive.k = 0.0;
+            state.adaptive = Some(adaptive);
         }
     }
 
@@ -428,14 +566,31 @@ impl Budget {
         if !self.limited.load(Ordering::Acquire) {
             return;
         }
+        #[cfg(feature = "redis")]
+        if let Some(shared) = self.shared.as_ref().filter(|s| s.joined()) {
+            shared.refund();
+            return;
+        }
         self.state().give_back();
     }
 
-    /// Takes in what the service answered to a request sent at `sent_at`.
-    pub(crate) fn answered(&self, sent_at: Instant, throttled: bool) {
+    /// Takes in what the service answered to a request sent at `sent_at`: whether it was
+    /// throttled, and for how long the service asked to be left alone.
+    pub(crate) fn answered(
+        &self,
+        sent_at: Instant,
+        throttled: bool,
+        retry_after: Option<Duration>,
+    ) {
         if throttled {
             self.throttled.fetch_add(1, Ordering::Relaxed);
+            #[cfg(feature = "redis")]
+            if let Some(shared) = &self.shared {
+                shared.throttled(sent_at, retry_after);
+            }
         }
+        #[cfg(not(feature = "redis"))]
+        let _ = retry_after;
         if !self.config.adaptive {
             return;
         }
@@ -472,12 +627,24 @@ impl Budget {
     }
 
     pub(crate) fn stats(&self) -> BudgetStats {
-        BudgetStats {
+        #[allow(unused_mut)]
+        let mut stats = BudgetStats {
             requests: self.requests.load(Ordering::Relaxed),
             throttled: self.throttled.load(Ordering::Relaxed),
             waited: Duration::from_nanos(self.waited_ns.load(Ordering::Relaxed)),
             adaptive_rate: self.state().adaptive.as_ref().map(|a| a.bucket.rate),
+            shared_calls: 0,
+            pacing_alone: false,
+        };
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.shared {
+            stats.shared_calls = shared.calls();
+            stats.pacing_alone = !shared.joined();
+            if !stats.pacing_alone {
+                stats.adaptive_rate = shared.last().and_then(|fleet| fleet.rate);
+            }
         }
+        stats
     }
 }
 
@@ -537,7 +704,7 @@ mod tests {
         let mut sent = 0;
         while Instant::now() < end {
             budget.acquire().await;
-            budget.answered(Instant::now(), false);
+            budget.answered(Instant::now(), false, None);
             sent += 1;
             tokio::time::sleep(secs(1.0 / rate)).await;
         }
@@ -550,7 +717,7 @@ mod tests {
         send(&budget, 40.0, 3.0).await;
         let measured = budget.state().meter.rate;
         assert!((measured - 40.0).abs() < 2.0, "{measured}");
-        budget.answered(Instant::now(), true);
+        budget.answered(Instant::now(), true, None);
         let cut = budget.stats().adaptive_rate.unwrap();
         assert!((cut - measured * BETA).abs() < 1e-9, "{cut}");
         // Back at the rate before the cut after K seconds: (W (1 - BETA) / C)^(1/3).
@@ -571,15 +738,15 @@ mod tests {
         send(&budget, 40.0, 2.0).await;
         let before = Instant::now();
         tokio::time::advance(secs(0.01)).await;
-        budget.answered(before, true);
+        budget.answered(before, true, None);
         let once = budget.stats().adaptive_rate.unwrap();
         for _ in 0..10 {
-            budget.answered(before, true);
+            budget.answered(before, true, None);
         }
         assert_eq!(budget.stats().adaptive_rate, Some(once));
         assert_eq!(budget.stats().throttled, 11);
         // A request sent after the cut and throttled cuts again.
-        budget.answered(Instant::now(), true);
+        budget.answered(Instant::now(), true, None);
         let twice = budget.stats().adaptive_rate.unwrap();
         assert!(twice < once, "{twice} < {once}");
         assert!(twice >= MIN_RATE);
@@ -637,7 +804,7 @@ mod tests {
                         }
                         taken
                     };
-                    budget.answered(sent, !taken);
+                    budget.answered(sent, !taken, None);
                     if taken {
                         accepted.fetch_add(1, Ordering::Relaxed);
                     }

@@ -31,13 +31,15 @@ pub struct IotdaClientBuilder {
     max_body_bytes: Option<usize>,
     http: Option<reqwest::Client>,
     budget: Option<RequestBudget>,
+    #[cfg(feature = "redis")]
+    shared: Option<super::shared::SharedBudget>,
 }
 
 /// Shows the settings, but not an endpoint URL (it may hold a password) nor a secret.
 impl std::fmt::Debug for IotdaClientBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IotdaClientBuilder")
-            .field("region", &self.region)
+        let mut f = f.debug_struct("IotdaClientBuilder");
+        f.field("region", &self.region)
             .field("custom_endpoint", &self.url.is_some())
             .field("credentials", &self.credentials)
             .field(
@@ -48,8 +50,10 @@ impl std::fmt::Debug for IotdaClientBuilder {
             .field("timeout", &self.timeout)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("http_client", &self.http.is_some())
-            .field("budget", &self.budget)
-            .finish()
+            .field("budget", &self.budget);
+        #[cfg(feature = "redis")]
+        f.field("shared_budget", &self.shared);
+        f.finish()
     }
 }
 
@@ -117,6 +121,33 @@ impl IotdaClientBuilder {
     /// [`RequestBudget`]. Default: no fixed cap, the adaptive limiter on.
     pub fn budget(mut self, budget: RequestBudget) -> Self {
         self.budget = Some(budget);
+        self
+    }
+
+    /// Shares the [budget](Self::budget) with every process that names the same Redis server
+    /// and scope: its limits become the fleet's, and a throttle seen by any process slows them
+    /// all. See [`shared`](super::shared) for what happens when Redis fails (the process paces
+    /// itself until it answers again).
+    ///
+    /// ```no_run
+    /// use iotda_task_watcher::client::budget::RequestBudget;
+    /// use iotda_task_watcher::client::shared::SharedBudget;
+    /// use iotda_task_watcher::{Credentials, IotdaClient, ProjectId};
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = IotdaClient::builder()
+    ///     .region("cn-north-4")
+    ///     .credentials(Credentials::from_env()?)
+    ///     .project_id(ProjectId::from_env()?)
+    ///     // 40 requests a second for the whole fleet.
+    ///     .budget(RequestBudget::default().with_max_rps(40.0, 40))
+    ///     .shared_budget(SharedBudget::redis("redis://10.0.0.5:6379/0")?)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn shared_budget(mut self, shared: super::shared::SharedBudget) -> Self {
+        self.shared = Some(shared);
         self
     }
 
@@ -222,7 +253,7 @@ impl IotdaClientBuilder {
     }
 
     fn finish(
-        self,
+        mut self,
         endpoint: Endpoint,
         keys: KeySource,
         project_id: ProjectId,
@@ -230,6 +261,7 @@ impl IotdaClientBuilder {
         if self.timeout == Some(Duration::ZERO) {
             return Err(BuildError::ZeroTimeout);
         }
+        let budget = Arc::new(self.make_budget(&project_id));
         let http = match self.http {
             Some(http) => http,
             None => reqwest::Client::builder()
@@ -263,10 +295,23 @@ impl IotdaClientBuilder {
                 timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
                 max_body_bytes: self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
                 clock_offset_ms: AtomicI64::new(0),
-                budget: Arc::new(Budget::new(self.budget.unwrap_or_default())),
+                budget,
                 feeds: super::feed::Feeds::default(),
             }),
         })
+    }
+}
+
+impl IotdaClientBuilder {
+    /// The client's budget, shared through Redis when asked.
+    fn make_budget(&mut self, project_id: &ProjectId) -> Budget {
+        let config = self.budget.unwrap_or_default();
+        #[cfg(feature = "redis")]
+        if let Some(shared) = self.shared.take() {
+            return Budget::shared(config, shared, project_id.as_str());
+        }
+        let _ = project_id;
+        Budget::new(config)
     }
 }
 

@@ -12,6 +12,8 @@ pub(crate) mod feed;
 mod iam;
 mod keys;
 pub mod provider;
+#[cfg(feature = "redis")]
+pub mod shared;
 pub mod signer;
 pub(crate) mod skew;
 
@@ -310,8 +312,13 @@ impl IotdaClient {
         let answer = self.read_response(response).await;
         let throttled = answer
             .as_ref()
-            .is_err_and(|e| e.kind() == ApiErrorKind::Throttled);
-        self.inner.budget.answered(sent_at, throttled);
+            .err()
+            .filter(|e| e.kind() == ApiErrorKind::Throttled);
+        self.inner.budget.answered(
+            sent_at,
+            throttled.is_some(),
+            throttled.and_then(ApiError::retry_after),
+        );
         answer.map_err(|mut error| {
             if error.kind() == ApiErrorKind::Unauthorized {
                 self.learn_clock(&mut error, local, offset_ms);

@@ -88,6 +88,8 @@
 mod gateway;
 mod issuer;
 mod quota;
+#[cfg(feature = "redis")]
+mod redis_server;
 mod script;
 mod server;
 
@@ -98,6 +100,8 @@ use reqwest::StatusCode;
 
 pub use issuer::{ExpiryStyle, Metadata};
 pub use quota::{Quota, QuotaAnswer};
+#[cfg(feature = "redis")]
+pub use redis_server::RedisServer;
 pub use script::TaskScript;
 pub use server::Simulator;
 

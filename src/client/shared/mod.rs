@@ -1,0 +1,504 @@
+//! A request budget shared by every process of a fleet through Redis (feature `redis`).
+//!
+//! Each request's slot is booked by one Lua script run in Redis: a GCRA over every limit
+//! of the [`RequestBudget`](super::budget::RequestBudget) (the fixed cap, a window limit, and
+//! the adaptive limiter's rate), read against the server's clock (`TIME`), never the hosts'.
+//! The script answers how long to wait for the booked slot, so the fleet's polls go out in one
+//! order instead of retrying in a storm. The same call carries this process's news: a throttle
+//! (which cuts the fleet's adaptive rate once per episode), a `Retry-After` (which pauses every
+//! process), and tokens given back. It is one round trip per request, and nothing else.
+//!
+//! Both keys carry one hash tag, `{scope}`, so the script runs on a Redis cluster and on
+//! Huawei's DCS alike. The scope defaults to the client's project id: clients of one account
+//! and region share it, other accounts on the same Redis do not.
+//!
+//! Redis failing is never a wait's failure: a call that errs or takes longer than
+//! [`SharedBudget::timeout`] (250 ms by default) switches the process to its own limiter at
+//! once, seeded with the fleet's share of each limit; a call every
+//! [`SharedBudget::probe_every`] (2 s) tries Redis again and rejoins. Each switch is one log
+//! line.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio::time::Instant;
+
+/// The script that books a slot; see its header for its keys and arguments.
+const RESERVE: &str = include_str!("reserve.lua");
+
+/// How a fleet shares one budget through Redis: the server's URL and the scope its keys
+/// are named by.
+///
+/// ```
+/// use iotda_task_watcher::client::shared::SharedBudget;
+/// let shared = SharedBudget::redis("rediss://:secret@redis.example.com:6380/2")?
+///     .scope("account-7");
+/// // The password is never shown.
+/// assert_eq!(shared.to_string(), "rediss://redis.example.com:6380/2 (scope account-7)");
+/// assert!(!format!("{shared:?}").contains("secret"));
+/// # Ok::<(), iotda_task_watcher::client::shared::SharedBudgetError>(())
+/// ```
+#[derive(Clone)]
+pub struct SharedBudget {
+    client: redis::Client,
+    shown: String,
+    scope: Option<String>,
+    timeout: Duration,
+    probe_every: Duration,
+}
+
+/// Why a shared budget's URL was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SharedBudgetError {
+    /// The URL is not a Redis URL (`redis://` or `rediss://`).
+    #[error("{0} is not a Redis URL (redis://HOST:PORT[/DB] or rediss://...)")]
+    NotRedis(String),
+}
+
+impl SharedBudget {
+    /// A budget shared through the Redis server at `url`: `redis://[:PASSWORD@]HOST[:PORT][/DB]`,
+    /// or `rediss://` for TLS. Nothing is connected until the first request.
+    ///
+    /// # Errors
+    /// [`SharedBudgetError::NotRedis`] for anything else; the error shows the URL without its
+    /// password.
+    pub fn redis(url: &str) -> Result<Self, SharedBudgetError> {
+        let shown = redact(url);
+        let parsed =
+            url::Url::parse(url).map_err(|_| SharedBudgetError::NotRedis(shown.clone()))?;
+        if !matches!(parsed.scheme(), "redis" | "rediss") || parsed.host_str().is_none() {
+            return Err(SharedBudgetError::NotRedis(shown));
+        }
+        let client =
+            redis::Client::open(url).map_err(|_| SharedBudgetError::NotRedis(shown.clone()))?;
+        Ok(Self {
+            client,
+            shown,
+            scope: None,
+            timeout: Duration::from_millis(250),
+            probe_every: Duration::from_secs(2),
+        })
+    }
+
+    /// Names the keys: processes with the same scope share one budget. By default, the
+    /// client's project id. Braces are dropped, as they would split the hash tag.
+    #[must_use]
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        let scope: String = scope
+            .into()
+            .chars()
+            .filter(|c| !"{}".contains(*c))
+            .collect();
+        self.scope = Some(scope);
+        self
+    }
+
+    /// The longest a call to Redis may take before the process falls back to its own limiter
+    /// (250 ms by default).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How often a process that fell back tries Redis again (every 2 s by default).
+    #[must_use]
+    pub fn probe_every(mut self, every: Duration) -> Self {
+        self.probe_every = every;
+        self
+    }
+
+    /// The keys of a scope: one hash tag for both, so that they share a cluster slot.
+    fn keys(&self, default_scope: &str) -> [String; 2] {
+        let scope = self.scope.as_deref().unwrap_or(default_scope);
+        [
+            format!("iotda-budget:{{{scope}}}"),
+            format!("iotda-budget:{{{scope}}}:members"),
+        ]
+    }
+}
+
+impl fmt::Display for SharedBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.shown)?;
+        if let Some(scope) = &self.scope {
+            write!(f, " (scope {scope})")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for SharedBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedBudget")
+            .field("url", &self.shown)
+            .field("scope", &self.scope)
+            .field("timeout", &self.timeout)
+            .field("probe_every", &self.probe_every)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL with any user name and password taken out.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            // Both only fail for URLs that cannot have credentials, which then have none.
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => match url.rsplit_once('@') {
+            Some((_, host)) => format!("<credentials>@{host}"),
+            None => url.to_owned(),
+        },
+    }
+}
+
+/// What a booking answered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Booked {
+    /// How long until the booked slot.
+    pub(crate) wait: Duration,
+    /// The fleet's adaptive rate, once engaged.
+    pub(crate) rate: Option<f64>,
+    /// Processes that booked in the last 10 s.
+    pub(crate) members: u32,
+}
+
+/// What this process has to tell the fleet with its next booking.
+#[derive(Debug, Default, Clone, Copy)]
+struct Report {
+    refunds: u32,
+    /// When the latest throttled request was sent, on the server's clock (us).
+    throttled_sent: Option<i64>,
+    retry_after: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct Link {
+    connection: Option<ConnectionManager>,
+    /// Whether the last call succeeded (else the process runs on its own limiter).
+    joined: bool,
+    /// When a process that fell back may try Redis again.
+    next_try: Instant,
+    /// The server's clock (us) at a local instant, from the last booking.
+    clock: Option<(Instant, i64)>,
+    report: Report,
+    last: Option<Booked>,
+}
+
+/// A client's link to the shared budget.
+pub(crate) struct Shared {
+    config: SharedBudget,
+    keys: [String; 2],
+    member: String,
+    script: redis::Script,
+    limits: Vec<(u64, u32)>,
+    adaptive: bool,
+    link: Mutex<Link>,
+    calls: std::sync::atomic::AtomicU64,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether the process uses Redis now, or runs on its own limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Book through Redis.
+    Ask,
+    /// Use the local limiter.
+    Local,
+}
+
+impl Shared {
+    /// A link for a client whose limits are `limits` (each as requests a second and burst).
+    pub(crate) fn new(
+        config: SharedBudget,
+        default_scope: &str,
+        limits: &[(f64, f64)],
+        adaptive: bool,
+    ) -> Self {
+        let keys = config.keys(default_scope);
+        let member = format!(
+            "{}-{:016x}",
+            std::process::id(),
+            // Distinct for clients of one process, and for processes that reuse a pid.
+            std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8)
+        );
+        let limits = limits
+            .iter()
+            .map(|&(rate, burst)| {
+                // Truncation is meant: a whole number of microseconds, at least one.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let interval = (1e6 / rate).clamp(1.0, 1e15) as u64;
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let burst = burst.clamp(1.0, 1e9) as u32;
+                (interval, burst)
+            })
+            .collect();
+        Self {
+            config,
+            keys,
+            member,
+            script: redis::Script::new(RESERVE),
+            limits,
+            adaptive,
+            link: Mutex::new(Link {
+                connection: None,
+                joined: true,
+                next_try: Instant::now(),
+                clock: None,
+                report: Report::default(),
+                last: None,
+            }),
+            calls: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn link(&self) -> std::sync::MutexGuard<'_, Link> {
+        self.link
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Calls made to Redis, answered or not.
+    pub(crate) fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the process is using Redis now.
+    pub(crate) fn joined(&self) -> bool {
+        self.link().joined
+    }
+
+    /// Whether the next request is booked through Redis.
+    pub(crate) fn decide(&self, now: Instant) -> Decision {
+        let link = self.link();
+        if link.joined || now >= link.next_try {
+            Decision::Ask
+        } else {
+            Decision::Local
+        }
+    }
+
+    /// A token taken for a request that was not sent, given back with the next booking.
+    pub(crate) fn refund(&self) {
+        let mut link = self.link();
+        link.report.refunds = link.report.refunds.saturating_add(1);
+    }
+
+    /// A throttled answer to a request sent at `sent_at`, told to the fleet with the next
+    /// booking.
+    pub(crate) fn throttled(&self, sent_at: Instant, retry_after: Option<Duration>) {
+        let mut link = self.link();
+        let Some((base, server)) = link.clock else {
+            return;
+        };
+        let offset = if sent_at >= base {
+            i64::try_from(sent_at.duration_since(base).as_micros()).unwrap_or(i64::MAX)
+        } else {
+            -i64::try_from(base.duration_since(sent_at).as_micros()).unwrap_or(i64::MAX)
+        };
+        let sent = server.saturating_add(offset);
+        link.report.throttled_sent = Some(link.report.throttled_sent.map_or(sent, |s| s.max(sent)));
+        if let Some(wait) = retry_after {
+            link.report.retry_after = Some(link.report.retry_after.map_or(wait, |w| w.max(wait)));
+        }
+    }
+
+    /// Books the next slot. `None` when Redis failed or was too slow: the process then runs
+    /// on its own limiter until the next probe, and the report waits for it.
+    pub(crate) async fn book(&self) -> Option<Booked> {
+        let (connection, report) = {
+            let mut link = self.link();
+            let connection = match &link.connection {
+                Some(connection) => connection.clone(),
+                None => match self.connect() {
+                    Ok(connection) => {
+                        link.connection = Some(connection.clone());
+                        connection
+                    }
+                    Err(error) => {
+                        drop(link);
+                        self.fell_back(&format!("{:?}", error.kind()));
+                        return None;
+                    }
+                },
+            };
+            (connection, std::mem::take(&mut link.report))
+        };
+        let started = Instant::now();
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let answer =
+            tokio::time::timeout(self.config.timeout, self.invoke(connection, report)).await;
+        let reply = match answer {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(error)) => {
+                self.restore(report);
+                self.fell_back(&error.kind_text());
+                return None;
+            }
+            Err(_) => {
+                self.restore(report);
+                self.fell_back(&format!(
+                    "no answer within {} ms",
+                    self.config.timeout.as_millis()
+                ));
+                return None;
+            }
+        };
+        let (wait_us, server_now, thousandths, members, cut) = reply;
+        let mut link = self.link();
+        // The server read its clock about halfway through the round trip.
+        link.clock = Some((started + started.elapsed() / 2, server_now));
+        let booked = Booked {
+            wait: Duration::from_micros(u64::try_from(wait_us).unwrap_or(0)),
+            #[allow(clippy::cast_precision_loss)]
+            rate: (thousandths >= 0).then(|| thousandths as f64 / 1000.0),
+            members: u32::try_from(members).unwrap_or(u32::MAX).max(1),
+        };
+        link.last = Some(booked);
+        if cut == 1 {
+            tracing::debug!(rate = booked.rate, "throttled: the fleet's rate is cut");
+        }
+        if !link.joined {
+            link.joined = true;
+            drop(link);
+            tracing::info!(
+                budget = %self.config,
+                members = booked.members,
+                "the shared budget answers again: requests are booked through it"
+            );
+        }
+        Some(booked)
+    }
+
+    /// The fleet as last seen: its adaptive rate and its members.
+    pub(crate) fn last(&self) -> Option<Booked> {
+        self.link().last
+    }
+
+    fn connect(&self) -> redis::RedisResult<ConnectionManager> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.config.timeout))
+            .set_response_timeout(Some(self.config.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(self.config.probe_every);
+        ConnectionManager::new_lazy_with_config(self.config.client.clone(), config)
+    }
+
+    async fn invoke(
+        &self,
+        mut connection: ConnectionManager,
+        report: Report,
+    ) -> redis::RedisResult<(i64, i64, i64, i64, i64)> {
+        let mut call = self.script.prepare_invoke();
+        call.key(&self.keys[0])
+            .key(&self.keys[1])
+            .arg(&self.member)
+            .arg(report.refunds)
+            .arg(report.throttled_sent.unwrap_or(0))
+            .arg(
+                report
+                    .retry_after
+                    .map_or(0, |w| u64::try_from(w.as_micros()).unwrap_or(u64::MAX)),
+            )
+            .arg(u8::from(self.adaptive))
+            .arg(self.limits.len());
+        for &(interval, burst) in &self.limits {
+            call.arg(interval).arg(burst);
+        }
+        call.invoke_async(&mut connection).await
+    }
+
+    /// Puts back a report whose call failed, merged with what came since.
+    fn restore(&self, report: Report) {
+        let mut link = self.link();
+        let now = &mut link.report;
+        now.refunds = now.refunds.saturating_add(report.refunds);
+        now.throttled_sent = now.throttled_sent.max(report.throttled_sent);
+        now.retry_after = now.retry_after.max(report.retry_after);
+    }
+
+    fn fell_back(&self, why: &str) {
+        let mut link = self.link();
+        link.next_try = Instant::now() + self.config.probe_every;
+        if link.joined {
+            link.joined = false;
+            drop(link);
+            tracing::warn!(
+                budget = %self.config,
+                why,
+                "the shared budget does not answer: this process paces itself until it does"
+            );
+        }
+    }
+}
+
+/// A short description of a Redis error, with nothing of the URL in it.
+trait KindText {
+    fn kind_text(&self) -> String;
+}
+
+impl KindText for redis::RedisError {
+    fn kind_text(&self) -> String {
+        match self.code() {
+            Some(code) => format!("the server answered {code}"),
+            None if self.is_timeout() => "timed out".to_owned(),
+            None if self.is_connection_refusal() => "connection refused".to_owned(),
+            None if self.is_connection_dropped() || self.is_io_error() => {
+                "connection lost".to_owned()
+            }
+            None => format!("{:?}", self.kind()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_their_credentials() {
+        for (url, shown) in [
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            ("redis://:pw@host:1/2", "redis://host:1/2"),
+            ("rediss://user:pw@host/", "rediss://host/"),
+            ("not a url :pw@host", "<credentials>@host"),
+        ] {
+            assert_eq!(redact(url), shown);
+        }
+        for bad in ["http://host/", "redis://", "nonsense", "redis://:pw@/"] {
+            let error = SharedBudget::redis(bad).unwrap_err().to_string();
+            assert!(error.contains("not a Redis URL"), "{error}");
+            assert!(!error.contains("pw"), "{error}");
+        }
+    }
+
+    #[test]
+    fn both_keys_carry_one_hash_tag() {
+        let shared = SharedBudget::redis("redis://localhost").unwrap();
+        assert_eq!(
+            shared.keys("p1"),
+            ["iotda-budget:{p1}", "iotda-budget:{p1}:members"]
+        );
+        let scoped = shared.scope("a{b}c");
+        assert_eq!(scoped.keys("p1")[0], "iotda-budget:{abc}");
+    }
+}
+
+/// Against a real `redis-server` (skipped, saying so, where none is installed).
+#[cfg(all(test, feature = "simulator"))]
+mod server_tests;

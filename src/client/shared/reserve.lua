@@ -1,0 +1,103 @@
+-- Books the next request slot of a fleet sharing one quota, and takes in one process's report.
+--
+-- KEYS[1]  the scope's state, a hash: the theoretical arrival time of each limit ("tat:<interval>:<burst>"),
+--          the adaptive limiter ("rate", "before", "cut", "k", "atat"), a pause ("pause"), and the
+--          fleet's measured rate ("ws", "wc", "meas"). Times are microseconds of the server's clock.
+-- KEYS[2]  the scope's members, a sorted set of process ids by the time each last booked.
+-- ARGV     member id, refunds, sent time of a throttled request (0: none), Retry-After in us
+--          (0: none), adaptive (1 or 0), then an interval in us and a burst for each fixed limit.
+--
+-- Returns {wait in us, the server's time in us, the adaptive rate in thousandths (-1: not engaged),
+-- members, 1 if this report cut the rate}.
+if redis.replicate_commands then redis.replicate_commands() end
+
+local BETA, SCALE, SMOOTH, MIN_RATE = 0.7, 0.4, 0.8, 0.5
+local WINDOW, MEMBER_TTL, IDLE_MS = 500000, 10000000, 600000
+
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+
+local state = {}
+local flat = redis.call('HGETALL', KEYS[1])
+for i = 1, #flat, 2 do state[flat[i]] = tonumber(flat[i + 1]) end
+local function get(field, default)
+  local value = state[field]
+  if value == nil then return default end
+  return value
+end
+
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - MEMBER_TTL)
+redis.call('PEXPIRE', KEYS[2], IDLE_MS)
+local members = redis.call('ZCARD', KEYS[2])
+
+-- The rate the fleet books at, over half-second windows, the latest weighing SMOOTH.
+local ws, wc, meas = get('ws', now), get('wc', 0), get('meas', 0)
+if now - ws >= WINDOW then
+  meas = SMOOTH * wc * 1000000 / (now - ws) + (1 - SMOOTH) * meas
+  ws, wc = now, 0
+end
+local measured = meas
+if measured <= 0 then measured = wc * 1000000 / math.max(now - ws, WINDOW / 10) end
+
+-- The adaptive limiter: CUBIC after a cut, never above twice the rate booked.
+local adaptive = ARGV[5] == '1'
+local rate = state['rate']
+local function curve()
+  local t = (now - get('cut', now)) / 1000000 - get('k', 0)
+  return math.max(math.min(SCALE * t * t * t + get('before', MIN_RATE), 2 * measured), MIN_RATE)
+end
+if adaptive and rate ~= nil then rate = curve() end
+local cut = 0
+local sent = tonumber(ARGV[3])
+-- A throttle cuts once per episode: requests sent before the last cut speak of the old rate.
+if adaptive and sent > 0 and (rate == nil or sent >= get('cut', 0)) then
+  local from = measured
+  if rate ~= nil and (measured <= 0 or rate < measured) then from = rate end
+  from = math.max(from, MIN_RATE)
+  rate = math.max(from * BETA, MIN_RATE)
+  state['before'], state['cut'], state['k'] = from, now, (from * (1 - BETA) / SCALE) ^ (1 / 3)
+  -- No token saved up: the service's own bucket is empty.
+  local interval = 1000000 / rate
+  local tolerance = interval * (math.max(rate, 1) - 1)
+  state['atat'] = math.max(get('atat', now), now + interval + tolerance)
+  cut = 1
+end
+local retry_after = tonumber(ARGV[4])
+if retry_after > 0 then state['pause'] = math.max(get('pause', 0), now + retry_after) end
+
+-- GCRA over every limit: the slot is the first time each allows, and each limit's theoretical
+-- arrival time moves one interval past it. Refunds move them back, never before now.
+local refunds = tonumber(ARGV[2])
+local limits = {}
+for i = 0, tonumber(ARGV[6]) - 1 do
+  local interval, burst = tonumber(ARGV[7 + 2 * i]), tonumber(ARGV[8 + 2 * i])
+  limits[#limits + 1] = {'tat:' .. ARGV[7 + 2 * i] .. ':' .. ARGV[8 + 2 * i], interval, interval * (burst - 1)}
+end
+if adaptive and rate ~= nil then
+  local interval = 1000000 / rate
+  limits[#limits + 1] = {'atat', interval, interval * (math.max(rate, 1) - 1)}
+end
+local at = math.max(now, get('pause', 0))
+for _, limit in ipairs(limits) do
+  local tat = math.max(get(limit[1], now) - refunds * limit[2], now)
+  state[limit[1]] = tat
+  at = math.max(at, tat - limit[3])
+end
+for _, limit in ipairs(limits) do
+  state[limit[1]] = math.max(state[limit[1]], at) + limit[2]
+end
+
+state['ws'], state['wc'], state['meas'] = ws, wc + 1, meas
+if adaptive and rate ~= nil then state['rate'] = rate end
+local out = {}
+for field, value in pairs(state) do
+  out[#out + 1] = field
+  out[#out + 1] = string.format('%.17g', value)
+end
+redis.call('HSET', KEYS[1], unpack(out))
+redis.call('PEXPIRE', KEYS[1], IDLE_MS)
+
+local thousandths = -1
+if adaptive and rate ~= nil then thousandths = math.floor(rate * 1000) end
+return {math.floor(at - now), now, thousandths, members, cut}

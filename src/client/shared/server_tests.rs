@@ -1,0 +1,218 @@
+//! The booking script against a real Redis server, through the links processes use.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Shared, SharedBudget};
+use crate::simulator::RedisServer;
+
+/// A process's link to `server`, with `limits` and the adaptive limiter on or off.
+fn link(server: &RedisServer, limits: &[(f64, f64)], adaptive: bool) -> Arc<Shared> {
+    let config = SharedBudget::redis(&server.url()).unwrap();
+    Arc::new(Shared::new(config, "test", limits, adaptive))
+}
+
+/// Books for `run` as a process does (each slot waited for before the next is booked), and
+/// returns each slot on the server's clock, in microseconds.
+async fn book_for(shared: Arc<Shared>, run: Duration) -> Vec<i64> {
+    book_with_clock(shared, run, 1).await
+}
+
+/// As [`book_for`], by a process whose clock runs `speed` times as fast as the server's: it
+/// waits a `speed`th of each wait it is told.
+async fn book_with_clock(shared: Arc<Shared>, run: Duration, speed: u32) -> Vec<i64> {
+    let end = std::time::Instant::now() + run;
+    let mut slots = Vec::new();
+    while std::time::Instant::now() < end {
+        let booked = shared.book().await.expect("Redis answers");
+        let (_, server_now) = shared.link().clock.unwrap();
+        slots.push(server_now + i64::try_from(booked.wait.as_micros()).unwrap());
+        tokio::time::sleep(booked.wait / speed).await;
+    }
+    slots
+}
+
+/// The most slots in any window of length `t`, over every `t` between two slots, checked
+/// against `rate * t + burst`.
+fn assert_within(slots: &mut [i64], rate: f64, burst: f64) {
+    slots.sort_unstable();
+    for i in 0..slots.len() {
+        for j in i..slots.len() {
+            #[allow(clippy::cast_precision_loss)]
+            let t = (slots[j] - slots[i]) as f64 / 1e6;
+            #[allow(clippy::cast_precision_loss)]
+            let grants = (j - i + 1) as f64;
+            // One microsecond per slot of rounding.
+            let allowed = rate * (t + 1e-6 * grants) + burst;
+            assert!(
+                grants <= allowed,
+                "{grants} slots in {t:.6} s: more than {rate} x t + {burst} = {allowed:.2}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn grants_never_pass_the_rate_times_t_plus_the_burst_over_any_window() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (rate, burst) = (200.0, 5.0);
+    let processes: Vec<_> = (0..3)
+        .map(|_| link(&server, &[(rate, burst)], false))
+        .collect();
+    let runs = processes
+        .iter()
+        .map(|p| tokio::spawn(book_for(p.clone(), Duration::from_millis(400))));
+    let mut slots: Vec<i64> = futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .flat_map(Result::unwrap)
+        .collect();
+    // Booked back to back, three processes keep the limit busy.
+    assert!(slots.len() >= 70, "{} slots", slots.len());
+    assert_within(&mut slots, rate, burst);
+    let calls: u64 = processes.iter().map(|p| p.calls()).sum();
+    assert_eq!(calls, slots.len() as u64, "one round trip per slot");
+}
+
+#[tokio::test]
+async fn several_limits_hold_at_once() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // A fast rate with a small burst, and a window limit (30 in any 200 ms) as the budget
+    // turns it into a bucket.
+    let window = crate::client::budget::RequestBudget::unlimited()
+        .with_max_rps(400.0, 4)
+        .with_window_limit(30, Duration::from_millis(200));
+    let limits = window.buckets();
+    let processes: Vec<_> = (0..2).map(|_| link(&server, &limits, false)).collect();
+    let runs = processes
+        .iter()
+        .map(|p| tokio::spawn(book_for(p.clone(), Duration::from_millis(500))));
+    let mut slots: Vec<i64> = futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .flat_map(Result::unwrap)
+        .collect();
+    for &(rate, burst) in &limits {
+        assert_within(&mut slots, rate, burst);
+    }
+    // The window limit, as users state it: at most 30 in any 200 ms.
+    slots.sort_unstable();
+    for (i, first) in slots.iter().enumerate() {
+        let within = slots[i..]
+            .iter()
+            .take_while(|s| **s - first < 200_000)
+            .count();
+        assert!(within <= 30, "{within} slots in 200 ms");
+    }
+    assert!(slots.len() >= 60, "{} slots", slots.len());
+}
+
+#[tokio::test]
+async fn a_process_whose_clock_runs_fast_cannot_push_the_fleet_over() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (rate, burst) = (100.0, 2.0);
+    let fast = link(&server, &[(rate, burst)], false);
+    let steady = link(&server, &[(rate, burst)], false);
+    // One process's clock runs 50 times too fast: it books again long before its slot.
+    let leaping = tokio::spawn(book_with_clock(fast, Duration::from_millis(300), 50));
+    let mut slots = book_for(steady, Duration::from_millis(300)).await;
+    let leaped = leaping.await.unwrap();
+    // It booked more than its share, further into the future: the slots are on the server's
+    // clock, and the fleet's rate holds over them.
+    assert!(
+        leaped.len() > slots.len(),
+        "{} against {}",
+        leaped.len(),
+        slots.len()
+    );
+    slots.extend(leaped);
+    assert_within(&mut slots, rate, burst);
+}
+
+#[tokio::test]
+async fn a_throttle_cuts_the_fleets_rate_once_per_episode() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = (link(&server, &[], true), link(&server, &[], true));
+    // Both book at will for a while: nothing is held back, and the fleet's rate is measured.
+    for _ in 0..200 {
+        assert_eq!(a.book().await.unwrap().wait, Duration::ZERO);
+        assert_eq!(b.book().await.unwrap().wait, Duration::ZERO);
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let sent_before = Instant::now();
+    assert_eq!(a.book().await.unwrap().rate, None, "not engaged yet");
+    // A request of each, sent at the same moment, comes back throttled. A tells first.
+    a.throttled(Instant::now(), None);
+    let cut = a.book().await.unwrap().rate.expect("engaged");
+    b.throttled(sent_before, None);
+    let after_b = b.book().await.unwrap().rate.unwrap();
+    assert!(
+        after_b >= cut * 0.99,
+        "B's throttle, sent before the cut, cut again: {cut} then {after_b}"
+    );
+    // A throttle of a request sent after the cut cuts again.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    b.throttled(Instant::now(), None);
+    let again = b.book().await.unwrap().rate.unwrap();
+    assert!(again < cut * 0.8, "{cut} then {again}");
+}
+
+#[tokio::test]
+async fn a_retry_after_told_by_one_process_pauses_every_other() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = (link(&server, &[], false), link(&server, &[], false));
+    assert_eq!(b.book().await.unwrap().wait, Duration::ZERO);
+    a.book().await.unwrap();
+    a.throttled(Instant::now(), Some(Duration::from_millis(300)));
+    a.book().await.unwrap();
+    let paused = b.book().await.unwrap().wait;
+    assert!(
+        (Duration::from_millis(250)..=Duration::from_millis(300)).contains(&paused),
+        "{paused:?}"
+    );
+}
+
+#[tokio::test]
+async fn redis_down_falls_back_at_once_and_rejoins_after_a_probe() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let config = SharedBudget::redis(&server.url())
+        .unwrap()
+        .probe_every(Duration::from_millis(100));
+    let shared = Shared::new(config, "test", &[], true);
+    assert!(shared.book().await.is_some());
+    server.kill();
+    let start = Instant::now();
+    assert!(shared.book().await.is_none());
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(!shared.joined());
+    assert_eq!(shared.decide(Instant::now()), super::Decision::Local);
+    server.restart();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(shared.decide(Instant::now()), super::Decision::Ask);
+    // The connection may take a probe or two to come back.
+    let mut probes = 0;
+    while shared.book().await.is_none() {
+        probes += 1;
+        assert!(probes < 20, "not rejoined after {probes} probes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(shared.joined());
+}
