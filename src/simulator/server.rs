@@ -219,6 +219,22 @@ impl Simulator {
         self.count(instance_id, task_id, |t| t.retries)
     }
 
+    /// When the task first answered RUNNING in its current step of `running_for` (the start
+    /// of that step's clock); `None` before, and for a task the simulator does not know.
+    #[must_use]
+    pub fn running_since(
+        &self,
+        instance_id: &InstanceId,
+        task_id: &TaskId,
+    ) -> Option<std::time::Instant> {
+        self.shared
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(instance_id.to_string(), task_id.to_string()))
+            .and_then(|t| t.running_since)
+    }
+
     /// A count kept on a task; 0 for a task the simulator does not know.
     fn count(&self, instance_id: &InstanceId, task_id: &TaskId, of: fn(&TaskState) -> u64) -> u64 {
         self.shared

@@ -144,6 +144,13 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub max_rps: Option<f64>,
 
+    /// Share the request budget with every process given the same Redis server:
+    /// `redis://[:PASSWORD@]HOST[:PORT][/DB]`, or `rediss://` for TLS. `--max-rps` is then
+    /// the fleet's rate, and a throttle seen by any process slows them all. If Redis fails,
+    /// each process paces itself until it answers again.
+    #[arg(long, value_name = "URL", env = "IOTDA_SHARED_BUDGET", hide_env_values = true)]
+    pub shared_budget: Option<String>,
+
     /// The most requests in flight at once, over all tasks; 1 to 1024.
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub max_in_flight: usize,

@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use futures::StreamExt;
 use iotda_task_watcher::client::budget::RequestBudget;
+use iotda_task_watcher::client::shared::SharedBudget;
 use iotda_task_watcher::watch::{OutcomeKind, PollPolicy, WaitState};
 use iotda_task_watcher::{
     watch_many, InstanceId, InstanceTask, IotdaClient, ProjectId, TaskId, TaskWatcher,
@@ -96,6 +97,13 @@ async fn prepare(args: &Args) -> Result<Prepared, String> {
     let mut builder = IotdaClient::builder()
         .timeout(args.request_timeout)
         .budget(budget);
+    if let Some(url) = &args.shared_budget {
+        let shared = SharedBudget::redis(url).map_err(|e| format!("--shared-budget: {e}"))?;
+        if args.verbose {
+            note!("iotda-wait: the request budget is shared through {shared}");
+        }
+        builder = builder.shared_budget(shared);
+    }
     if let Some(project_id) = &project_id {
         builder = builder.project_id(project_id.clone());
     }
@@ -304,13 +312,17 @@ fn color_wanted() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// Logs to stderr when `RUST_LOG` asks for them; colours only on a terminal.
+/// Logs to stderr what `RUST_LOG` asks for, and otherwise only a shared budget's changes
+/// (Redis stopped answering, or answers again); colours only on a terminal.
 fn init_logs() {
-    if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::stderr().is_terminal() && color_wanted())
-            .try_init();
-    }
+    let filter = if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::EnvFilter::from_default_env()
+    } else {
+        tracing_subscriber::EnvFilter::new("iotda_task_watcher::client::shared=info")
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && color_wanted())
+        .try_init();
 }
