@@ -21,7 +21,7 @@
 //!
 //! `cargo bench --bench fleet --features cli,redis` (about 10 minutes) writes
 //! `target/bench/fleet.json`. `FLEET_SEED` draws other task lengths; `FLEET_ONLY` runs only
-//! the runs whose names contain it.
+//! the runs whose names contain one of its comma-separated parts.
 
 mod common;
 
@@ -69,8 +69,22 @@ struct Plan {
     kill_redis: bool,
 }
 
+/// The simulator's counters at one moment.
+#[derive(Clone, Default)]
+struct Sample {
+    at: f64,
+    accepted: u64,
+    throttled: u64,
+    /// Accepted polls of each process's tasks.
+    of_process: Vec<u64>,
+}
+
 #[derive(Default)]
 struct Outcome {
+    /// Requests throttled in the first second.
+    throttled_early: u64,
+    /// Requests throttled from 1 s to 10 s.
+    throttled_late: u64,
     wall: f64,
     requests: u64,
     throttled: u64,
@@ -109,7 +123,14 @@ fn script_calls(redis: &RedisServer) -> u64 {
         .unwrap_or_default();
     out.lines()
         .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .sum()
 }
 
@@ -168,7 +189,9 @@ async fn run(plan: &Plan, lengths: &[(f64, bool)], redis: &mut RedisServer) -> O
         }
         let first = p * plan.per_process;
         cmd.args((first..first + plan.per_process).map(|i| task_id(i).to_string()));
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         let mut child = cmd.spawn().expect("iotda-wait starts");
         let stdout = BufReader::new(child.stdout.take().unwrap());
         let stderr = BufReader::new(child.stderr.take().unwrap());
@@ -196,14 +219,26 @@ async fn run(plan: &Plan, lengths: &[(f64, bool)], redis: &mut RedisServer) -> O
         });
         children.push(child);
     }
-    // Accepted requests, sampled every 100 ms.
-    let samples: Arc<Mutex<Vec<(f64, u64)>>> = Arc::default();
+    // Accepted requests, in all and of each process's tasks, sampled every 100 ms.
+    let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let sampler = {
-        let (sim, samples) = (sim.clone(), samples.clone());
+        let (sim, samples, instance) = (sim.clone(), samples.clone(), instance.clone());
+        let (processes, per_process) = (plan.processes, plan.per_process);
         tokio::spawn(async move {
             loop {
-                let accepted = sim.requests() - sim.throttled();
-                samples.lock().unwrap().push((start.elapsed().as_secs_f64(), accepted));
+                let sample = Sample {
+                    at: start.elapsed().as_secs_f64(),
+                    accepted: sim.requests() - sim.throttled(),
+                    throttled: sim.throttled(),
+                    of_process: (0..processes)
+                        .map(|p| {
+                            (p * per_process..(p + 1) * per_process)
+                                .map(|i| sim.polls(&instance, &task_id(i)))
+                                .sum()
+                        })
+                        .collect(),
+                };
+                samples.lock().unwrap().push(sample);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
@@ -255,33 +290,42 @@ async fn run(plan: &Plan, lengths: &[(f64, bool)], redis: &mut RedisServer) -> O
         let Some((at, kind)) = done.get(&i) else {
             continue;
         };
-        outcome.correct += usize::from(if fails { kind == "failed" } else { kind == "success" });
+        outcome.correct += usize::from(if fails {
+            kind == "failed"
+        } else {
+            kind == "success"
+        });
         if let Some(began) = since.get(&i) {
             let ended = *began + Duration::from_secs_f64(secs);
-            outcome.delays.push(at.saturating_duration_since(ended).as_secs_f64());
+            outcome
+                .delays
+                .push(at.saturating_duration_since(ended).as_secs_f64());
         }
     }
-    // The quota used: accepted requests a second from 1 s to 10 s, against the quota. Every
-    // wait polls at 0, 1, 3 and 7 s (and its process's polls of 50 waits or more are due faster
-    // than the quota allows), so the quota is the only limit then; the first second's burst is
-    // left out.
-    let at = |t: f64| {
+    // The quota used and fairness, from 1 s to 10 s: every wait polls at about 0, 1, 3 and 7 s,
+    // so every process of 50 waits or more has more polls due than the quota allows, and the
+    // quota is the only limit then; the first second's burst is left out.
+    let (from, to) = {
         let samples = samples.lock().unwrap();
-        samples.iter().find(|s| s.0 >= t).or(samples.last()).map_or(0, |s| s.1)
+        let at = |t: f64| {
+            samples
+                .iter()
+                .find(|s| s.at >= t)
+                .or(samples.last())
+                .cloned()
+        };
+        (at(1.0).unwrap_or_default(), at(10.0).unwrap_or_default())
     };
-    outcome.quota_used = (at(10.0) - at(1.0)) as f64 / 9.0 / QUOTA;
-    let rates: Vec<f64> = (0..plan.processes)
+    outcome.quota_used = (to.accepted - from.accepted) as f64 / (to.at - from.at) / QUOTA;
+    outcome.throttled_late = to.throttled.saturating_sub(from.throttled);
+    let served: Vec<u64> = (0..plan.processes)
         .map(|p| {
-            let polls: u64 = (p * plan.per_process..(p + 1) * plan.per_process)
-                .map(|i| sim.polls(&instance, &task_id(i)))
-                .sum();
-            polls as f64 / exited[p].unwrap_or(wall).max(1e-3)
+            to.of_process.get(p).copied().unwrap_or(0)
+                - from.of_process.get(p).copied().unwrap_or(0)
         })
         .collect();
-    let (most, least) = rates
-        .iter()
-        .fold((0.0f64, f64::MAX), |(hi, lo), r| (hi.max(*r), lo.min(*r)));
-    outcome.fairness = most / least;
+    outcome.fairness = *served.iter().max().unwrap_or(&0) as f64
+        / (*served.iter().min().unwrap_or(&0)).max(1) as f64;
     for (at, line) in notes.lock().unwrap().iter() {
         if let Some(k) = killed_at.filter(|k| at >= k) {
             if line.contains("does not answer") {
@@ -353,11 +397,22 @@ fn main() {
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     println!(
-        "{:<34} {:>6} {:>8} {:>9} {:>6} {:>7} {:>8} {:>9} {:>8}  {}",
-        "run", "wall s", "requests", "throttled", "quota", "p95 s", "fairness", "redis/req", "correct", "notes"
+        "{:<34} {:>6} {:>8} {:>9} {:>7} {:>6} {:>7} {:>8} {:>9} {:>8}  {}",
+        "run",
+        "wall s",
+        "requests",
+        "throttled",
+        "1-10s",
+        "quota",
+        "p95 s",
+        "fairness",
+        "redis/req",
+        "correct",
+        "notes"
     );
     let mut results = Vec::new();
-    for plan in plans.iter().filter(|p| p.name.contains(&only)) {
+    let wanted = |name: &str| only.split(',').any(|part| name.contains(part));
+    for plan in plans.iter().filter(|p| wanted(&p.name)) {
         let outcome = runtime.block_on(run(plan, &lengths, &mut redis));
         let throttled = outcome.throttled as f64 / outcome.requests.max(1) as f64;
         let per_request = outcome.redis_calls as f64 / outcome.requests.max(1) as f64;
@@ -365,19 +420,29 @@ fn main() {
         if plan.kill_redis {
             notes = format!(
                 "fell back after {:?} s, rejoined after {:?} s",
-                outcome.fell_back.iter().map(|s| (s * 100.0).round() / 100.0).collect::<Vec<_>>(),
-                outcome.rejoined.iter().map(|s| (s * 10.0).round() / 10.0).collect::<Vec<_>>()
+                outcome
+                    .fell_back
+                    .iter()
+                    .map(|s| (s * 100.0).round() / 100.0)
+                    .collect::<Vec<_>>(),
+                outcome
+                    .rejoined
+                    .iter()
+                    .map(|s| (s * 10.0).round() / 10.0)
+                    .collect::<Vec<_>>()
             );
         }
         if outcome.hung > 0 {
             notes.push_str(&format!(" {} processes did not exit", outcome.hung));
         }
         println!(
-            "{:<34} {:>6.1} {:>8} {:>8.2}% {:>5.0}% {:>7.1} {:>8.2} {:>9.3} {:>4}/{:<3}  {}",
+            "{:<34} {:>6.1} {:>8} {:>8.2}% {:>5} {:>5} {:>5.0}% {:>7.1} {:>8.2} {:>9.3} {:>4}/{:<3}  {}",
             plan.name,
             outcome.wall,
             outcome.requests,
             100.0 * throttled,
+            outcome.throttled_early,
+            outcome.throttled_late,
             100.0 * outcome.quota_used,
             p95(&outcome.delays),
             outcome.fairness,
@@ -392,6 +457,8 @@ fn main() {
             "requests": outcome.requests,
             "throttled": outcome.throttled,
             "quota_used": outcome.quota_used,
+            "throttled_0_to_1_s": outcome.throttled_early,
+            "throttled_1_to_10_s": outcome.throttled_late,
             "p95_delay_s": p95(&outcome.delays),
             "fairness": outcome.fairness,
             "redis_calls": outcome.redis_calls,

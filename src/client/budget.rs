@@ -584,9 +584,13 @@ impl Budget {
     ) {
         if throttled {
             self.throttled.fetch_add(1, Ordering::Relaxed);
-            #[cfg(feature = "redis")]
-            if let Some(shared) = &self.shared {
+        }
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.shared {
+            if throttled {
                 shared.throttled(sent_at, retry_after);
+            } else {
+                shared.accepted();
             }
         }
         #[cfg(not(feature = "redis"))]

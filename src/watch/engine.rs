@@ -102,6 +102,9 @@ struct Timing {
     started: Instant,
     deadline: Instant,
     next_poll: Instant,
+    /// How long the last poll waited, once due, for its turn and its token: the next delay
+    /// counts it, so that queueing does not stretch the schedule.
+    queued: Duration,
     /// The deadline had passed before the first poll.
     late_start: bool,
 }
@@ -176,6 +179,7 @@ impl<S: TaskSource> Engine<S> {
                 started: now,
                 deadline: settings.stop.deadline(now, &clock),
                 next_poll: now,
+                queued: Duration::ZERO,
                 late_start: false,
                 clock,
             },
@@ -266,6 +270,7 @@ impl<S: TaskSource> Engine<S> {
     /// Sleeps until the next poll, polls, and queues what came of it. A wait that shares its
     /// task's polls also wakes for an answer to another wait's poll, and takes it as its own.
     async fn step(&mut self) {
+        self.timing.queued = Duration::ZERO;
         // A poll that is already due goes out without a trip through the timer.
         if self.timing.next_poll > Instant::now() {
             let due = tokio::time::sleep_until(self.timing.next_poll);
@@ -275,6 +280,7 @@ impl<S: TaskSource> Engine<S> {
                 Gate::Go(()) | Gate::TimedOut => {}
             }
         }
+        let due = Instant::now();
         let _permit = match &self.rules.limiter {
             None => None,
             Some(limiter) => {
@@ -343,6 +349,7 @@ impl<S: TaskSource> Engine<S> {
         }
         self.seen.sent = true;
         self.seen.polls = self.seen.polls.saturating_add(1);
+        self.timing.queued = due.elapsed();
         if let Some(shared) = shared {
             let asked = self.seen.asked;
             let (request, answer) = joined.unwrap_or_else(|| shared.poll(asked, stale, timeout));
@@ -732,7 +739,8 @@ impl<S: TaskSource> Engine<S> {
         let mut delay = self
             .timing
             .schedule
-            .after_snapshot(now, status_changed, progress);
+            .after_snapshot(now, status_changed, progress)
+            .saturating_sub(self.timing.queued);
         if status_changed {
             self.seen.window_noted = None;
         }
@@ -1109,6 +1117,56 @@ mod tests {
         fn ready(&self) -> impl Future<Output = ()> + Send {
             self.budget.acquire()
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_queued_for_a_token_counts_toward_the_next_delay() {
+        // One token a second; four are spoken for at the start, so the wait's first poll,
+        // due at once, goes at 4 s. Its delays are 2 s.
+        let budget = Arc::new(Budget::new(RequestBudget::unlimited().with_max_rps(1.0, 1)));
+        let start = Instant::now();
+        let hog: Vec<_> = (0..4)
+            .map(|_| {
+                let budget = budget.clone();
+                tokio::spawn(async move { budget.acquire().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        let polls = Arc::new(Mutex::new(Vec::new()));
+        let source = Budgeted {
+            budget: budget.clone(),
+            polls: polls.clone(),
+            start,
+        };
+        let policy = PollPolicy::default()
+            .with_min_delay(secs(2.0))
+            .with_max_delay(secs(2.0))
+            .with_jitter(false)
+            .with_progress_guided(false);
+        let outcome = TaskWatcher::from_source(source)
+            .policy(policy)
+            .timeout(secs(8.5))
+            .wait()
+            .await;
+        assert!(
+            matches!(outcome, Err(WaitError::TimedOut { .. })),
+            "{outcome:?}"
+        );
+        for acquired in hog {
+            acquired.await.unwrap();
+        }
+        // It queued 4 s for its first poll, more than its 2 s delay: the next is due at once,
+        // and goes with the next token, at 5 s. That one queued 1 s, so the next is due 1 s
+        // after its answer, and from there the polls keep their 2 s. Counted from the
+        // answers, they would be at 4, 6 and 8 s.
+        // (To the timer's millisecond.)
+        let polls: Vec<f64> = polls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| (t * 100.0).round() / 100.0)
+            .collect();
+        assert_eq!(polls, [4.0, 5.0, 6.0, 8.0]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -148,7 +148,12 @@ pub struct Args {
     /// `redis://[:PASSWORD@]HOST[:PORT][/DB]`, or `rediss://` for TLS. `--max-rps` is then
     /// the fleet's rate, and a throttle seen by any process slows them all. If Redis fails,
     /// each process paces itself until it answers again.
-    #[arg(long, value_name = "URL", env = "IOTDA_SHARED_BUDGET", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "IOTDA_SHARED_BUDGET",
+        hide_env_values = true
+    )]
     pub shared_budget: Option<String>,
 
     /// The most requests in flight at once, over all tasks; 1 to 1024.

@@ -173,6 +173,8 @@ pub(crate) struct Booked {
 #[derive(Debug, Default, Clone, Copy)]
 struct Report {
     refunds: u32,
+    /// Answers that were not throttled.
+    accepted: u32,
     /// When the latest throttled request was sent, on the server's clock (us).
     throttled_sent: Option<i64>,
     retry_after: Option<Duration>,
@@ -298,6 +300,13 @@ impl Shared {
         link.report.refunds = link.report.refunds.saturating_add(1);
     }
 
+    /// An answer that was not throttled, counted for the fleet with the next booking: what
+    /// the service accepts is where a cut starts from.
+    pub(crate) fn accepted(&self) {
+        let mut link = self.link();
+        link.report.accepted = link.report.accepted.saturating_add(1);
+    }
+
     /// A throttled answer to a request sent at `sent_at`, told to the fleet with the next
     /// booking.
     pub(crate) fn throttled(&self, sent_at: Instant, retry_after: Option<Duration>) {
@@ -416,7 +425,7 @@ impl Shared {
                     .map_or(0, |w| u64::try_from(w.as_micros()).unwrap_or(u64::MAX)),
             )
             .arg(u8::from(self.adaptive))
-            .arg(self.limits.len());
+            .arg(report.accepted);
         for &(interval, burst) in &self.limits {
             call.arg(interval).arg(burst);
         }
@@ -428,6 +437,7 @@ impl Shared {
         let mut link = self.link();
         let now = &mut link.report;
         now.refunds = now.refunds.saturating_add(report.refunds);
+        now.accepted = now.accepted.saturating_add(report.accepted);
         now.throttled_sent = now.throttled_sent.max(report.throttled_sent);
         now.retry_after = now.retry_after.max(report.retry_after);
     }

@@ -5,7 +5,8 @@
 --          fleet's measured rate ("ws", "wc", "meas"). Times are microseconds of the server's clock.
 -- KEYS[2]  the scope's members, a sorted set of process ids by the time each last booked.
 -- ARGV     member id, refunds, sent time of a throttled request (0: none), Retry-After in us
---          (0: none), adaptive (1 or 0), then an interval in us and a burst for each fixed limit.
+--          (0: none), adaptive (1 or 0), answers accepted since the last call, then an interval in
+--          us and a burst for each fixed limit.
 --
 -- Returns {wait in us, the server's time in us, the adaptive rate in thousandths (-1: not engaged),
 -- members, 1 if this report cut the rate}.
@@ -40,6 +41,13 @@ end
 local measured = meas
 if measured <= 0 then measured = wc * 1000000 / math.max(now - ws, WINDOW / 10) end
 
+-- The rate the service accepted over the last second, from the answers processes report.
+local acs, acc, acp = get('acs', now), get('acc', 0) + tonumber(ARGV[6]), get('acp', 0)
+if now - acs >= 1000000 then
+  acp, acs, acc = acc * 1000000 / (now - acs), now, 0
+end
+local accepted = acc + acp * (1 - (now - acs) / 1000000)
+
 -- The adaptive limiter: CUBIC after a cut, never above twice the rate booked.
 local adaptive = ARGV[5] == '1'
 local rate = state['rate']
@@ -54,6 +62,8 @@ local sent = tonumber(ARGV[3])
 if adaptive and sent > 0 and (rate == nil or sent >= get('cut', 0)) then
   local from = measured
   if rate ~= nil and (measured <= 0 or rate < measured) then from = rate end
+  -- The service said what it takes: what it accepted in the last second, when that is less.
+  if accepted > 0 and accepted < from then from = accepted end
   from = math.max(from, MIN_RATE)
   rate = math.max(from * BETA, MIN_RATE)
   state['before'], state['cut'], state['k'] = from, now, (from * (1 - BETA) / SCALE) ^ (1 / 3)
@@ -70,9 +80,9 @@ if retry_after > 0 then state['pause'] = math.max(get('pause', 0), now + retry_a
 -- arrival time moves one interval past it. Refunds move them back, never before now.
 local refunds = tonumber(ARGV[2])
 local limits = {}
-for i = 0, tonumber(ARGV[6]) - 1 do
-  local interval, burst = tonumber(ARGV[7 + 2 * i]), tonumber(ARGV[8 + 2 * i])
-  limits[#limits + 1] = {'tat:' .. ARGV[7 + 2 * i] .. ':' .. ARGV[8 + 2 * i], interval, interval * (burst - 1)}
+for i = 7, #ARGV, 2 do
+  local interval, burst = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  limits[#limits + 1] = {'tat:' .. ARGV[i] .. ':' .. ARGV[i + 1], interval, interval * (burst - 1)}
 end
 if adaptive and rate ~= nil then
   local interval = 1000000 / rate
@@ -89,6 +99,7 @@ for _, limit in ipairs(limits) do
 end
 
 state['ws'], state['wc'], state['meas'] = ws, wc + 1, meas
+state['acs'], state['acc'], state['acp'] = acs, acc, acp
 if adaptive and rate ~= nil then state['rate'] = rate end
 local out = {}
 for field, value in pairs(state) do
