@@ -81,6 +81,8 @@ struct Sample {
 
 #[derive(Default)]
 struct Outcome {
+    /// Lines saying a process fell back to its own limiter.
+    fallbacks: usize,
     /// Requests throttled in the first second.
     throttled_early: u64,
     /// Requests throttled from 1 s to 10 s.
@@ -316,6 +318,7 @@ async fn run(plan: &Plan, lengths: &[(f64, bool)], redis: &mut RedisServer) -> O
         };
         (at(1.0).unwrap_or_default(), at(10.0).unwrap_or_default())
     };
+    outcome.throttled_early = from.throttled;
     outcome.quota_used = (to.accepted - from.accepted) as f64 / (to.at - from.at) / QUOTA;
     outcome.throttled_late = to.throttled.saturating_sub(from.throttled);
     let served: Vec<u64> = (0..plan.processes)
@@ -327,6 +330,9 @@ async fn run(plan: &Plan, lengths: &[(f64, bool)], redis: &mut RedisServer) -> O
     outcome.fairness = *served.iter().max().unwrap_or(&0) as f64
         / (*served.iter().min().unwrap_or(&0)).max(1) as f64;
     for (at, line) in notes.lock().unwrap().iter() {
+        if line.contains("does not answer") {
+            outcome.fallbacks += 1;
+        }
         if let Some(k) = killed_at.filter(|k| at >= k) {
             if line.contains("does not answer") {
                 outcome.fell_back.push(at.duration_since(k).as_secs_f64());
@@ -397,18 +403,18 @@ fn main() {
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     println!(
-        "{:<34} {:>6} {:>8} {:>9} {:>7} {:>6} {:>7} {:>8} {:>9} {:>8}  {}",
+        "{:<34} {:>6} {:>8} {:>9} {:>5} {:>5} {:>6} {:>7} {:>8} {:>9} {:>8}  notes",
         "run",
         "wall s",
         "requests",
         "throttled",
+        "0-1s",
         "1-10s",
         "quota",
         "p95 s",
         "fairness",
         "redis/req",
         "correct",
-        "notes"
     );
     let mut results = Vec::new();
     let wanted = |name: &str| only.split(',').any(|part| name.contains(part));
@@ -431,6 +437,9 @@ fn main() {
                     .map(|s| (s * 10.0).round() / 10.0)
                     .collect::<Vec<_>>()
             );
+        }
+        if !plan.kill_redis && outcome.fallbacks > 0 {
+            notes.push_str(&format!("{} fallbacks", outcome.fallbacks));
         }
         if outcome.hung > 0 {
             notes.push_str(&format!(" {} processes did not exit", outcome.hung));

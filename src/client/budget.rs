@@ -362,7 +362,7 @@ pub(crate) struct Budget {
     waited_ns: AtomicU64,
     /// The fleet's budget, when shared through Redis.
     #[cfg(feature = "redis")]
-    shared: Option<super::shared::Shared>,
+    shared: Option<Arc<super::shared::Shared>>,
 }
 
 impl Budget {
@@ -409,7 +409,7 @@ impl Budget {
             super::shared::Shared::new(shared, default_scope, &config.buckets(), config.adaptive);
         let mut budget = Self::new(config);
         budget.limited = AtomicBool::new(true);
-        budget.shared = Some(link);
+        budget.shared = Some(Arc::new(link));
         budget
     }
 
@@ -589,6 +589,7 @@ impl Budget {
         if let Some(shared) = &self.shared {
             if throttled {
                 shared.throttled(sent_at, retry_after);
+                shared.report_soon();
             } else {
                 shared.accepted();
             }

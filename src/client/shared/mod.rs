@@ -19,7 +19,8 @@
 //! line.
 
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -202,7 +203,9 @@ pub(crate) struct Shared {
     limits: Vec<(u64, u32)>,
     adaptive: bool,
     link: Mutex<Link>,
-    calls: std::sync::atomic::AtomicU64,
+    calls: AtomicU64,
+    /// A report alone is on its way.
+    reporting: AtomicBool,
 }
 
 impl fmt::Debug for Shared {
@@ -264,7 +267,8 @@ impl Shared {
                 report: Report::default(),
                 last: None,
             }),
-            calls: std::sync::atomic::AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+            reporting: AtomicBool::new(false),
         }
     }
 
@@ -276,7 +280,7 @@ impl Shared {
 
     /// Calls made to Redis, answered or not.
     pub(crate) fn calls(&self) -> u64 {
-        self.calls.load(std::sync::atomic::Ordering::Relaxed)
+        self.calls.load(Ordering::Relaxed)
     }
 
     /// Whether the process is using Redis now.
@@ -329,6 +333,29 @@ impl Shared {
     /// Books the next slot. `None` when Redis failed or was too slow: the process then runs
     /// on its own limiter until the next probe, and the report waits for it.
     pub(crate) async fn book(&self) -> Option<Booked> {
+        self.call(true).await
+    }
+
+    /// Tells the fleet of a throttle now, without booking, unless a report is already on its
+    /// way (what comes meanwhile goes with the next booking). The booking that would carry it
+    /// may be a slot away, and every process sends at the old rate until it lands.
+    pub(crate) fn report_soon(self: &Arc<Self>) {
+        if !self.link().joined || self.reporting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.reporting.store(false, Ordering::Release);
+            return;
+        };
+        let shared = Arc::clone(self);
+        runtime.spawn(async move {
+            shared.call(false).await;
+            shared.reporting.store(false, Ordering::Release);
+        });
+    }
+
+    /// One call of the script: books a slot, or only reports.
+    async fn call(&self, book: bool) -> Option<Booked> {
         let (connection, report) = {
             let mut link = self.link();
             let connection = match &link.connection {
@@ -348,10 +375,9 @@ impl Shared {
             (connection, std::mem::take(&mut link.report))
         };
         let started = Instant::now();
-        self.calls
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let answer =
-            tokio::time::timeout(self.config.timeout, self.invoke(connection, report)).await;
+            tokio::time::timeout(self.config.timeout, self.invoke(connection, report, book)).await;
         let reply = match answer {
             Ok(Ok(reply)) => reply,
             Ok(Err(error)) => {
@@ -412,6 +438,7 @@ impl Shared {
         &self,
         mut connection: ConnectionManager,
         report: Report,
+        book: bool,
     ) -> redis::RedisResult<(i64, i64, i64, i64, i64)> {
         let mut call = self.script.prepare_invoke();
         call.key(&self.keys[0])
@@ -425,7 +452,8 @@ impl Shared {
                     .map_or(0, |w| u64::try_from(w.as_micros()).unwrap_or(u64::MAX)),
             )
             .arg(u8::from(self.adaptive))
-            .arg(report.accepted);
+            .arg(report.accepted)
+            .arg(u8::from(book));
         for &(interval, burst) in &self.limits {
             call.arg(interval).arg(burst);
         }

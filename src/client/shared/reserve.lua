@@ -5,15 +5,15 @@
 --          fleet's measured rate ("ws", "wc", "meas"). Times are microseconds of the server's clock.
 -- KEYS[2]  the scope's members, a sorted set of process ids by the time each last booked.
 -- ARGV     member id, refunds, sent time of a throttled request (0: none), Retry-After in us
---          (0: none), adaptive (1 or 0), answers accepted since the last call, then an interval in
---          us and a burst for each fixed limit.
+--          (0: none), adaptive (1 or 0), answers accepted since the last call, book (1, or 0 for a
+--          report alone), then an interval in us and a burst for each fixed limit.
 --
 -- Returns {wait in us, the server's time in us, the adaptive rate in thousandths (-1: not engaged),
 -- members, 1 if this report cut the rate}.
 if redis.replicate_commands then redis.replicate_commands() end
 
 local BETA, SCALE, SMOOTH, MIN_RATE = 0.7, 0.4, 0.8, 0.5
-local WINDOW, MEMBER_TTL, IDLE_MS = 500000, 10000000, 600000
+local WINDOW, MEMBER_TTL, IDLE_MS, HOLD = 500000, 10000000, 600000, 20
 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
@@ -51,10 +51,20 @@ local accepted = acc + acp * (1 - (now - acs) / 1000000)
 -- The adaptive limiter: CUBIC after a cut, never above twice the rate booked.
 local adaptive = ARGV[5] == '1'
 local rate = state['rate']
+-- Back at the rate before the cut (W) after K seconds, it holds W for a while ("hold") before
+-- it probes above it, when W is what the service accepted over a whole second: each probe
+-- costs throttles.
 local function curve()
-  local t = (now - get('cut', now)) / 1000000 - get('k', 0)
+  local t = (now - get('grow', now)) / 1000000 - get('k', 0)
+  if t > 0 then t = math.max(t - get('hold', 0), 0) end
   return math.max(math.min(SCALE * t * t * t + get('before', MIN_RATE), 2 * measured), MIN_RATE)
 end
+-- The curve's clock runs only while the fleet uses most of its rate: a fleet that asks for less
+-- learns nothing about the quota, and must not come back from a lull at a rate never tried.
+if rate ~= nil and measured < 0.8 * rate then
+  state['grow'] = get('grow', now) + math.max(now - get('seen', now), 0)
+end
+state['seen'] = now
 if adaptive and rate ~= nil then rate = curve() end
 local cut = 0
 local sent = tonumber(ARGV[3])
@@ -63,10 +73,17 @@ if adaptive and sent > 0 and (rate == nil or sent >= get('cut', 0)) then
   local from = measured
   if rate ~= nil and (measured <= 0 or rate < measured) then from = rate end
   -- The service said what it takes: what it accepted in the last second, when that is less.
-  if accepted > 0 and accepted < from then from = accepted end
+  -- Counted over a whole second, it is a rate worth holding; counted over a fleet's first
+  -- moments, it is what the service let through at once, a rate to start from, not to cut.
+  local hold, beta = 0, BETA
+  if accepted > 0 and accepted < from then
+    from = accepted
+    if acp > 0 then hold = HOLD else beta = 1 end
+  end
   from = math.max(from, MIN_RATE)
-  rate = math.max(from * BETA, MIN_RATE)
-  state['before'], state['cut'], state['k'] = from, now, (from * (1 - BETA) / SCALE) ^ (1 / 3)
+  rate = math.max(from * beta, MIN_RATE)
+  state['before'], state['cut'], state['grow'] = from, now, now
+  state['k'], state['hold'] = (from * (1 - beta) / SCALE) ^ (1 / 3), hold
   -- No token saved up: the service's own bucket is empty.
   local interval = 1000000 / rate
   local tolerance = interval * (math.max(rate, 1) - 1)
@@ -80,7 +97,7 @@ if retry_after > 0 then state['pause'] = math.max(get('pause', 0), now + retry_a
 -- arrival time moves one interval past it. Refunds move them back, never before now.
 local refunds = tonumber(ARGV[2])
 local limits = {}
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   local interval, burst = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   limits[#limits + 1] = {'tat:' .. ARGV[i] .. ':' .. ARGV[i + 1], interval, interval * (burst - 1)}
 end
@@ -89,16 +106,20 @@ if adaptive and rate ~= nil then
   limits[#limits + 1] = {'atat', interval, interval * (math.max(rate, 1) - 1)}
 end
 local at = math.max(now, get('pause', 0))
+local book = ARGV[7] == '1'
 for _, limit in ipairs(limits) do
   local tat = math.max(get(limit[1], now) - refunds * limit[2], now)
   state[limit[1]] = tat
   at = math.max(at, tat - limit[3])
 end
-for _, limit in ipairs(limits) do
-  state[limit[1]] = math.max(state[limit[1]], at) + limit[2]
+if book then
+  for _, limit in ipairs(limits) do
+    state[limit[1]] = math.max(state[limit[1]], at) + limit[2]
+  end
+  wc = wc + 1
 end
 
-state['ws'], state['wc'], state['meas'] = ws, wc + 1, meas
+state['ws'], state['wc'], state['meas'] = ws, wc, meas
 state['acs'], state['acc'], state['acp'] = acs, acc, acp
 if adaptive and rate ~= nil then state['rate'] = rate end
 local out = {}
