@@ -1530,3 +1530,59 @@ async fn with_no_credentials_anywhere_it_exits_2_naming_what_it_tried() {
     }
     assert_eq!(sim.requests(), 0, "nothing was sent");
 }
+
+#[tokio::test]
+async fn processes_given_one_shared_budget_keep_to_one_rate() {
+    let sim = Simulator::start().await;
+    // A URL that is not Redis's is refused before any request, without its password.
+    let out = run(command(
+        &sim,
+        &[
+            "--shared-budget",
+            "http://:pa55word@host/",
+            task(1).as_str(),
+        ],
+    ))
+    .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("--shared-budget"), "{}", out.stderr);
+    assert!(!out.stderr.contains("pa55word"), "{}", out.stderr);
+    assert_eq!(sim.requests(), 0);
+
+    let Some(redis) = iotda_task_watcher::simulator::RedisServer::start() else {
+        return;
+    };
+    // Three processes, each polling its own task every 10 to 40 ms for 1.5 s, share 20
+    // requests a second in bursts of 20.
+    for n in 1..=3 {
+        sim.add_task(
+            &instance(),
+            &task(n),
+            TaskScript::new(TaskType::Modify).running(1_000_000),
+        );
+    }
+    let started = std::time::Instant::now();
+    let runs = (1..=3).map(|n| {
+        let mut cmd = command(
+            &sim,
+            &["--timeout", "1500ms", "--max-rps", "20", task(n).as_str()],
+        );
+        cmd.env("IOTDA_SHARED_BUDGET", redis.url());
+        run(cmd)
+    });
+    let outs = futures::future::join_all(runs).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    for out in &outs {
+        assert_eq!(out.code, 3, "timed out: {}", out.stderr);
+        assert!(!out.stderr.contains("does not answer"), "{}", out.stderr);
+    }
+    // The rate over all three, with its burst: the processes' first polls came after Redis
+    // had been asked, so the bound holds from the first start.
+    let sent = sim.requests();
+    let most = (20.0 * elapsed + 20.0 + 3.0).floor() as u64;
+    assert!(
+        sent <= most,
+        "{sent} requests in {elapsed:.2} s, more than {most}"
+    );
+    assert!(sent >= 20, "{sent} requests");
+}

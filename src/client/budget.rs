@@ -6,7 +6,8 @@
 //! request of a client (and of its clones) first takes a token from the budget:
 //!
 //! - **Fixed cap** ([`RequestBudget::with_max_rps`]): a token bucket of `rate` tokens per second
-//!   holding at most `burst`.
+//!   holding at most `burst`; and a window limit ([`RequestBudget::with_window_limit`]), at most
+//!   N requests in any window, for quotas stated that way.
 //! - **Adaptive** (on by default): idle until the service throttles a request, then a token
 //!   bucket whose rate follows the curve of AWS's "adaptive" retry mode (botocore
 //!   `retries/adaptive.py`, smithy-rs `client_rate_limiter.rs`), itself the CUBIC curve of
@@ -30,6 +31,10 @@
 //! wakes, so a stale grant never becomes a burst.
 //! When no cap is set and nothing was ever throttled, taking a token is one atomic load and
 //! the measurement of the rate sent (one uncontended lock).
+//!
+//! With `IotdaClientBuilder::shared_budget` (feature `redis`), the limits are the fleet's:
+//! each token is a slot booked in Redis, and the adaptive limiter is the fleet's, as the
+//! `client::shared` module describes.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -498,16 +503,12 @@ impl Budget {
                     self.pace_alone(shared.last());
                 }
             }
-            let wait = {
-                let mut state = self.state();
-                let wait = state.take(Instant::now());
-                if wait.is_zero() {
-                    drop(state);
-                    self.hand_over(true);
-                }
-                wait
-            };
-            tokio::time::sleep(wait).await;
+            let wait = self.state().take(Instant::now());
+            if wait.is_zero() {
+                self.hand_over(true);
+            } else {
+                tokio::time::sleep(wait).await;
+            }
         }
     }
 
