@@ -440,6 +440,11 @@ impl Shared {
         report: Report,
         book: bool,
     ) -> redis::RedisResult<(i64, i64, i64, i64, i64)> {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let known = self
+            .last()
+            .and_then(|fleet| fleet.rate)
+            .map_or(0, |rate| (rate * 1000.0).clamp(0.0, 1e12) as u64);
         let mut call = self.script.prepare_invoke();
         call.key(&self.keys[0])
             .key(&self.keys[1])
@@ -453,7 +458,8 @@ impl Shared {
             )
             .arg(u8::from(self.adaptive))
             .arg(report.accepted)
-            .arg(u8::from(book));
+            .arg(u8::from(book))
+            .arg(known);
         for &(interval, burst) in &self.limits {
             call.arg(interval).arg(burst);
         }

@@ -6,7 +6,8 @@
 -- KEYS[2]  the scope's members, a sorted set of process ids by the time each last booked.
 -- ARGV     member id, refunds, sent time of a throttled request (0: none), Retry-After in us
 --          (0: none), adaptive (1 or 0), answers accepted since the last call, book (1, or 0 for a
---          report alone), then an interval in us and a burst for each fixed limit.
+--          report alone), the adaptive rate this process last saw in thousandths (0: none), then
+--          an interval in us and a burst for each fixed limit.
 --
 -- Returns {wait in us, the server's time in us, the adaptive rate in thousandths (-1: not engaged),
 -- members, 1 if this report cut the rate}.
@@ -66,6 +67,12 @@ if rate ~= nil and measured < 0.8 * rate then
 end
 state['seen'] = now
 if adaptive and rate ~= nil then rate = curve() end
+-- A state lost (a restarted or failed-over Redis) is taken up again from what a process saw.
+local known = tonumber(ARGV[8]) / 1000
+if adaptive and rate == nil and known > 0 then
+  rate = known
+  state['before'], state['cut'], state['grow'], state['k'], state['hold'] = known, now, now, 0, HOLD
+end
 local cut = 0
 local sent = tonumber(ARGV[3])
 -- A throttle cuts once per episode: requests sent before the last cut speak of the old rate.
@@ -97,7 +104,7 @@ if retry_after > 0 then state['pause'] = math.max(get('pause', 0), now + retry_a
 -- arrival time moves one interval past it. Refunds move them back, never before now.
 local refunds = tonumber(ARGV[2])
 local limits = {}
-for i = 8, #ARGV, 2 do
+for i = 9, #ARGV, 2 do
   local interval, burst = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   limits[#limits + 1] = {'tat:' .. ARGV[i] .. ':' .. ARGV[i + 1], interval, interval * (burst - 1)}
 end

@@ -216,3 +216,31 @@ async fn redis_down_falls_back_at_once_and_rejoins_after_a_probe() {
     }
     assert!(shared.joined());
 }
+
+#[tokio::test]
+async fn a_restarted_redis_takes_up_the_fleets_rate_from_the_first_process_to_book() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let config = SharedBudget::redis(&server.url())
+        .unwrap()
+        .probe_every(Duration::from_millis(50));
+    let a = Shared::new(config, "test", &[], true);
+    for _ in 0..100 {
+        a.book().await.unwrap();
+    }
+    a.throttled(Instant::now(), None);
+    let learnt = a.book().await.unwrap().rate.expect("engaged");
+    // Redis restarts with nothing: the fleet's state is gone.
+    server.restart();
+    let mut again = None;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        again = a.book().await;
+        if again.is_some() {
+            break;
+        }
+    }
+    let rate = again.expect("rejoined").rate.expect("taken up again");
+    assert!((rate - learnt).abs() < 0.01, "{learnt} then {rate}");
+}
