@@ -2,7 +2,8 @@
 //! simulator, which holds the account to 40 requests a second in bursts of 40 (429
 //! `APIGW.0308` beyond), and a real `redis-server` for the shared budget.
 //!
-//! Each process waits for its own tasks (5 to 20 s long, one in ten FAILED, default settings).
+//! Each process waits for its own tasks (5 to 20 s long by default, one in ten FAILED, default
+//! settings).
 //! The runs:
 //!
 //! - 200 tasks with no quota, to learn how long they take unhindered and how many requests they
@@ -20,8 +21,9 @@
 //! every outcome was right.
 //!
 //! `cargo bench --bench fleet --features cli,redis` (about 10 minutes) writes
-//! `target/bench/fleet.json`. `FLEET_SEED` draws other task lengths; `FLEET_ONLY` runs only
-//! the runs whose names contain one of its comma-separated parts.
+//! `target/bench/fleet.json`. `FLEET_SEED` draws other task lengths, `FLEET_TASKS=15-40` draws
+//! them from another span (5-20 s by default), and `FLEET_ONLY` runs only the runs whose names
+//! contain one of its comma-separated parts.
 
 mod common;
 
@@ -104,11 +106,14 @@ struct Outcome {
     hung: usize,
 }
 
-/// Each task's length in seconds and whether it fails.
-fn tasks(count: usize, seed: u64) -> Vec<(f64, bool)> {
+/// Each task's length in seconds, between `shortest` and `longest`, and whether it fails.
+fn tasks(count: usize, seed: u64, (shortest, longest): (f64, f64)) -> Vec<(f64, bool)> {
     let mut rng = fastrand::Rng::with_seed(seed);
     (0..count)
-        .map(|_| (5.0 + 15.0 * rng.f64(), rng.u32(..10) == 0))
+        .map(|_| {
+            let length = shortest + (longest - shortest) * rng.f64();
+            (length, rng.u32(..10) == 0)
+        })
         .collect()
 }
 
@@ -365,7 +370,14 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_261_202);
     let only = std::env::var("FLEET_ONLY").unwrap_or_default();
-    let lengths = tasks(400, seed);
+    let span = std::env::var("FLEET_TASKS")
+        .ok()
+        .and_then(|s| {
+            let (a, b) = s.split_once('-')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .unwrap_or((5.0, 20.0));
+    let lengths = tasks(400, seed, span);
     let plan = |processes: usize, per_process: usize, quota: bool, mode: Mode, kill: bool| Plan {
         name: format!(
             "{}x{} {}{}{}",
@@ -399,7 +411,9 @@ fn main() {
         .build()
         .unwrap();
     println!(
-        "fleet: quota {QUOTA}/s burst 40, tasks 5-20 s (1 in 10 FAILED), seed {seed}, {} cores",
+        "fleet: quota {QUOTA}/s burst 40, tasks {}-{} s (1 in 10 FAILED), seed {seed}, {} cores",
+        span.0,
+        span.1,
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     println!(
@@ -478,5 +492,8 @@ fn main() {
             "hung": outcome.hung,
         }));
     }
-    common::write_json("fleet", &json!({ "seed": seed, "runs": results }));
+    common::write_json(
+        "fleet",
+        &json!({ "seed": seed, "tasks_s": [span.0, span.1], "runs": results }),
+    );
 }
