@@ -590,7 +590,6 @@ impl Budget {
         if let Some(shared) = &self.shared {
             if throttled {
                 shared.throttled(sent_at, retry_after);
-                shared.report_soon();
             } else {
                 shared.accepted();
             }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -24,6 +25,16 @@ impl RedisServer {
     /// is set.
     #[must_use]
     pub fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// As [`start`](Self::start), with more arguments for `redis-server`, e.g.
+    /// `["--requirepass", "secret"]`.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    #[must_use]
+    pub fn start_with(args: &[&str]) -> Option<Self> {
         let present = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -41,7 +52,11 @@ impl RedisServer {
             .and_then(|l| l.local_addr())
             .expect("a free loopback port")
             .port();
-        let mut server = Self { port, child: None };
+        let mut server = Self {
+            port,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            child: None,
+        };
         server.restart();
         Some(server)
     }
@@ -83,6 +98,7 @@ impl RedisServer {
                 "--protected-mode",
                 "yes",
             ])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

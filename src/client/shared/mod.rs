@@ -19,8 +19,8 @@
 //! line.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -204,8 +204,6 @@ pub(crate) struct Shared {
     adaptive: bool,
     link: Mutex<Link>,
     calls: AtomicU64,
-    /// A report alone is on its way.
-    reporting: AtomicBool,
 }
 
 impl fmt::Debug for Shared {
@@ -268,7 +266,6 @@ impl Shared {
                 last: None,
             }),
             calls: AtomicU64::new(0),
-            reporting: AtomicBool::new(false),
         }
     }
 
@@ -333,29 +330,6 @@ impl Shared {
     /// Books the next slot. `None` when Redis failed or was too slow: the process then runs
     /// on its own limiter until the next probe, and the report waits for it.
     pub(crate) async fn book(&self) -> Option<Booked> {
-        self.call(true).await
-    }
-
-    /// Tells the fleet of a throttle now, without booking, unless a report is already on its
-    /// way (what comes meanwhile goes with the next booking). The booking that would carry it
-    /// may be a slot away, and every process sends at the old rate until it lands.
-    pub(crate) fn report_soon(self: &Arc<Self>) {
-        if !self.link().joined || self.reporting.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.reporting.store(false, Ordering::Release);
-            return;
-        };
-        let shared = Arc::clone(self);
-        runtime.spawn(async move {
-            shared.call(false).await;
-            shared.reporting.store(false, Ordering::Release);
-        });
-    }
-
-    /// One call of the script: books a slot, or only reports.
-    async fn call(&self, book: bool) -> Option<Booked> {
         let (connection, report) = {
             let mut link = self.link();
             let connection = match &link.connection {
@@ -377,7 +351,7 @@ impl Shared {
         let started = Instant::now();
         self.calls.fetch_add(1, Ordering::Relaxed);
         let answer =
-            tokio::time::timeout(self.config.timeout, self.invoke(connection, report, book)).await;
+            tokio::time::timeout(self.config.timeout, self.invoke(connection, report)).await;
         let reply = match answer {
             Ok(Ok(reply)) => reply,
             Ok(Err(error)) => {
@@ -438,7 +412,6 @@ impl Shared {
         &self,
         mut connection: ConnectionManager,
         report: Report,
-        book: bool,
     ) -> redis::RedisResult<(i64, i64, i64, i64, i64)> {
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let known = self
@@ -458,7 +431,6 @@ impl Shared {
             )
             .arg(u8::from(self.adaptive))
             .arg(report.accepted)
-            .arg(u8::from(book))
             .arg(known);
         for &(interval, burst) in &self.limits {
             call.arg(interval).arg(burst);

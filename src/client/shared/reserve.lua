@@ -5,16 +5,16 @@
 --          fleet's measured rate ("ws", "wc", "meas"). Times are microseconds of the server's clock.
 -- KEYS[2]  the scope's members, a sorted set of process ids by the time each last booked.
 -- ARGV     member id, refunds, sent time of a throttled request (0: none), Retry-After in us
---          (0: none), adaptive (1 or 0), answers accepted since the last call, book (1, or 0 for a
---          report alone), the adaptive rate this process last saw in thousandths (0: none), then
---          an interval in us and a burst for each fixed limit.
+--          (0: none), adaptive (1 or 0), answers accepted since the last call, the adaptive rate
+--          this process last saw in thousandths (0: none), then an interval in us and a burst for
+--          each fixed limit.
 --
 -- Returns {wait in us, the server's time in us, the adaptive rate in thousandths (-1: not engaged),
 -- members, 1 if this report cut the rate}.
 if redis.replicate_commands then redis.replicate_commands() end
 
 local BETA, SCALE, SMOOTH, MIN_RATE = 0.7, 0.4, 0.8, 0.5
-local WINDOW, MEMBER_TTL, IDLE_MS, HOLD = 500000, 10000000, 600000, 20
+local WINDOW, MEMBER_TTL, IDLE_MS, HOLD = 500000, 10000000, 600000, 30
 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
@@ -68,7 +68,7 @@ end
 state['seen'] = now
 if adaptive and rate ~= nil then rate = curve() end
 -- A state lost (a restarted or failed-over Redis) is taken up again from what a process saw.
-local known = tonumber(ARGV[8]) / 1000
+local known = tonumber(ARGV[7]) / 1000
 if adaptive and rate == nil and known > 0 then
   rate = known
   state['before'], state['cut'], state['grow'], state['k'], state['hold'] = known, now, now, 0, HOLD
@@ -104,7 +104,7 @@ if retry_after > 0 then state['pause'] = math.max(get('pause', 0), now + retry_a
 -- arrival time moves one interval past it. Refunds move them back, never before now.
 local refunds = tonumber(ARGV[2])
 local limits = {}
-for i = 9, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   local interval, burst = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   limits[#limits + 1] = {'tat:' .. ARGV[i] .. ':' .. ARGV[i + 1], interval, interval * (burst - 1)}
 end
@@ -113,20 +113,16 @@ if adaptive and rate ~= nil then
   limits[#limits + 1] = {'atat', interval, interval * (math.max(rate, 1) - 1)}
 end
 local at = math.max(now, get('pause', 0))
-local book = ARGV[7] == '1'
 for _, limit in ipairs(limits) do
   local tat = math.max(get(limit[1], now) - refunds * limit[2], now)
   state[limit[1]] = tat
   at = math.max(at, tat - limit[3])
 end
-if book then
-  for _, limit in ipairs(limits) do
-    state[limit[1]] = math.max(state[limit[1]], at) + limit[2]
-  end
-  wc = wc + 1
+for _, limit in ipairs(limits) do
+  state[limit[1]] = math.max(state[limit[1]], at) + limit[2]
 end
 
-state['ws'], state['wc'], state['meas'] = ws, wc, meas
+state['ws'], state['wc'], state['meas'] = ws, wc + 1, meas
 state['acs'], state['acc'], state['acp'] = acs, acc, acp
 if adaptive and rate ~= nil then state['rate'] = rate end
 local out = {}

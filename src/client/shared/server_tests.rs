@@ -244,3 +244,33 @@ async fn a_restarted_redis_takes_up_the_fleets_rate_from_the_first_process_to_bo
     let rate = again.expect("rejoined").rate.expect("taken up again");
     assert!((rate - learnt).abs() < 0.01, "{learnt} then {rate}");
 }
+
+#[tokio::test]
+async fn a_password_in_the_url_authenticates() {
+    let Some(server) = RedisServer::start_with(&["--requirepass", "s3cret-pw"]) else {
+        return;
+    };
+    let with = |url: String| Shared::new(SharedBudget::redis(&url).unwrap(), "test", &[], true);
+    let url = |auth: &str| format!("redis://{auth}127.0.0.1:{}/0", server.port());
+    assert!(with(url(":s3cret-pw@")).book().await.is_some());
+    // Without it, or with another, the server refuses, and the process paces itself.
+    assert!(with(url("")).book().await.is_none());
+    assert!(with(url(":wrong@")).book().await.is_none());
+}
+
+#[tokio::test]
+async fn a_tls_url_to_a_server_without_tls_falls_back_without_panicking() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = format!("rediss://127.0.0.1:{}/0", server.port());
+    let shared = Shared::new(SharedBudget::redis(&url).unwrap(), "test", &[], true);
+    let started = Instant::now();
+    assert!(shared.book().await.is_none());
+    assert!(!shared.joined());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
