@@ -1,33 +1,20 @@
 //! Many waits on one client: a throttle seen by one slows all of them, and waits on one task
 //! share its polls. Real HTTP on loopback, through the simulator and the real client.
 
+mod common;
+
 use std::time::Duration;
 
 use futures::StreamExt;
 use iotda_task_watcher::client::budget::{BudgetStats, RequestBudget};
 use iotda_task_watcher::simulator::{Fault, Simulator, TaskScript};
 use iotda_task_watcher::watch::PollPolicy;
-use iotda_task_watcher::{
-    wait_all, IotdaClient, TaskEvent, TaskId, TaskStatus, TaskType, TaskWatcher,
-};
+use iotda_task_watcher::{wait_all, TaskEvent, TaskStatus, TaskType, TaskWatcher};
 
-fn id(n: u32) -> TaskId {
-    format!("00000000-0000-0000-0000-{n:012}").parse().unwrap()
-}
+use common::{every_10ms as eager, task_n as id};
 
 fn instance() -> iotda_task_watcher::InstanceId {
-    "a1b2c3d4-0000-1111-2222-333344445555".parse().unwrap()
-}
-
-/// A wait that polls every 10 ms.
-fn eager(client: &IotdaClient, task: &TaskId) -> TaskWatcher {
-    TaskWatcher::new(client, &instance(), task)
-        .policy(
-            PollPolicy::default()
-                .with_min_delay(Duration::from_millis(10))
-                .with_max_delay(Duration::from_millis(10)),
-        )
-        .timeout(Duration::from_secs(30))
+    common::INSTANCE.parse().unwrap()
 }
 
 /// What the client's budget saw in the half second after task 1's first poll was throttled,

@@ -9,26 +9,12 @@ use std::time::{Duration, Instant};
 use iotda_task_watcher::client::budget::RequestBudget;
 use iotda_task_watcher::client::shared::SharedBudget;
 use iotda_task_watcher::simulator::{RedisServer, Simulator, TaskScript};
-use iotda_task_watcher::watch::PollPolicy;
-use iotda_task_watcher::{IotdaClient, TaskId, TaskStatus, TaskType, TaskWatcher};
+use iotda_task_watcher::{IotdaClient, TaskStatus, TaskType};
 
-fn id(n: u32) -> TaskId {
-    format!("00000000-0000-0000-0000-{n:012}").parse().unwrap()
-}
+use common::{every_10ms as eager, task_n as id};
 
 fn instance() -> iotda_task_watcher::InstanceId {
-    "a1b2c3d4-0000-1111-2222-333344445555".parse().unwrap()
-}
-
-/// A wait that would poll every 10 ms.
-fn eager(client: &IotdaClient, task: &TaskId) -> TaskWatcher {
-    TaskWatcher::new(client, &instance(), task)
-        .policy(
-            PollPolicy::default()
-                .with_min_delay(Duration::from_millis(10))
-                .with_max_delay(Duration::from_millis(10)),
-        )
-        .timeout(Duration::from_secs(30))
+    common::INSTANCE.parse().unwrap()
 }
 
 /// A client of the simulator whose budget is `budget`, shared through `shared`.

@@ -1100,6 +1100,15 @@ mod tests {
         Duration::from_secs_f64(s)
     }
 
+    /// A poll every `delay`, exactly: no jitter, no progress guidance.
+    fn every(delay: Duration) -> PollPolicy {
+        PollPolicy::default()
+            .with_min_delay(delay)
+            .with_max_delay(delay)
+            .with_jitter(false)
+            .with_progress_guided(false)
+    }
+
     /// A task that runs forever, polled through a shared budget; it records its polls.
     struct Budgeted {
         budget: Arc<Budget>,
@@ -1138,11 +1147,7 @@ mod tests {
             polls: polls.clone(),
             start,
         };
-        let policy = PollPolicy::default()
-            .with_min_delay(secs(2.0))
-            .with_max_delay(secs(2.0))
-            .with_jitter(false)
-            .with_progress_guided(false);
+        let policy = every(secs(2.0));
         let outcome = TaskWatcher::from_source(source)
             .policy(policy)
             .timeout(secs(8.5))
@@ -1183,11 +1188,7 @@ mod tests {
                 polls: polls.clone(),
                 start,
             };
-            let policy = PollPolicy::default()
-                .with_min_delay(secs(1.0))
-                .with_max_delay(secs(1.0))
-                .with_jitter(false)
-                .with_progress_guided(false);
+            let policy = every(secs(1.0));
             let watcher = TaskWatcher::from_source(source)
                 .policy(policy)
                 .timeout(deadline);
@@ -1245,11 +1246,7 @@ mod tests {
         budget.acquire().await;
         let start = Instant::now();
         let feed = feed(vec![(2, Ok(running(10))), (2, Ok(running(10)))]);
-        let slow = PollPolicy::default()
-            .with_min_delay(secs(10.0))
-            .with_max_delay(secs(10.0))
-            .with_jitter(false)
-            .with_progress_guided(false);
+        let slow = every(secs(10.0));
         let on_t = |budget: &Arc<Budget>| {
             let source = SharedBudgeted {
                 budget: budget.clone(),

@@ -219,6 +219,23 @@ impl std::io::Write for SharedWriter {
     }
 }
 
+/// Task number `n`, as `00000000-0000-0000-0000-<n>`.
+pub fn task_n(n: u32) -> TaskId {
+    format!("00000000-0000-0000-0000-{n:012}").parse().unwrap()
+}
+
+/// A wait on task `task` of `INSTANCE` that polls every 10 ms, for at most 30 s.
+pub fn every_10ms(client: &IotdaClient, task: &TaskId) -> iotda_task_watcher::TaskWatcher {
+    let instance: InstanceId = INSTANCE.parse().unwrap();
+    iotda_task_watcher::TaskWatcher::new(client, &instance, task)
+        .policy(
+            iotda_task_watcher::watch::PollPolicy::default()
+                .with_min_delay(std::time::Duration::from_millis(10))
+                .with_max_delay(std::time::Duration::from_millis(10)),
+        )
+        .timeout(std::time::Duration::from_secs(30))
+}
+
 /// A simulator that accepts `AK`/`SK` for `PROJECT`, with no tasks yet.
 pub async fn simulator() -> Simulator {
     Simulator::start_with(AK, SK, PROJECT).await
