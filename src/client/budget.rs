@@ -288,6 +288,21 @@ impl Adaptive {
         }
     }
 
+    /// Engaged at `rate`, as if back at the rate before a cut: it grows from there, with no
+    /// token saved up.
+    #[cfg(feature = "redis")]
+    fn at(rate: f64, now: Instant) -> Self {
+        let rate = rate.max(MIN_RATE);
+        let mut bucket = Bucket::new(rate, rate.max(1.0), now);
+        bucket.tokens = 0.0;
+        Self {
+            bucket,
+            before_cut: rate,
+            cut_at: now,
+            k: 0.0,
+        }
+    }
+
     fn rise(&mut self, now: Instant, measured: f64) {
         let t = now.saturating_duration_since(self.cut_at).as_secs_f64() - self.k;
         let curve = SCALE * t * t * t + self.before_cut;
@@ -315,26 +330,22 @@ struct State {
 }
 
 impl State {
+    /// Every bucket a token is taken from: the fixed limits, and the adaptive limiter's.
+    fn buckets(&mut self) -> impl Iterator<Item = &mut Bucket> {
+        self.fixed
+            .iter_mut()
+            .chain(self.adaptive.as_mut().map(|a| &mut a.bucket))
+    }
+
     /// Takes a token from every bucket if each has one; else says how long until they do.
     fn take(&mut self, now: Instant) -> Duration {
-        let Self {
-            fixed, adaptive, ..
-        } = self;
         let mut wait = Duration::ZERO;
-        for bucket in fixed
-            .iter_mut()
-            .chain(adaptive.as_mut().map(|a| &mut a.bucket))
-        {
+        for bucket in self.buckets() {
             bucket.refill(now);
             wait = wait.max(bucket.wait());
         }
         if wait.is_zero() {
-            for bucket in fixed
-                .iter_mut()
-                .chain(adaptive.as_mut().map(|a| &mut a.bucket))
-            {
-                bucket.tokens -= 1.0;
-            }
+            self.buckets().for_each(|bucket| bucket.tokens -= 1.0);
             self.meter.sent(now);
         }
         wait
@@ -342,13 +353,7 @@ impl State {
 
     /// Puts back a token taken for a request that was not sent.
     fn give_back(&mut self) {
-        let Self {
-            fixed, adaptive, ..
-        } = self;
-        for bucket in fixed
-            .iter_mut()
-            .chain(adaptive.as_mut().map(|a| &mut a.bucket))
-        {
+        for bucket in self.buckets() {
             bucket.tokens = (bucket.tokens + 1.0).min(bucket.capacity);
         }
     }
@@ -554,9 +559,7 @@ impl Budget {
             .map(|(rate, burst)| Bucket::new(rate / share, (burst / share).max(1.0), now))
             .collect();
         if let Some(rate) = fleet.and_then(|f| f.rate) {
-            let mut adaptive = Adaptive::cut(rate / share / BETA, now, None);
-            adaptive.k = 0.0;
-            state.adaptive = Some(adaptive);
+            state.adaptive = Some(Adaptive::at(rate / share, now));
         }
     }
 
@@ -755,6 +758,23 @@ mod tests {
         let twice = budget.stats().adaptive_rate.unwrap();
         assert!(twice < once, "{twice} < {once}");
         assert!(twice >= MIN_RATE);
+    }
+
+    #[cfg(feature = "redis")]
+    #[tokio::test(start_paused = true)]
+    async fn a_limiter_engaged_at_a_share_starts_from_it() {
+        let now = Instant::now();
+        let mut adaptive = Adaptive::at(10.0, now);
+        adaptive.rise(now, 100.0);
+        assert!(
+            (adaptive.bucket.rate - 10.0).abs() < 1e-9,
+            "{}",
+            adaptive.bucket.rate
+        );
+        tokio::time::advance(secs(2.0)).await;
+        adaptive.rise(Instant::now(), 100.0);
+        let grown = adaptive.bucket.rate;
+        assert!((grown - (10.0 + SCALE * 8.0)).abs() < 1e-6, "{grown}");
     }
 
     #[tokio::test(start_paused = true)]
