@@ -23,7 +23,8 @@
 //! `cargo bench --bench fleet --features cli,redis` (about 10 minutes) writes
 //! `target/bench/fleet.json`. `FLEET_SEED` draws other task lengths, `FLEET_TASKS=15-40` draws
 //! them from another span (5-20 s by default), and `FLEET_ONLY` runs only the runs whose names
-//! contain one of its comma-separated parts.
+//! contain one of its comma-separated parts. `FLEET_TIMELINE=1` prints each run's requests
+//! accepted and throttled in each second.
 
 mod common;
 
@@ -89,6 +90,8 @@ struct Outcome {
     throttled_early: u64,
     /// Requests throttled from 1 s to 10 s.
     throttled_late: u64,
+    /// Requests accepted and throttled in each second of the run.
+    timeline: Vec<(u64, u64)>,
     wall: f64,
     requests: u64,
     throttled: u64,
@@ -323,6 +326,21 @@ async fn run(plan: &Plan, lengths: &[(f64, bool)], redis: &mut RedisServer) -> O
         };
         (at(1.0).unwrap_or_default(), at(10.0).unwrap_or_default())
     };
+    outcome.timeline = {
+        let samples = samples.lock().unwrap();
+        let mut seconds: Vec<(u64, u64)> = Vec::new();
+        let mut last = Sample::default();
+        for sample in samples.iter() {
+            let second = sample.at as usize;
+            if seconds.len() <= second {
+                seconds.resize(second + 1, (0, 0));
+            }
+            seconds[second].0 += sample.accepted - last.accepted;
+            seconds[second].1 += sample.throttled - last.throttled;
+            last = sample.clone();
+        }
+        seconds
+    };
     outcome.throttled_early = from.throttled;
     outcome.quota_used = (to.accepted - from.accepted) as f64 / (to.at - from.at) / QUOTA;
     outcome.throttled_late = to.throttled.saturating_sub(from.throttled);
@@ -474,6 +492,14 @@ fn main() {
             outcome.tasks,
             notes
         );
+        if std::env::var_os("FLEET_TIMELINE").is_some() {
+            let seconds: Vec<String> = outcome
+                .timeline
+                .iter()
+                .map(|(accepted, throttled)| format!("{accepted}/{throttled}"))
+                .collect();
+            println!("  accepted/throttled each second: {}", seconds.join(" "));
+        }
         results.push(json!({
             "run": plan.name,
             "wall_s": outcome.wall,
@@ -490,6 +516,7 @@ fn main() {
             "fell_back_s": outcome.fell_back,
             "rejoined_s": outcome.rejoined,
             "hung": outcome.hung,
+            "timeline": outcome.timeline,
         }));
     }
     common::write_json(

@@ -168,6 +168,8 @@ pub(crate) struct Booked {
     pub(crate) rate: Option<f64>,
     /// Processes that booked in the last 10 s.
     pub(crate) members: u32,
+    /// Whether the throttle this call reported cut the fleet's rate.
+    pub(crate) cut: bool,
 }
 
 /// What this process has to tell the fleet with its next booking.
@@ -377,9 +379,10 @@ impl Shared {
             #[allow(clippy::cast_precision_loss)]
             rate: (thousandths >= 0).then(|| thousandths as f64 / 1000.0),
             members: u32::try_from(members).unwrap_or(u32::MAX).max(1),
+            cut: cut == 1,
         };
         link.last = Some(booked);
-        if cut == 1 {
+        if booked.cut {
             tracing::debug!(rate = booked.rate, "throttled: the fleet's rate is cut");
         }
         if !link.joined {

@@ -1,8 +1,10 @@
 -- Books the next request slot of a fleet sharing one quota, and takes in one process's report.
 --
 -- KEYS[1]  the scope's state, a hash: the theoretical arrival time of each limit ("tat:<interval>:<burst>"),
---          the adaptive limiter ("rate", "before", "cut", "k", "atat"), a pause ("pause"), and the
---          fleet's measured rate ("ws", "wc", "meas"). Times are microseconds of the server's clock.
+--          the latest slot booked ("last"), the adaptive limiter ("rate", "before", "cut", "k",
+--          "atat"), a pause ("pause"), the fleet's measured rate ("ws", "wc", "meas"), and what
+--          the service accepted since its bucket was last seen empty ("empty", "ea", "lull").
+--          Times are microseconds of the server's clock.
 -- KEYS[2]  the scope's members, a sorted set of process ids by the time each last booked.
 -- ARGV     member id, refunds, sent time of a throttled request (0: none), Retry-After in us
 --          (0: none), adaptive (1 or 0), answers accepted since the last call, the adaptive rate
@@ -48,6 +50,7 @@ if now - acs >= 1000000 then
   acp, acs, acc = acc * 1000000 / (now - acs), now, 0
 end
 local accepted = acc + acp * (1 - (now - acs) / 1000000)
+state['ea'] = get('ea', 0) + tonumber(ARGV[6])
 
 -- The adaptive limiter: CUBIC after a cut, never above twice the rate booked.
 local adaptive = ARGV[5] == '1'
@@ -63,7 +66,9 @@ end
 -- The curve's clock runs only while the fleet uses most of its rate: a fleet that asks for less
 -- learns nothing about the quota, and must not come back from a lull at a rate never tried.
 if rate ~= nil and measured < 0.8 * rate then
-  state['grow'] = get('grow', now) + math.max(now - get('seen', now), 0)
+  local lull = math.max(now - get('seen', now), 0)
+  state['grow'] = get('grow', now) + lull
+  state['lull'] = get('lull', 0) + lull
 end
 state['seen'] = now
 if adaptive and rate ~= nil then rate = curve() end
@@ -75,22 +80,35 @@ if adaptive and rate == nil and known > 0 then
 end
 local cut = 0
 local sent = tonumber(ARGV[3])
--- A throttle cuts once per episode: requests sent before the last cut speak of the old rate.
+-- A throttle cuts once per episode: requests sent before the last cut, or in a slot booked
+-- before it, speak of the old rate.
 if adaptive and sent > 0 and (rate == nil or sent >= get('cut', 0)) then
   local from = measured
   if rate ~= nil and (measured <= 0 or rate < measured) then from = rate end
-  -- The service said what it takes: what it accepted in the last second, when that is less.
-  -- Counted over a whole second, it is a rate worth holding; counted over a fleet's first
-  -- moments, it is what the service let through at once, a rate to start from, not to cut.
   local hold, beta = 0, BETA
-  if accepted > 0 and accepted < from then
+  -- The service's bucket was empty at the last cut's throttle and is empty again at this one:
+  -- what it accepted in between, over that time, is at most its rate, and short of it only by
+  -- tokens its bucket could not keep. Over a second or more in which the fleet asked for most
+  -- of its rate (lulls a quarter of the time at most), it is the measure to hold.
+  local span = sent - get('empty', sent)
+  local shown = get('ea', 0) * 1000000 / math.max(span, 1)
+  if span >= 1000000 and get('lull', 0) <= span / 4 and shown < from then
+    from, hold = shown, HOLD
+  -- Else what it accepted in the last second, when that is less. Counted over a whole second,
+  -- it is a rate worth holding; counted over a fleet's first moments, it is what the service
+  -- let through at once, a rate to start from, not to cut.
+  elseif accepted > 0 and accepted < from then
     from = accepted
     if acp > 0 then hold = HOLD else beta = 1 end
   end
   from = math.max(from, MIN_RATE)
   rate = math.max(from * beta, MIN_RATE)
-  state['before'], state['cut'], state['grow'] = from, now, now
+  -- Slots booked before this cut go out up to the latest of them, each request a moment after
+  -- its slot: a throttle sent before one interval of the new rate past both speaks of the old.
+  local booked = math.max(now, get('last', now))
+  state['before'], state['cut'], state['grow'] = from, booked + 1000000 / rate, now
   state['k'], state['hold'] = (from * (1 - beta) / SCALE) ^ (1 / 3), hold
+  state['empty'], state['ea'], state['lull'] = sent, 0, 0
   -- No token saved up: the service's own bucket is empty.
   local interval = 1000000 / rate
   local tolerance = interval * (math.max(rate, 1) - 1)
@@ -121,6 +139,7 @@ end
 for _, limit in ipairs(limits) do
   state[limit[1]] = math.max(state[limit[1]], at) + limit[2]
 end
+state['last'] = math.max(get('last', at), at)
 
 state['ws'], state['wc'], state['meas'] = ws, wc + 1, meas
 state['acs'], state['acc'], state['acp'] = acs, acc, acp
