@@ -1586,3 +1586,44 @@ async fn processes_given_one_shared_budget_keep_to_one_rate() {
     );
     assert!(sent >= 20, "{sent} requests");
 }
+
+#[tokio::test]
+async fn a_shared_budget_over_tls_is_trusted_through_the_ca_file_given() {
+    let sim = Simulator::start().await;
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let ca = fixtures.join("ca.pem");
+    // A file without a certificate is refused before any request.
+    let out = run(command(
+        &sim,
+        &[
+            "--shared-budget",
+            "rediss://127.0.0.1:1",
+            "--shared-budget-ca",
+            fixtures.join("server.key").to_str().unwrap(),
+            task(1).as_str(),
+        ],
+    ))
+    .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("--shared-budget-ca"), "{}", out.stderr);
+    assert_eq!(sim.requests(), 0);
+
+    let Some(redis) = iotda_task_watcher::simulator::RedisServer::start_tls(
+        &fixtures.join("server.pem"),
+        &fixtures.join("server.key"),
+    ) else {
+        return;
+    };
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify).succeed(),
+    );
+    let mut cmd = command(&sim, &[task(1).as_str()]);
+    cmd.env("IOTDA_SHARED_BUDGET", redis.url())
+        .env("IOTDA_SHARED_BUDGET_CA", &ca);
+    let out = run(cmd).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("does not answer"), "{}", out.stderr);
+    assert_eq!(sim.requests(), 1);
+}

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    /// Whether the port speaks TLS (and no port speaks plain Redis).
+    tls: bool,
     args: Vec<String>,
     child: Option<Child>,
 }
@@ -35,6 +37,30 @@ impl RedisServer {
     /// As [`start`](Self::start).
     #[must_use]
     pub fn start_with(args: &[&str]) -> Option<Self> {
+        Self::start_on(args, false)
+    }
+
+    /// As [`start`](Self::start), speaking TLS only, with the certificate chain and the
+    /// private key in the PEM files given; clients are not asked for certificates. Its
+    /// [`url`](Self::url) is `rediss://`.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    #[must_use]
+    pub fn start_tls(certificate: &std::path::Path, key: &std::path::Path) -> Option<Self> {
+        let (certificate, key) = (certificate.to_string_lossy(), key.to_string_lossy());
+        let args = [
+            "--tls-cert-file",
+            &certificate,
+            "--tls-key-file",
+            &key,
+            "--tls-auth-clients",
+            "no",
+        ];
+        Self::start_on(&args, true)
+    }
+
+    fn start_on(args: &[&str], tls: bool) -> Option<Self> {
         let present = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -54,6 +80,7 @@ impl RedisServer {
             .port();
         let mut server = Self {
             port,
+            tls,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             child: None,
         };
@@ -61,10 +88,11 @@ impl RedisServer {
         Some(server)
     }
 
-    /// The server's URL, `redis://127.0.0.1:PORT/0`.
+    /// The server's URL, `redis://127.0.0.1:PORT/0` (`rediss://` with TLS).
     #[must_use]
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     /// The server's port.
@@ -88,8 +116,15 @@ impl RedisServer {
     /// If it does not within 5 s.
     pub fn restart(&mut self) {
         self.kill();
+        let port = self.port.to_string();
+        let ports = if self.tls {
+            ["--port", "0", "--tls-port", &port]
+        } else {
+            ["--port", &port, "--tls-port", "0"]
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(ports)
+            .args(["--bind", "127.0.0.1"])
             .args([
                 "--save",
                 "",

@@ -156,6 +156,16 @@ pub struct Args {
     )]
     pub shared_budget: Option<String>,
 
+    /// Trust the `rediss://` server of `--shared-budget` only through the CA certificate in
+    /// this PEM file (a DCS instance's, from its console), not the public roots.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "IOTDA_SHARED_BUDGET_CA",
+        requires = "shared_budget"
+    )]
+    pub shared_budget_ca: Option<std::path::PathBuf>,
+
     /// The most requests in flight at once, over all tasks; 1 to 1024.
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub max_in_flight: usize,

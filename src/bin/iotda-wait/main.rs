@@ -98,7 +98,14 @@ async fn prepare(args: &Args) -> Result<Prepared, String> {
         .timeout(args.request_timeout)
         .budget(budget);
     if let Some(url) = &args.shared_budget {
-        let shared = SharedBudget::redis(url).map_err(|e| format!("--shared-budget: {e}"))?;
+        let mut shared = SharedBudget::redis(url).map_err(|e| format!("--shared-budget: {e}"))?;
+        if let Some(file) = &args.shared_budget_ca {
+            let pem = std::fs::read(file)
+                .map_err(|e| format!("--shared-budget-ca: {}: {e}", file.display()))?;
+            shared = shared
+                .root_certificate(pem)
+                .map_err(|e| format!("--shared-budget-ca: {}: {e}", file.display()))?;
+        }
         if args.verbose {
             note!("iotda-wait: the request budget is shared through {shared}");
         }

@@ -57,6 +57,12 @@ pub enum SharedBudgetError {
     /// The URL is not a Redis URL (`redis://` or `rediss://`).
     #[error("{0} is not a Redis URL (redis://HOST:PORT[/DB] or rediss://...)")]
     NotRedis(String),
+    /// A root certificate was given for a URL without TLS (`redis://`).
+    #[error("{0} does not use TLS: a root certificate needs a rediss:// URL")]
+    NotTls(String),
+    /// The root certificate given is not a PEM certificate.
+    #[error("the root certificate is not a PEM certificate: {0}")]
+    Certificate(String),
 }
 
 impl SharedBudget {
@@ -82,6 +88,45 @@ impl SharedBudget {
             timeout: Duration::from_millis(250),
             probe_every: Duration::from_secs(2),
         })
+    }
+
+    /// Trusts the server's certificate only if it chains to `pem`, one or more PEM
+    /// certificates, in place of the public roots: for a server whose certificate a private
+    /// authority signed, such as a DCS instance's (its CA certificate is downloaded from the
+    /// console).
+    ///
+    /// ```
+    /// use iotda_task_watcher::client::shared::{SharedBudget, SharedBudgetError};
+    /// let shared = SharedBudget::redis("redis://127.0.0.1:6379")?;
+    /// let refused = shared.root_certificate(b"-----BEGIN CERTIFICATE-----".to_vec());
+    /// assert!(matches!(refused, Err(SharedBudgetError::NotTls(_))));
+    /// # Ok::<(), SharedBudgetError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`SharedBudgetError::NotTls`] for a `redis://` URL, [`SharedBudgetError::Certificate`]
+    /// when `pem` holds no certificate or one that does not parse.
+    pub fn root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Result<Self, SharedBudgetError> {
+        let pem = pem.into();
+        let info = self.client.get_connection_info().clone();
+        if !matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+            return Err(SharedBudgetError::NotTls(self.shown));
+        }
+        if !pem
+            .windows(b"-----BEGIN CERTIFICATE-----".len())
+            .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+        {
+            return Err(SharedBudgetError::Certificate(
+                "no BEGIN CERTIFICATE block".to_owned(),
+            ));
+        }
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        };
+        self.client = redis::Client::build_with_tls(info, certificates)
+            .map_err(|e| SharedBudgetError::Certificate(e.to_string()))?;
+        Ok(self)
     }
 
     /// Names the keys: processes with the same scope share one budget. By default, the

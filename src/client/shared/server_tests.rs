@@ -345,3 +345,47 @@ async fn a_cut_starts_from_what_the_service_accepted_since_the_cut_before() {
         "cut to {rate}, from {shown} accepted a second ({booked} booked)"
     );
 }
+
+#[tokio::test]
+async fn a_tls_server_is_trusted_through_the_root_certificate_given() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let Some(server) =
+        RedisServer::start_tls(&fixtures.join("server.pem"), &fixtures.join("server.key"))
+    else {
+        return;
+    };
+    let ca = std::fs::read(fixtures.join("ca.pem")).unwrap();
+    let url = server.url();
+    assert!(url.starts_with("rediss://"), "{url}");
+    // Its certificate chains to a private authority, which the public roots do not know.
+    let public = Shared::new(SharedBudget::redis(&url).unwrap(), "test", &[], true);
+    assert!(public.book().await.is_none());
+    let config = SharedBudget::redis(&url)
+        .unwrap()
+        .root_certificate(ca)
+        .unwrap();
+    let trusted = Shared::new(config, "test", &[], true);
+    assert!(trusted.book().await.is_some());
+    assert!(trusted.joined());
+}
+
+#[test]
+fn a_root_certificate_is_refused_when_it_is_none_or_the_url_has_no_tls() {
+    let tls = SharedBudget::redis("rediss://:pw@127.0.0.1:6380").unwrap();
+    let not_pem = tls.clone().root_certificate(b"not a certificate".to_vec());
+    assert!(matches!(
+        not_pem,
+        Err(super::SharedBudgetError::Certificate(_))
+    ));
+    let garbled = tls.root_certificate(
+        b"-----BEGIN CERTIFICATE-----\n@@@@\n-----END CERTIFICATE-----\n".to_vec(),
+    );
+    assert!(matches!(
+        garbled,
+        Err(super::SharedBudgetError::Certificate(_))
+    ));
+    let plain = SharedBudget::redis("redis://:pw@127.0.0.1:6379").unwrap();
+    let error = plain.root_certificate(b"".to_vec()).unwrap_err();
+    assert!(matches!(error, super::SharedBudgetError::NotTls(_)));
+    assert!(!error.to_string().contains("pw"), "{error}");
+}
