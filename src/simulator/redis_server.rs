@@ -117,10 +117,10 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.kill();
         let port = self.port.to_string();
-        let ports = if self.tls {
-            ["--port", "0", "--tls-port", &port]
+        let ports: &[&str] = if self.tls {
+            &["--port", "0", "--tls-port", &port]
         } else {
-            ["--port", &port, "--tls-port", "0"]
+            &["--port", &port]
         };
         let child = Command::new("redis-server")
             .args(ports)
