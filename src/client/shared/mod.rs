@@ -107,15 +107,13 @@ impl SharedBudget {
     /// [`SharedBudgetError::NotTls`] for a `redis://` URL, [`SharedBudgetError::Certificate`]
     /// when `pem` holds no certificate or one that does not parse.
     pub fn root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Result<Self, SharedBudgetError> {
+        const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
         let pem = pem.into();
         let info = self.client.get_connection_info().clone();
         if !matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
             return Err(SharedBudgetError::NotTls(self.shown));
         }
-        if !pem
-            .windows(b"-----BEGIN CERTIFICATE-----".len())
-            .any(|w| w == b"-----BEGIN CERTIFICATE-----")
-        {
+        if !pem.windows(BEGIN.len()).any(|w| w == BEGIN) {
             return Err(SharedBudgetError::Certificate(
                 "no BEGIN CERTIFICATE block".to_owned(),
             ));
