@@ -174,3 +174,85 @@ async fn a_stream_left_alone_while_it_queues_for_a_token_holds_up_no_other_wait(
     assert_eq!(sim.polls(&instance(), &neglected), 1);
     drop(events);
 }
+
+/// How many polls of other tasks went out before task 1's first poll was throttled, and
+/// between that throttle and the answer to task 1's next poll, while ten waits on the others,
+/// started just before task 1's, each kept a poll queued for a token (20 a second, none saved
+/// up). With `max_in_flight`, the eleven waits run in one `watch_many`, each queued for its
+/// turn to have a request in flight before it queues for its token.
+async fn others_polled_around_a_throttle(max_in_flight: Option<usize>) -> (u64, u64) {
+    let sim = Simulator::start().await;
+    let throttled = id(1);
+    sim.add_task(
+        &instance(),
+        &throttled,
+        TaskScript::new(TaskType::Modify)
+            .fault(Fault::Throttled {
+                retry_after: Duration::ZERO,
+            })
+            .running(1_000_000),
+    );
+    let others: Vec<_> = (2..12).map(id).collect();
+    for task in &others {
+        sim.add_task(
+            &instance(),
+            task,
+            TaskScript::new(TaskType::Modify).running(1_000_000),
+        );
+    }
+    let polled =
+        |sim: &Simulator| -> u64 { others.iter().map(|t| sim.polls(&instance(), t)).sum() };
+    let client = sim
+        .client_builder()
+        .budget(RequestBudget::unlimited().with_max_rps(20.0, 1))
+        .build()
+        .unwrap();
+    let mut watchers: Vec<_> = others.iter().map(|t| (false, eager(&client, t))).collect();
+    watchers.push((true, eager(&client, &throttled)));
+    let mut background = Vec::new();
+    let mut events = match max_in_flight {
+        Some(n) => iotda_task_watcher::watch_many(watchers, n)
+            .filter_map(|(mine, event)| async move { mine.then_some(event) })
+            .boxed(),
+        None => {
+            let (_, mine) = watchers.pop().unwrap();
+            for (_, other) in watchers {
+                background.push(tokio::spawn(other.wait()));
+            }
+            tokio::task::yield_now().await;
+            mine.events().boxed()
+        }
+    };
+    let mut at_throttle = None;
+    while let Some(event) = events.next().await {
+        match event {
+            TaskEvent::Retrying { .. } => at_throttle = Some(polled(&sim)),
+            TaskEvent::Observed { .. } => break,
+            _ => {}
+        }
+    }
+    let at_throttle = at_throttle.expect("the first poll was throttled");
+    for wait in background {
+        wait.abort();
+    }
+    assert_eq!(sim.polls(&instance(), &throttled), 2);
+    (at_throttle, polled(&sim) - at_throttle)
+}
+
+#[tokio::test]
+async fn a_poll_the_service_throttled_keeps_its_place_in_line() {
+    for max_in_flight in [None, Some(1), Some(4)] {
+        let (before, between) = others_polled_around_a_throttle(max_in_flight).await;
+        // The first poll queued behind the others' ...
+        assert!(
+            before >= 5,
+            "{max_in_flight:?}: the first poll went after {before} others"
+        );
+        // ... its next, 10 ms after the throttle, went ahead of them: after the poll whose
+        // token was on its way, and at most two more should the timers run late.
+        assert!(
+            between <= 3,
+            "{max_in_flight:?}: the poll after the throttle went after {between} others"
+        );
+    }
+}

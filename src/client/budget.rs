@@ -24,6 +24,8 @@
 //!
 //! Waits queue for tokens in the order their polls fell due (a fair, first-in first-out
 //! queue), so under a budget the poll that has waited longest goes first and none starves.
+//! A poll the service throttled had its turn and was refused: the next poll of its task
+//! queues at the head, ahead of the polls that queued after it.
 //! The queue is served by a task of its own, spawned while polls are waiting: it sleeps for
 //! each token and hands it to the poll at the head. A poll whose future is not being polled
 //! (a stream left alone) holds up no one: its token is handed over all the same, and if it is
@@ -319,8 +321,8 @@ struct State {
     fixed: Vec<Bucket>,
     adaptive: Option<Adaptive>,
     meter: Meter,
-    /// Polls waiting for a token, first come first served; each is sent the instant its token
-    /// was taken.
+    /// Polls waiting for a token, first come first served (a throttled task's next poll
+    /// first of all); each is sent the instant its token was taken.
     waiting: VecDeque<oneshot::Sender<Instant>>,
     /// Whether a task is serving `waiting`.
     serving: bool,
@@ -432,6 +434,16 @@ impl Budget {
 
     /// Waits for a token, in turn; returns when the request may go.
     pub(crate) async fn acquire(self: &Arc<Self>) {
+        self.queue(false).await;
+    }
+
+    /// Waits for a token ahead of every poll queued, for a request the service throttled:
+    /// it took its turn once already, and keeps its place in line.
+    pub(crate) async fn acquire_ahead(self: &Arc<Self>) {
+        self.queue(true).await;
+    }
+
+    async fn queue(self: &Arc<Self>, ahead: bool) {
         if !self.limited.load(Ordering::Acquire) {
             self.requests.fetch_add(1, Ordering::Relaxed);
             if self.config.adaptive {
@@ -444,7 +456,11 @@ impl Budget {
             let (granted, answer) = oneshot::channel();
             {
                 let mut state = self.state();
-                state.waiting.push_back(granted);
+                if ahead {
+                    state.waiting.push_front(granted);
+                } else {
+                    state.waiting.push_back(granted);
+                }
                 if !state.serving {
                     state.serving = true;
                     tokio::spawn(Arc::clone(self).serve());

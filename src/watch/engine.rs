@@ -17,7 +17,7 @@
 //! 4. a transient failure waits at least as long as the server's `Retry-After`;
 //! 5. no poll is planned after the deadline: the next delay is clamped so that the last poll
 //!    lands on it, and after a poll that ends at or past it the wait times out; so does a
-//!    wait for a `watch_many` permit or a budget token that lasts past it. The first poll of
+//!    wait for a `watch_many` turn or a budget token that lasts past it. The first poll of
 //!    a wait that starts after its deadline goes out anyway (the task may be done), and only
 //!    that one.
 //!
@@ -31,7 +31,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use futures::future::Either;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -41,6 +41,7 @@ use super::condition::Condition;
 use super::policy::PollPolicy;
 use super::schedule::Schedule;
 use super::state::{SavedSchedule, WaitState};
+use super::turns::Turns;
 use super::watcher::Settings;
 use super::window::next_opening;
 use super::{Outcome, TaskEvent, TaskSource, WaitError};
@@ -52,7 +53,7 @@ use crate::model::{InstanceTask, TaskStatus};
 /// slots, so a sleep until the deadline can end just after it.
 const LATE_WAKE: Duration = Duration::from_millis(50);
 
-/// What came of waiting for something before a poll (the time it is due, a permit, a token).
+/// What came of waiting for something before a poll (the time it is due, a turn, a token).
 enum Gate<T> {
     Go(T),
     Cancelled,
@@ -92,7 +93,7 @@ struct Rules {
     /// How many times a FAILED task may be retried.
     retry_failed: u32,
     cancel: Option<CancellationToken>,
-    limiter: Option<Arc<Semaphore>>,
+    limiter: Option<Arc<Turns>>,
 }
 
 /// Where the wait stands in time.
@@ -140,6 +141,16 @@ struct Seen {
     window_noted: Option<jiff::Timestamp>,
     last: Option<InstanceTask>,
     last_error: Option<ApiError>,
+}
+
+impl Seen {
+    /// Whether the service throttled the last poll: it had its turn and was refused, so the
+    /// next keeps its place in line.
+    fn throttled(&self) -> bool {
+        self.last_error
+            .as_ref()
+            .is_some_and(|e| e.kind() == ApiErrorKind::Throttled)
+    }
 }
 
 impl<S: TaskSource> Engine<S> {
@@ -281,12 +292,13 @@ impl<S: TaskSource> Engine<S> {
             }
         }
         let due = Instant::now();
-        let _permit = match &self.rules.limiter {
+        let ahead = self.seen.throttled();
+        let _turn = match &self.rules.limiter {
             None => None,
             Some(limiter) => {
-                let permit = limiter.clone().acquire_owned();
-                match self.gate(|_| permit, true).await {
-                    Gate::Go(permit) => permit.ok(),
+                let turn = limiter.clone().take(ahead);
+                match self.gate(|_| turn, true).await {
+                    Gate::Go(turn) => Some(turn),
                     Gate::Cancelled => return self.cancelled(),
                     Gate::TimedOut => return self.timed_out(),
                     Gate::Answer(polled) => return self.take(&polled),
@@ -331,7 +343,14 @@ impl<S: TaskSource> Engine<S> {
             (turn, joined) = (taken, found);
         }
         if joined.is_none() {
-            match self.gate(S::ready, true).await {
+            let ready = |source| {
+                if ahead {
+                    Either::Left(S::ready_ahead(source))
+                } else {
+                    Either::Right(S::ready(source))
+                }
+            };
+            match self.gate(ready, true).await {
                 Gate::Go(()) => {}
                 Gate::Cancelled => return self.cancelled(),
                 Gate::TimedOut => return self.timed_out(),

@@ -1,18 +1,16 @@
 //! Many waits over one client: merged events, and all outcomes at once.
 
-use std::sync::Arc;
-
 use futures::stream::{Stream, StreamExt};
-use tokio::sync::Semaphore;
 
+use super::turns::Turns;
 use super::{Outcome, TaskEvent, TaskSource, TaskWatcher};
 use crate::{InstanceId, IotdaClient, TaskId};
 
 /// Runs many waits at once and merges their events, each tagged with its key. At most
-/// `max_in_flight` polls are in flight together: at least one, and a number past what a
-/// semaphore can count ([`Semaphore::MAX_PERMITS`], about 2^61) means no limit. Every wait
-/// keeps its own schedule and deadline. The stream ends after every wait's
-/// [`TaskEvent::Done`].
+/// `max_in_flight` polls are in flight together (at least one; `usize::MAX` for no limit),
+/// each in its turn: first come first served, but a wait whose last poll the service
+/// throttled goes first. Every wait keeps its own schedule and deadline. The stream ends
+/// after every wait's [`TaskEvent::Done`].
 ///
 /// ```no_run
 /// # async fn run(client: iotda_task_watcher::IotdaClient, instance: iotda_task_watcher::InstanceId,
@@ -37,9 +35,7 @@ where
     K: Clone + Send + Unpin + 'static,
     S: TaskSource + 'static,
 {
-    let limiter = Arc::new(Semaphore::new(
-        max_in_flight.clamp(1, Semaphore::MAX_PERMITS),
-    ));
+    let limiter = Turns::new(max_in_flight);
     futures::stream::select_all(watchers.into_iter().map(|(key, watcher)| {
         watcher
             .request_limiter(limiter.clone())

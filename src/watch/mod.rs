@@ -93,6 +93,7 @@ mod schedule;
 mod source;
 mod state;
 mod stop;
+mod turns;
 mod watcher;
 mod window;
 

@@ -39,6 +39,14 @@ pub trait TaskSource: Send + Sync {
         std::future::ready(())
     }
 
+    /// As [`ready`](Self::ready), for a poll whose last request the service throttled: it had
+    /// its turn and was refused, so it keeps its place in line, ahead of the requests that
+    /// queued after it. For [`BoundTask`], the head of the client budget's queue. By default,
+    /// [`ready`](Self::ready).
+    fn ready_ahead(&self) -> impl Future<Output = ()> + Send {
+        self.ready()
+    }
+
     /// Retries the task after it FAILED, and answers with the task as the service restarts
     /// it: for [`BoundTask`], [`IotdaClient::retry_task`]. The watcher calls it only with
     /// [`retry_failed`](crate::TaskWatcher::retry_failed), after [`ready`](Self::ready), and
@@ -134,6 +142,10 @@ impl TaskSource for BoundTask {
 
     fn ready(&self) -> impl Future<Output = ()> + Send {
         self.client.budget().acquire()
+    }
+
+    fn ready_ahead(&self) -> impl Future<Output = ()> + Send {
+        self.client.budget().acquire_ahead()
     }
 
     fn retry(&self) -> impl Future<Output = Result<InstanceTask, ApiError>> + Send {

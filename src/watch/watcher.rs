@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::stream::StreamExt;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +15,7 @@ use super::policy::PollPolicy;
 use super::schedule;
 use super::state::{ResumeError, WaitState};
 use super::stop::Stop;
+use super::turns::Turns;
 use super::{
     engine, BoundTask, Outcome, TaskEvent, TaskSource, DEFAULT_NOT_FOUND_TOLERANCE,
     DEFAULT_WAIT_TIMEOUT,
@@ -31,7 +31,7 @@ pub(crate) struct Settings {
     pub(crate) request_timeout: Duration,
     pub(crate) not_found_tolerance: u32,
     pub(crate) cancel: Option<CancellationToken>,
-    pub(crate) limiter: Option<Arc<Semaphore>>,
+    pub(crate) limiter: Option<Arc<Turns>>,
     pub(crate) window_fail_fast: bool,
     pub(crate) condition: Condition,
     pub(crate) retry_failed: u32,
@@ -297,8 +297,8 @@ impl<S: TaskSource> TaskWatcher<S> {
         self
     }
 
-    /// Shares a limit on requests in flight with other watchers: each poll holds one permit.
-    pub(crate) fn request_limiter(mut self, limiter: Arc<Semaphore>) -> Self {
+    /// Shares a limit on requests in flight with other watchers: each poll holds one turn.
+    pub(crate) fn request_limiter(mut self, limiter: Arc<Turns>) -> Self {
         self.settings.limiter = Some(limiter);
         self
     }
