@@ -24,7 +24,8 @@
 //! `target/bench/fleet.json`. `FLEET_SEED` draws other task lengths, `FLEET_TASKS=15-40` draws
 //! them from another span (5-20 s by default), and `FLEET_ONLY` runs only the runs whose names
 //! contain one of its comma-separated parts. `FLEET_TIMELINE=1` prints each run's requests
-//! accepted and throttled in each second.
+//! accepted and throttled in each second, when the tasks' clocks started (a task's clock starts
+//! at its first accepted poll), and where the time of the task seen last went.
 
 mod common;
 
@@ -98,6 +99,10 @@ struct Outcome {
     /// Accepted requests a second over the time waits were left, against the quota.
     quota_used: f64,
     delays: Vec<f64>,
+    /// Seconds from the run's start to each task's first accepted poll, which starts its clock.
+    starts: Vec<f64>,
+    /// The task detected last: when its clock started, how long it ran, how late it was seen.
+    last: Option<(f64, f64, f64)>,
     fairness: f64,
     redis_calls: u64,
     correct: usize,
@@ -307,9 +312,16 @@ async fn run(plan: &Plan, lengths: &[(f64, bool)], redis: &mut RedisServer) -> O
         });
         if let Some(began) = since.get(&i) {
             let ended = *began + Duration::from_secs_f64(secs);
-            outcome
-                .delays
-                .push(at.saturating_duration_since(ended).as_secs_f64());
+            let delay = at.saturating_duration_since(ended).as_secs_f64();
+            let began = began.saturating_duration_since(start).as_secs_f64();
+            outcome.delays.push(delay);
+            outcome.starts.push(began);
+            if outcome
+                .last
+                .is_none_or(|(b, s, d)| b + s + d < began + secs + delay)
+            {
+                outcome.last = Some((began, secs, delay));
+            }
         }
     }
     // The quota used and fairness, from 1 s to 10 s: every wait polls at about 0, 1, 3 and 7 s,
@@ -492,6 +504,7 @@ fn main() {
             outcome.tasks,
             notes
         );
+        let latest = outcome.starts.iter().copied().fold(0.0, f64::max);
         if std::env::var_os("FLEET_TIMELINE").is_some() {
             let seconds: Vec<String> = outcome
                 .timeline
@@ -499,6 +512,13 @@ fn main() {
                 .map(|(accepted, throttled)| format!("{accepted}/{throttled}"))
                 .collect();
             println!("  accepted/throttled each second: {}", seconds.join(" "));
+            let mean = outcome.starts.iter().sum::<f64>() / outcome.starts.len().max(1) as f64;
+            if let Some((began, secs, delay)) = outcome.last {
+                println!(
+                    "  clocks started after {mean:.1} s on average, {latest:.1} s at the latest; \
+                     the last task seen started at {began:.1} s, ran {secs:.1} s, seen {delay:.1} s late"
+                );
+            }
         }
         results.push(json!({
             "run": plan.name,
@@ -509,6 +529,7 @@ fn main() {
             "throttled_0_to_1_s": outcome.throttled_early,
             "throttled_1_to_10_s": outcome.throttled_late,
             "p95_delay_s": p95(&outcome.delays),
+            "latest_start_s": latest,
             "fairness": outcome.fairness,
             "redis_calls": outcome.redis_calls,
             "correct": outcome.correct,
