@@ -71,6 +71,7 @@ pub mod env;
 mod fuzz;
 pub mod ids;
 pub mod model;
+mod queue;
 #[cfg(feature = "simulator")]
 #[cfg_attr(docsrs, doc(cfg(feature = "simulator")))]
 pub mod simulator;

@@ -25,7 +25,7 @@
 //! Waits queue for tokens in the order their polls fell due (a fair, first-in first-out
 //! queue), so under a budget the poll that has waited longest goes first and none starves.
 //! A poll the service throttled had its turn and was refused: the next poll of its task
-//! queues at the head, ahead of the polls that queued after it.
+//! queues ahead of every poll that did not, after those that did before it.
 //! The queue is served by a task of its own, spawned while polls are waiting: it sleeps for
 //! each token and hands it to the poll at the head. A poll whose future is not being polled
 //! (a stream left alone) holds up no one: its token is handed over all the same, and if it is
@@ -38,13 +38,14 @@
 //! each token is a slot booked in Redis, and the adaptive limiter is the fleet's, as the
 //! `client::shared` module describes.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+
+use crate::queue::Queue;
 
 /// How much the rate is cut on a throttle (AWS's `BETA`).
 const BETA: f64 = 0.7;
@@ -321,9 +322,9 @@ struct State {
     fixed: Vec<Bucket>,
     adaptive: Option<Adaptive>,
     meter: Meter,
-    /// Polls waiting for a token, first come first served (a throttled task's next poll
-    /// first of all); each is sent the instant its token was taken.
-    waiting: VecDeque<oneshot::Sender<Instant>>,
+    /// Polls waiting for a token, first come first served (polls after throttles first of
+    /// all); each is sent the instant its token was taken.
+    waiting: Queue<oneshot::Sender<Instant>>,
     /// Whether a task is serving `waiting`.
     serving: bool,
     /// Whether the limits are this process's share of a shared budget that stopped answering.
@@ -395,7 +396,7 @@ impl Budget {
                     count: 0,
                     rate: 0.0,
                 },
-                waiting: VecDeque::new(),
+                waiting: Queue::default(),
                 serving: false,
                 #[cfg(feature = "redis")]
                 alone: false,
@@ -437,8 +438,8 @@ impl Budget {
         self.queue(false).await;
     }
 
-    /// Waits for a token ahead of every poll queued, for a request the service throttled:
-    /// it took its turn once already, and keeps its place in line.
+    /// Waits for a token ahead of the polls queued, for a poll after a throttle: it had its
+    /// turn once already, and keeps its place in line (after other polls after throttles).
     pub(crate) async fn acquire_ahead(self: &Arc<Self>) {
         self.queue(true).await;
     }
@@ -456,11 +457,7 @@ impl Budget {
             let (granted, answer) = oneshot::channel();
             {
                 let mut state = self.state();
-                if ahead {
-                    state.waiting.push_front(granted);
-                } else {
-                    state.waiting.push_back(granted);
-                }
+                state.waiting.join(granted, ahead);
                 if !state.serving {
                     state.serving = true;
                     tokio::spawn(Arc::clone(self).serve());
@@ -502,7 +499,7 @@ impl Budget {
                     .front()
                     .is_some_and(oneshot::Sender::is_closed)
                 {
-                    state.waiting.pop_front();
+                    state.waiting.pop();
                 }
                 if state.waiting.is_empty() {
                     // In the same lock as the look at the queue, so that a poll queued
@@ -541,7 +538,7 @@ impl Budget {
         if !local {
             state.meter.sent(now);
         }
-        while let Some(next) = state.waiting.pop_front() {
+        while let Some(next) = state.waiting.pop() {
             if next.send(now).is_ok() {
                 return;
             }

@@ -1,10 +1,11 @@
 //! The turns of many waits to have a request in flight: a counting semaphore whose queue is
-//! first come first served, except that a poll its service throttled queues at the head.
+//! first come first served, except that polls after throttles go first.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
+
+use crate::queue::Queue;
 
 /// At most a number of requests in flight together, over many waits.
 pub(crate) struct Turns {
@@ -15,7 +16,7 @@ struct State {
     /// Turns nobody holds.
     free: usize,
     /// Polls waiting for a turn; some may have stopped waiting (their receiver is gone).
-    waiting: VecDeque<oneshot::Sender<Turn>>,
+    waiting: Queue<oneshot::Sender<Turn>>,
 }
 
 /// One request's turn, given back when dropped.
@@ -37,7 +38,7 @@ impl Turns {
         Arc::new(Self {
             state: Mutex::new(State {
                 free: limit.max(1),
-                waiting: VecDeque::new(),
+                waiting: Queue::default(),
             }),
         })
     }
@@ -47,7 +48,8 @@ impl Turns {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Waits for a turn: after every poll queued before, or before all of them when `ahead`.
+    /// Waits for a turn: after every poll queued before, or when `ahead`, before all but
+    /// those that came ahead too.
     pub(crate) async fn take(self: Arc<Self>, ahead: bool) -> Turn {
         let given = {
             let mut state = self.state();
@@ -56,11 +58,7 @@ impl Turns {
                 return Turn(Some(self.clone()));
             }
             let (sender, given) = oneshot::channel();
-            if ahead {
-                state.waiting.push_front(sender);
-            } else {
-                state.waiting.push_back(sender);
-            }
+            state.waiting.join(sender, ahead);
             given
         };
         // A sender is only dropped after it sent, and the queue holds the senders while the
@@ -72,7 +70,7 @@ impl Turns {
     fn give_back(self: Arc<Self>) {
         let mut turn = Turn(Some(self.clone()));
         let mut state = self.state();
-        while let Some(next) = state.waiting.pop_front() {
+        while let Some(next) = state.waiting.pop() {
             match next.send(turn) {
                 Ok(()) => return,
                 // That poll stopped waiting: the turn goes to the next.
