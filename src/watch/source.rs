@@ -39,10 +39,10 @@ pub trait TaskSource: Send + Sync {
         std::future::ready(())
     }
 
-    /// As [`ready`](Self::ready), for a poll whose last request the service throttled: it had
-    /// its turn and was refused, so it keeps its place in line, ahead of the requests that
-    /// queued after it. For [`BoundTask`], the head of the client budget's queue. By default,
-    /// [`ready`](Self::ready).
+    /// As [`ready`](Self::ready), for a poll after one the service throttled: that one had its
+    /// turn and was refused, so this one keeps its place in line, ahead of every poll queued
+    /// but those after throttles of their own. For [`BoundTask`], a place at the front of the
+    /// client budget's queue. By default, [`ready`](Self::ready).
     fn ready_ahead(&self) -> impl Future<Output = ()> + Send {
         self.ready()
     }
