@@ -17,20 +17,21 @@ fn instance() -> iotda_task_watcher::InstanceId {
     common::INSTANCE.parse().unwrap()
 }
 
+/// A task whose first poll is throttled (no `Retry-After`) and that then runs on.
+fn throttled_then_running() -> TaskScript {
+    TaskScript::new(TaskType::Modify)
+        .fault(Fault::Throttled {
+            retry_after: Duration::ZERO,
+        })
+        .running(1_000_000)
+}
+
 /// What the client's budget saw in the half second after task 1's first poll was throttled,
 /// while task 2 was polled every 10 ms on the same client, with the budget set to `budget`.
 async fn after_a_throttle(budget: RequestBudget) -> BudgetStats {
     let sim = Simulator::start().await;
     let (throttled, other) = (id(1), id(2));
-    sim.add_task(
-        &instance(),
-        &throttled,
-        TaskScript::new(TaskType::Modify)
-            .fault(Fault::Throttled {
-                retry_after: Duration::ZERO,
-            })
-            .running(1_000_000),
-    );
+    sim.add_task(&instance(), &throttled, throttled_then_running());
     sim.add_task(
         &instance(),
         &other,
@@ -183,15 +184,7 @@ async fn a_stream_left_alone_while_it_queues_for_a_token_holds_up_no_other_wait(
 async fn others_polled_around_a_throttle(max_in_flight: Option<usize>) -> (u64, u64) {
     let sim = Simulator::start().await;
     let throttled = id(1);
-    sim.add_task(
-        &instance(),
-        &throttled,
-        TaskScript::new(TaskType::Modify)
-            .fault(Fault::Throttled {
-                retry_after: Duration::ZERO,
-            })
-            .running(1_000_000),
-    );
+    sim.add_task(&instance(), &throttled, throttled_then_running());
     let others: Vec<_> = (2..12).map(id).collect();
     for task in &others {
         sim.add_task(
