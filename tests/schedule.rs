@@ -4,8 +4,9 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::script::{at, snapshot, Script, Step};
+use common::script::{at, error, snapshot, Script, Step};
 use futures::StreamExt;
+use iotda_task_watcher::client::ApiErrorKind;
 use iotda_task_watcher::model::OperateWindow;
 use iotda_task_watcher::watch::{Condition, PollPolicy};
 use iotda_task_watcher::{InstanceTask, TaskEvent, TaskStatus, TaskWatcher, WaitError};
@@ -146,6 +147,33 @@ async fn a_task_that_ends_early_is_seen_within_max_progress_delay() {
     let gaps: Vec<f64> = polls.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(gaps.iter().any(|g| *g > 45.0), "{polls:?}");
     assert!(gaps.iter().all(|g| *g <= 120.0 + 1e-6), "{polls:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_poll_near_the_end_is_sent_again_after_min_delay_not_the_longest_sleep() {
+    // A 100 s task reporting its progress every second. Unhindered, the line aims the polls
+    // at its end, and the one after it sees it 6 s late.
+    let run = Run::new(0.0, 100.0, Some(1.0));
+    let clean = run.clone().script();
+    watcher(&clean).await.unwrap();
+    let unhindered = [0.0, 1.0, 16.0, 31.0, 46.121, 61.121, 76.121, 91.121, 106.121];
+    assert_eq!(clean.poll_secs(), unhindered);
+    // The same task, with the service throttling the poll at 91 s. The schedule's own backoff
+    // is at 30 s by then; the failed poll is sent again 1 s later, and the end is seen as
+    // soon as the line says.
+    let throttled = Script::from_fn(move |elapsed| {
+        let t = elapsed.as_secs_f64();
+        if (91.0..92.0).contains(&t) {
+            error(ApiErrorKind::Throttled, 429)
+        } else {
+            Step::Task(run.at(t))
+        }
+    });
+    watcher(&throttled).await.unwrap();
+    let polls = throttled.poll_secs();
+    assert_eq!(polls[..9], [unhindered[..8].to_vec(), vec![92.121]].concat());
+    let seen = polls[polls.len() - 1];
+    assert!((100.0..=115.0).contains(&seen), "seen at {seen}: {polls:?}");
 }
 
 /// 10:00 UTC on the day the tests pretend it is.

@@ -507,7 +507,7 @@ impl<S: TaskSource> Engine<S> {
                 let wanted = self
                     .timing
                     .schedule
-                    .after_failure()
+                    .after_error(self.seen.failures)
                     .max(error.retry_after().unwrap_or_default());
                 if let Some(delay) = self.plan(wanted) {
                     tracing::warn!(%error, ?delay, "the retry was throttled; sending it again");
@@ -830,7 +830,7 @@ impl<S: TaskSource> Engine<S> {
         let wanted = self
             .timing
             .schedule
-            .after_failure()
+            .after_error(self.seen.failures)
             .max(error.retry_after().unwrap_or_default());
         self.seen.last_error = Some(error.clone());
         if let Some(delay) = self.plan(wanted) {

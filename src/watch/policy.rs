@@ -13,7 +13,9 @@ use backon::ExponentialBuilder;
 /// `factor`, up to `max_delay`, with jitter. Once a task's progress rises, its estimated end
 /// sets the delays instead: a third of the time left while the end is far (at most
 /// `max_progress_delay`), every `near_end_delay` around it. A PENDING task behind a closed
-/// maintenance window is polled more sparsely, up to `max_window_delay`.
+/// maintenance window is polled more sparsely, up to `max_window_delay`. A failed poll is
+/// sent again after `min_delay`, growing by `factor` with each failure in a row up to
+/// `max_delay`.
 ///
 /// Whatever the settings, no sleep the schedule plans is longer than
 /// [`max_lateness`](PollPolicy::max_lateness) (45 s by default), except a server's

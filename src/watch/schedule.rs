@@ -4,7 +4,9 @@
 //! `max_delay`. A status change does not start it again: a task that leaves PENDING says
 //! nothing about when it will end, and the progress line starts over with the new status
 //! anyway; only a maintenance window's opening starts it again. It is what the watcher
-//! does when the task says nothing about its end, and after failed polls.
+//! does when the task says nothing about its end. A failed poll does not move it: the polls
+//! after failures in a row start from `min_delay` and grow by the same factor
+//! ([`Schedule::after_error`]).
 //!
 //! **Progress** takes over once it has risen while the status stayed the same. The schedule
 //! fits a line through the values seen in this status, weighting recent values more (each new
@@ -291,9 +293,28 @@ impl Schedule {
         }
     }
 
-    /// The delay after a failed poll.
+    /// The delay after a poll that brought no news of its own (an answer older than the
+    /// wait's, a retry another wait makes): the next step of the backoff.
     pub(crate) fn after_failure(&mut self) -> Duration {
         self.backoff()
+    }
+
+    /// The delay after the `failures`th failed poll in a row: `min_delay`, growing by the
+    /// backoff's factor with each failure after the first, up to `max_delay`, with the
+    /// backoff's jitter. A failed poll brought no news, so the poll the schedule planned is
+    /// still owed: one failure near a task's end costs about `min_delay`, not the backoff's
+    /// longest sleep, and the schedule's own sequence does not move.
+    pub(crate) fn after_error(&self, failures: u32) -> Duration {
+        let cap = self.config.cap();
+        // Past a few dozen failures any sane factor is at the cap: the loop stays short
+        // however long a service has been failing.
+        let nth = usize::try_from(failures.clamp(1, 64) - 1).unwrap_or(0);
+        self.config
+            .builder(self.resets)
+            .build()
+            .nth(nth)
+            .unwrap_or(cap)
+            .clamp(self.config.min_delay, cap)
     }
 
     /// Takes in the progress a poll showed; true when it rose.
@@ -394,6 +415,23 @@ mod tests {
             );
         }
         assert_ne!(a[..5], steps[..5], "jitter moved something");
+    }
+
+    #[test]
+    fn failures_in_a_row_back_off_from_the_minimum_and_leave_the_backoff_where_it_was() {
+        let mut s = Schedule::new(plain());
+        let t = Instant::now();
+        for _ in 0..6 {
+            s.after_snapshot(t, false, None);
+        }
+        let failures: Vec<_> = (1..=8).map(|n| s.after_error(n)).collect();
+        assert_eq!(
+            failures,
+            secs(&[1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0])
+        );
+        assert_eq!(s.after_error(u32::MAX), Duration::from_secs(30));
+        assert_eq!(s.after_error(0), Duration::from_secs(1), "as the first");
+        assert_eq!(s.state().steps, 6, "failures take no step of the backoff");
     }
 
     #[test]
