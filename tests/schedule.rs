@@ -156,7 +156,9 @@ async fn a_failed_poll_near_the_end_is_sent_again_after_min_delay_not_the_longes
     let run = Run::new(0.0, 100.0, Some(1.0));
     let clean = run.clone().script();
     watcher(&clean).await.unwrap();
-    let unhindered = [0.0, 1.0, 16.0, 31.0, 46.121, 61.121, 76.121, 91.121, 106.121];
+    let unhindered = [
+        0.0, 1.0, 16.0, 31.0, 46.121, 61.121, 76.121, 91.121, 106.121,
+    ];
     assert_eq!(clean.poll_secs(), unhindered);
     // The same task, with the service throttling the poll at 91 s. The schedule's own backoff
     // is at 30 s by then; the failed poll is sent again 1 s later, and the end is seen as
@@ -171,7 +173,10 @@ async fn a_failed_poll_near_the_end_is_sent_again_after_min_delay_not_the_longes
     });
     watcher(&throttled).await.unwrap();
     let polls = throttled.poll_secs();
-    assert_eq!(polls[..9], [unhindered[..8].to_vec(), vec![92.121]].concat());
+    assert_eq!(
+        polls[..9],
+        [unhindered[..8].to_vec(), vec![92.121]].concat()
+    );
     let seen = polls[polls.len() - 1];
     assert!((100.0..=115.0).contains(&seen), "seen at {seen}: {polls:?}");
 }
