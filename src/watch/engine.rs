@@ -455,7 +455,7 @@ impl<S: TaskSource> Engine<S> {
                     // taken for the retry goes back.
                     feed.refund();
                     tracing::debug!("another wait on the task retries it");
-                    let delay = self.timing.schedule.after_failure();
+                    let delay = self.timing.schedule.after_no_news();
                     self.plan(delay);
                     return;
                 }
@@ -611,7 +611,7 @@ impl<S: TaskSource> Engine<S> {
         if polled.request < self.seen.asked {
             // Older than what the wait has: no news. (Requests it joins and news it wakes for
             // are newer; this only keeps it so.)
-            let delay = self.timing.schedule.after_failure();
+            let delay = self.timing.schedule.after_no_news();
             self.plan(delay);
             return;
         }
@@ -680,7 +680,7 @@ impl<S: TaskSource> Engine<S> {
             tracing::debug!("a read older than the retry shows its failure; polling again");
             self.seen.answered = true;
             self.seen.retry.unconfirmed = false;
-            let delay = self.timing.schedule.after_failure();
+            let delay = self.timing.schedule.after_no_news();
             self.plan(delay);
             return;
         }

@@ -295,7 +295,7 @@ impl Schedule {
 
     /// The delay after a poll that brought no news of its own (an answer older than the
     /// wait's, a retry another wait makes): the next step of the backoff.
-    pub(crate) fn after_failure(&mut self) -> Duration {
+    pub(crate) fn after_no_news(&mut self) -> Duration {
         self.backoff()
     }
 
@@ -403,7 +403,7 @@ mod tests {
         };
         let run = || {
             let mut s = Schedule::new(config);
-            (0..10).map(|_| s.after_failure()).collect::<Vec<_>>()
+            (0..10).map(|_| s.after_no_news()).collect::<Vec<_>>()
         };
         let a = run();
         assert_eq!(a, run());
@@ -442,8 +442,8 @@ mod tests {
             factor: 0.1,
             ..plain()
         });
-        assert_eq!(s.after_failure(), Duration::from_secs(5));
-        assert_eq!(s.after_failure(), Duration::from_secs(5));
+        assert_eq!(s.after_no_news(), Duration::from_secs(5));
+        assert_eq!(s.after_no_news(), Duration::from_secs(5));
     }
 
     /// Feeds `(seconds, progress)` polls to a fresh schedule; the delays it chose.
@@ -790,13 +790,13 @@ mod tests {
         };
         let mut a = Schedule::new(config);
         let t = Instant::now();
-        a.after_failure();
+        a.after_no_news();
         a.after_snapshot(t, true, Some(10));
-        a.after_failure();
+        a.after_no_news();
         let mut b = Schedule::resume(config, a.state());
         assert_eq!(b.state(), a.state());
-        let next_a: Vec<_> = (0..5).map(|_| a.after_failure()).collect();
-        let next_b: Vec<_> = (0..5).map(|_| b.after_failure()).collect();
+        let next_a: Vec<_> = (0..5).map(|_| a.after_no_news()).collect();
+        let next_b: Vec<_> = (0..5).map(|_| b.after_no_news()).collect();
         assert_eq!(next_a, next_b);
     }
 }
