@@ -128,7 +128,8 @@ impl SharedBudget {
     }
 
     /// Names the keys: processes with the same scope share one budget. By default, the
-    /// client's project id. Braces are dropped, as they would split the hash tag.
+    /// client's project id. Braces are dropped, as they would split the hash tag; a scope
+    /// left empty names the default one (an empty tag is no tag on a cluster).
     #[must_use]
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
         let scope: String = scope
@@ -136,7 +137,7 @@ impl SharedBudget {
             .chars()
             .filter(|c| !"{}".contains(*c))
             .collect();
-        self.scope = Some(scope);
+        self.scope = (!scope.is_empty()).then_some(scope);
         self
     }
 
@@ -148,10 +149,11 @@ impl SharedBudget {
         self
     }
 
-    /// How often a process that fell back tries Redis again (every 2 s by default).
+    /// How often a process that fell back tries Redis again (every 2 s by default; at most
+    /// once a day, a longer time is taken as a day).
     #[must_use]
     pub fn probe_every(mut self, every: Duration) -> Self {
-        self.probe_every = every;
+        self.probe_every = every.min(Duration::from_secs(86_400));
         self
     }
 
@@ -188,17 +190,16 @@ impl fmt::Debug for SharedBudget {
 
 /// The URL with any user name and password taken out.
 fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            // Both only fail for URLs that cannot have credentials, which then have none.
-            let _ = parsed.set_username("");
-            let _ = parsed.set_password(None);
-            parsed.to_string()
+    if let Ok(mut parsed) = url::Url::parse(url) {
+        // Both fail for a URL without a host ("redis:/:pw@host"), whose text may still hold
+        // a password: it is cut by hand below.
+        if parsed.set_username("").is_ok() && parsed.set_password(None).is_ok() {
+            return parsed.to_string();
         }
-        Err(_) => match url.rsplit_once('@') {
-            Some((_, host)) => format!("<credentials>@{host}"),
-            None => url.to_owned(),
-        },
+    }
+    match url.rsplit_once('@') {
+        Some((_, host)) => format!("<credentials>@{host}"),
+        None => url.to_owned(),
     }
 }
 
@@ -223,7 +224,8 @@ struct Report {
     accepted: u32,
     /// When the latest throttled request was sent, on the server's clock (us).
     throttled_sent: Option<i64>,
-    retry_after: Option<Duration>,
+    /// Until when the service asked to be left alone.
+    retry_until: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -357,6 +359,11 @@ impl Shared {
     /// booking.
     pub(crate) fn throttled(&self, sent_at: Instant, retry_after: Option<Duration>) {
         let mut link = self.link();
+        // A pause holds from now, told with the next booking even if that is late.
+        if let Some(until) = retry_after.and_then(|wait| Instant::now().checked_add(wait)) {
+            link.report.retry_until = link.report.retry_until.max(Some(until));
+        }
+        // A send time means something to the fleet only on the server's clock.
         let Some((base, server)) = link.clock else {
             return;
         };
@@ -367,9 +374,6 @@ impl Shared {
         };
         let sent = server.saturating_add(offset);
         link.report.throttled_sent = Some(link.report.throttled_sent.map_or(sent, |s| s.max(sent)));
-        if let Some(wait) = retry_after {
-            link.report.retry_after = Some(link.report.retry_after.map_or(wait, |w| w.max(wait)));
-        }
     }
 
     /// Books the next slot. `None` when Redis failed or was too slow: the process then runs
@@ -470,11 +474,10 @@ impl Shared {
             .arg(&self.member)
             .arg(report.refunds)
             .arg(report.throttled_sent.unwrap_or(0))
-            .arg(
-                report
-                    .retry_after
-                    .map_or(0, |w| u64::try_from(w.as_micros()).unwrap_or(u64::MAX)),
-            )
+            .arg(report.retry_until.map_or(0, |until| {
+                let left = until.saturating_duration_since(Instant::now());
+                u64::try_from(left.as_micros()).unwrap_or(u64::MAX)
+            }))
             .arg(u8::from(self.adaptive))
             .arg(report.accepted)
             .arg(known);
@@ -491,7 +494,7 @@ impl Shared {
         now.refunds = now.refunds.saturating_add(report.refunds);
         now.accepted = now.accepted.saturating_add(report.accepted);
         now.throttled_sent = now.throttled_sent.max(report.throttled_sent);
-        now.retry_after = now.retry_after.max(report.retry_after);
+        now.retry_until = now.retry_until.max(report.retry_until);
     }
 
     fn fell_back(&self, why: &str) {
@@ -542,7 +545,15 @@ mod tests {
         ] {
             assert_eq!(redact(url), shown);
         }
-        for bad in ["http://host/", "redis://", "nonsense", "redis://:pw@/"] {
+        for bad in [
+            "http://host/",
+            "redis://",
+            "nonsense",
+            "redis://:pw@/",
+            "redis:/:pw@host:6379",
+            "redis:pw@host",
+            "redis:///:pw@host",
+        ] {
             let error = SharedBudget::redis(bad).unwrap_err().to_string();
             assert!(error.contains("not a Redis URL"), "{error}");
             assert!(!error.contains("pw"), "{error}");
@@ -556,8 +567,31 @@ mod tests {
             shared.keys("p1"),
             ["iotda-budget:{p1}", "iotda-budget:{p1}:members"]
         );
-        let scoped = shared.scope("a{b}c");
+        let scoped = shared.clone().scope("a{b}c");
         assert_eq!(scoped.keys("p1")[0], "iotda-budget:{abc}");
+        // An empty tag is no tag on a cluster: the keys would fall in different slots.
+        for empty in ["", "{}", "}{"] {
+            let scoped = shared.clone().scope(empty);
+            assert_eq!(
+                scoped.keys("p1")[1],
+                "iotda-budget:{p1}:members",
+                "{empty:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_probe_too_far_off_to_be_an_instant_falls_back_without_panicking() {
+        // Nothing listens on port 1 of loopback: the connection is refused.
+        let config = SharedBudget::redis("redis://127.0.0.1:1")
+            .unwrap()
+            .probe_every(Duration::MAX);
+        let shared = Shared::new(config, "test", &[], true);
+        assert!(shared.book().await.is_none());
+        assert!(!shared.joined());
+        assert_eq!(shared.decide(Instant::now()), Decision::Local);
+        let tomorrow = Instant::now() + Duration::from_secs(86_401);
+        assert_eq!(shared.decide(tomorrow), Decision::Ask);
     }
 }
 

@@ -185,6 +185,39 @@ async fn a_retry_after_told_by_one_process_pauses_every_other() {
 }
 
 #[tokio::test]
+async fn a_retry_after_told_before_redis_answered_pauses_the_fleet_for_what_is_left_of_it() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let config = SharedBudget::redis(&server.url())
+        .unwrap()
+        .probe_every(Duration::from_millis(20));
+    let (a, b) = (
+        Shared::new(config, "test", &[], false),
+        link(&server, &[], false),
+    );
+    // `a` has never reached Redis, so it has no server clock: the pause is told all the same.
+    server.kill();
+    assert!(a.book().await.is_none());
+    a.throttled(Instant::now(), Some(Duration::from_millis(800)));
+    let told = Instant::now();
+    server.restart();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while a.book().await.is_none() {
+        assert!(told.elapsed() < Duration::from_millis(700), "not rejoined");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = Duration::from_millis(800).saturating_sub(told.elapsed());
+    let paused = b.book().await.unwrap().wait;
+    // What is left is read as the call is sent and counted from when the script runs: the
+    // pause may end late by that call's trip (a connection made anew here), not by 300 ms.
+    assert!(
+        paused > Duration::ZERO && paused <= left + Duration::from_millis(100),
+        "paused {paused:?}, with {left:?} left of the Retry-After"
+    );
+}
+
+#[tokio::test]
 async fn redis_down_falls_back_at_once_and_rejoins_after_a_probe() {
     let Some(mut server) = RedisServer::start() else {
         return;
