@@ -404,12 +404,12 @@ impl Shared {
         let reply = match answer {
             Ok(Ok(reply)) => reply,
             Ok(Err(error)) => {
-                self.restore(report);
+                self.restore(report, error.is_connection_refusal());
                 self.fell_back(&error.kind_text());
                 return None;
             }
             Err(_) => {
-                self.restore(report);
+                self.restore(report, false);
                 self.fell_back(&format!(
                     "no answer within {} ms",
                     self.config.timeout.as_millis()
@@ -487,12 +487,18 @@ impl Shared {
         call.invoke_async(&mut connection).await
     }
 
-    /// Puts back a report whose call failed, merged with what came since.
-    fn restore(&self, report: Report) {
+    /// Puts back a report whose call failed, merged with what came since. A call that
+    /// timed out or lost its connection may have run the script all the same: its counts
+    /// are put back only if it surely did not (`unsent`), as counting them twice would give
+    /// the fleet slots it has not got. The throttle and the pause count once however often
+    /// they are told.
+    fn restore(&self, report: Report, unsent: bool) {
         let mut link = self.link();
         let now = &mut link.report;
-        now.refunds = now.refunds.saturating_add(report.refunds);
-        now.accepted = now.accepted.saturating_add(report.accepted);
+        if unsent {
+            now.refunds = now.refunds.saturating_add(report.refunds);
+            now.accepted = now.accepted.saturating_add(report.accepted);
+        }
         now.throttled_sent = now.throttled_sent.max(report.throttled_sent);
         now.retry_until = now.retry_until.max(report.retry_until);
     }

@@ -218,6 +218,41 @@ async fn a_retry_after_told_before_redis_answered_pauses_the_fleet_for_what_is_l
 }
 
 #[tokio::test]
+async fn a_report_whose_call_timed_out_after_its_script_ran_is_not_counted_twice() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let config = SharedBudget::redis(&server.url())
+        .unwrap()
+        .timeout(Duration::from_millis(100))
+        .probe_every(Duration::ZERO);
+    let a = Shared::new(config, "test", &[(1.0, 1.0)], false);
+    // Ten slots a second apart: the limit's next one is 10 s off; four are given back.
+    for _ in 0..10 {
+        a.book().await.unwrap();
+    }
+    (0..4).for_each(|_| a.refund());
+    // Redis holds every client for 300 ms: the call times out, and its script runs after.
+    let mut other = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(300)
+        .arg("ALL")
+        .query_async(&mut other)
+        .await
+        .unwrap();
+    assert!(a.book().await.is_none());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Given back once, the next slot is about 7 s after the first; twice, about 3 s.
+    let wait = a.book().await.expect("answers again").wait;
+    assert!(wait > Duration::from_secs(5), "the next slot in {wait:?}");
+}
+
+#[tokio::test]
 async fn redis_down_falls_back_at_once_and_rejoins_after_a_probe() {
     let Some(mut server) = RedisServer::start() else {
         return;
