@@ -10,8 +10,18 @@ use crate::simulator::RedisServer;
 
 /// A process's link to `server`, with `limits` and the adaptive limiter on or off.
 fn link(server: &RedisServer, limits: &[(f64, f64)], adaptive: bool) -> Arc<Shared> {
-    let config = SharedBudget::redis(&server.url()).unwrap();
-    Arc::new(Shared::new(config, "test", limits, adaptive))
+    Arc::new(link_with(server, |config| config, limits, adaptive))
+}
+
+/// As [`link`], its settings changed by `configure`.
+fn link_with(
+    server: &RedisServer,
+    configure: impl FnOnce(SharedBudget) -> SharedBudget,
+    limits: &[(f64, f64)],
+    adaptive: bool,
+) -> Shared {
+    let config = configure(SharedBudget::redis(&server.url()).unwrap());
+    Shared::new(config, "test", limits, adaptive)
 }
 
 /// Books for `run` as a process does (each slot waited for before the next is booked), and
@@ -189,11 +199,9 @@ async fn a_retry_after_told_before_redis_answered_pauses_the_fleet_for_what_is_l
     let Some(mut server) = RedisServer::start() else {
         return;
     };
-    let config = SharedBudget::redis(&server.url())
-        .unwrap()
-        .probe_every(Duration::from_millis(20));
+    let probe = |config: SharedBudget| config.probe_every(Duration::from_millis(20));
     let (a, b) = (
-        Shared::new(config, "test", &[], false),
+        link_with(&server, probe, &[], false),
         link(&server, &[], false),
     );
     // `a` has never reached Redis, so it has no server clock: the pause is told all the same.
@@ -222,11 +230,12 @@ async fn a_report_whose_call_timed_out_after_its_script_ran_is_not_counted_twice
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let config = SharedBudget::redis(&server.url())
-        .unwrap()
-        .timeout(Duration::from_millis(100))
-        .probe_every(Duration::ZERO);
-    let a = Shared::new(config, "test", &[(1.0, 1.0)], false);
+    let settings = |config: SharedBudget| {
+        config
+            .timeout(Duration::from_millis(100))
+            .probe_every(Duration::ZERO)
+    };
+    let a = link_with(&server, settings, &[(1.0, 1.0)], false);
     // Ten slots a second apart: the limit's next one is 10 s off; four are given back.
     for _ in 0..10 {
         a.book().await.unwrap();
@@ -257,10 +266,8 @@ async fn redis_down_falls_back_at_once_and_rejoins_after_a_probe() {
     let Some(mut server) = RedisServer::start() else {
         return;
     };
-    let config = SharedBudget::redis(&server.url())
-        .unwrap()
-        .probe_every(Duration::from_millis(100));
-    let shared = Shared::new(config, "test", &[], true);
+    let probe = |config: SharedBudget| config.probe_every(Duration::from_millis(100));
+    let shared = link_with(&server, probe, &[], true);
     assert!(shared.book().await.is_some());
     server.kill();
     let start = Instant::now();
@@ -290,10 +297,8 @@ async fn a_restarted_redis_takes_up_the_fleets_rate_from_the_first_process_to_bo
     let Some(mut server) = RedisServer::start() else {
         return;
     };
-    let config = SharedBudget::redis(&server.url())
-        .unwrap()
-        .probe_every(Duration::from_millis(50));
-    let a = Shared::new(config, "test", &[], true);
+    let probe = |config: SharedBudget| config.probe_every(Duration::from_millis(50));
+    let a = link_with(&server, probe, &[], true);
     for _ in 0..100 {
         a.book().await.unwrap();
     }
