@@ -17,10 +17,14 @@
 //!   faster beyond it, but never above twice the rate actually sent, and never below 0.5
 //!   requests a second (`MIN_RATE`). The sending rate is measured over half-second windows,
 //!   the latest weighing 0.8 (`SMOOTH`). All four constants are AWS's, under the names
-//!   botocore gives them.
+//!   botocore gives them. The limiter's decisions are a plain function of the time and the
+//!   answers, tested alone in virtual time.
 //! - One change of ours: a throttle only cuts the rate for a request sent after the last
 //!   cut. The answers to requests already in flight at a cut say what the old rate did, and
 //!   cutting again for each of them would collapse the rate for one burst of answers.
+//! - What the limiter cannot yet tell: refusals that come at the same share whatever the
+//!   rate (a gateway shedding load for its own reasons) cut the rate as a quota's do, down
+//!   to the floor.
 //!
 //! Waits queue for tokens in the order their polls fell due (a fair, first-in first-out
 //! queue), so under a budget the poll that has waited longest goes first and none starves.
@@ -47,281 +51,20 @@ use tokio::time::Instant;
 
 use crate::queue::Queue;
 
-/// How much the rate is cut on a throttle (AWS's `BETA`).
-const BETA: f64 = 0.7;
-/// How fast the rate grows back after a cut (AWS's `SCALE_CONSTANT`), in requests per second
-/// per second cubed.
-const SCALE: f64 = 0.4;
-/// The weight of the latest half-second in the measured sending rate (AWS's `SMOOTH`).
-const SMOOTH: f64 = 0.8;
-/// The lowest rate the adaptive limiter goes down to, in requests per second (AWS's
-/// `MIN_FILL_RATE`).
-const MIN_RATE: f64 = 0.5;
-/// The window over which the sending rate is counted.
-const WINDOW: Duration = Duration::from_millis(500);
+mod config;
+pub(crate) mod limiter;
+
+pub use config::{BudgetStats, RequestBudget};
+use limiter::{Bucket, Change, Limiter};
+
 /// How long a token handed to a poll stays good: a poll that takes it up later (its future
 /// was left alone) queues again.
 const STALE: Duration = Duration::from_secs(1);
 
-/// How many requests per second a client may send, over all the waits that share it.
-///
-/// The default has no fixed cap and the adaptive limiter on: nothing is held back until the
-/// service throttles a request, and from then on the whole client keeps near the rate the
-/// service accepts.
-///
-/// ```
-/// use iotda_task_watcher::client::budget::RequestBudget;
-/// // At most 20 requests per second in bursts of 40, and slower still if throttled.
-/// let budget = RequestBudget::default().with_max_rps(20.0, 40);
-/// assert_eq!(budget.max_rps(), Some((20.0, 40)));
-/// assert!(budget.adaptive());
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
-pub struct RequestBudget {
-    max_rps: Option<(f64, u32)>,
-    window: Option<(u32, Duration)>,
-    adaptive: bool,
-}
-
-impl Default for RequestBudget {
-    fn default() -> Self {
-        Self {
-            max_rps: None,
-            window: None,
-            adaptive: true,
-        }
-    }
-}
-
-impl RequestBudget {
-    /// No cap and no adaptive limiter: every wait paces itself alone.
-    #[must_use]
-    pub fn unlimited() -> Self {
-        Self {
-            max_rps: None,
-            window: None,
-            adaptive: false,
-        }
-    }
-
-    /// A fixed cap: `rate` requests per second, at most `burst` at once. A rate that is not a
-    /// positive number is no cap; a burst below 1 counts as 1.
-    #[must_use]
-    pub fn with_max_rps(mut self, rate: f64, burst: u32) -> Self {
-        self.max_rps = (rate.is_finite() && rate > 0.0).then_some((rate, burst.max(1)));
-        self
-    }
-
-    /// A second limit, for quotas counted over a window ("200 requests per 5 minutes"): at
-    /// most `count` requests in any `window`, as a token bucket of a quarter of `count` (at
-    /// least 1) refilled at the rest over the window, so that a burst and the refill together
-    /// never pass `count`. It holds with [`with_max_rps`](Self::with_max_rps) at once; a count
-    /// below 2 or an empty window is no limit.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use iotda_task_watcher::client::budget::RequestBudget;
-    /// let budget = RequestBudget::default()
-    ///     .with_max_rps(5.0, 5)
-    ///     .with_window_limit(200, Duration::from_secs(300));
-    /// assert_eq!(budget.window_limit(), Some((200, Duration::from_secs(300))));
-    /// ```
-    #[must_use]
-    pub fn with_window_limit(mut self, count: u32, window: Duration) -> Self {
-        self.window = (count >= 2 && !window.is_zero()).then_some((count, window));
-        self
-    }
-
-    /// The window limit, as (requests, window).
-    #[must_use]
-    pub fn window_limit(&self) -> Option<(u32, Duration)> {
-        self.window
-    }
-
-    /// Every fixed limit as a token bucket: (requests per second, burst).
-    pub(crate) fn buckets(&self) -> Vec<(f64, f64)> {
-        let mut limits = Vec::with_capacity(2);
-        if let Some((rate, burst)) = self.max_rps {
-            limits.push((rate, f64::from(burst)));
-        }
-        if let Some((count, window)) = self.window {
-            let burst = count.div_ceil(4).min(count - 1);
-            limits.push((
-                f64::from(count - burst) / window.as_secs_f64(),
-                f64::from(burst),
-            ));
-        }
-        limits
-    }
-
-    /// Turns the adaptive limiter on or off (on by default).
-    #[must_use]
-    pub fn with_adaptive(mut self, on: bool) -> Self {
-        self.adaptive = on;
-        self
-    }
-
-    /// The fixed cap, as (requests per second, burst).
-    #[must_use]
-    pub fn max_rps(&self) -> Option<(f64, u32)> {
-        self.max_rps
-    }
-
-    /// Whether the adaptive limiter is on.
-    #[must_use]
-    pub fn adaptive(&self) -> bool {
-        self.adaptive
-    }
-}
-
-/// What a client's budget has seen, for reports.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-#[non_exhaustive]
-pub struct BudgetStats {
-    /// Requests that took a token.
-    pub requests: u64,
-    /// Answers that throttled.
-    pub throttled: u64,
-    /// Total time requests waited for a token.
-    pub waited: Duration,
-    /// The adaptive limiter's rate, once a throttle engaged it (the fleet's, as last seen,
-    /// while a shared budget answers).
-    pub adaptive_rate: Option<f64>,
-    /// Calls made to a shared budget's Redis, answered or not.
-    pub shared_calls: u64,
-    /// Whether a shared budget stopped answering, so that this process paces itself.
-    pub pacing_alone: bool,
-}
-
-/// A token bucket.
-#[derive(Debug)]
-struct Bucket {
-    rate: f64,
-    capacity: f64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(rate: f64, capacity: f64, now: Instant) -> Self {
-        Self {
-            rate,
-            capacity,
-            tokens: capacity,
-            at: now,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
-        self.at = now;
-    }
-
-    /// How long until a token is there (zero when one is).
-    fn wait(&self) -> Duration {
-        if self.tokens >= 1.0 {
-            Duration::ZERO
-        } else {
-            // A rate so low that the wait overflows a Duration waits a day, then looks again.
-            Duration::try_from_secs_f64((1.0 - self.tokens) / self.rate)
-                .unwrap_or(Duration::MAX)
-                .min(Duration::from_secs(86_400))
-        }
-    }
-}
-
-/// The sending rate, counted per window and smoothed.
-#[derive(Debug)]
-struct Meter {
-    window_start: Instant,
-    count: u32,
-    rate: f64,
-}
-
-impl Meter {
-    /// The rate sent: the smoothed one, or while no window has closed yet, the current
-    /// window's count over its length so far (at least a tenth of a window).
-    fn rate_at(&self, now: Instant) -> f64 {
-        if self.rate > 0.0 {
-            return self.rate;
-        }
-        let elapsed = now
-            .saturating_duration_since(self.window_start)
-            .max(WINDOW / 10);
-        f64::from(self.count) / elapsed.as_secs_f64()
-    }
-
-    fn sent(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.window_start);
-        if elapsed >= WINDOW {
-            let latest = f64::from(self.count) / elapsed.as_secs_f64();
-            self.rate = SMOOTH * latest + (1.0 - SMOOTH) * self.rate;
-            self.window_start = now;
-            self.count = 0;
-        }
-        self.count = self.count.saturating_add(1);
-    }
-}
-
-/// The adaptive limiter, once engaged.
-#[derive(Debug)]
-struct Adaptive {
-    bucket: Bucket,
-    /// The rate before the last cut (W), and when that cut came.
-    before_cut: f64,
-    cut_at: Instant,
-    /// When the curve is back at `before_cut`, in seconds after the cut (K).
-    k: f64,
-}
-
-impl Adaptive {
-    /// A cut from the rate `from`; the bucket keeps the `tokens` it had, none at the first
-    /// cut (the service's own bucket is empty: whatever was saved up would be refused too).
-    fn cut(from: f64, now: Instant, tokens: Option<f64>) -> Self {
-        let rate = (from * BETA).max(MIN_RATE);
-        let mut bucket = Bucket::new(rate, rate.max(1.0), now);
-        bucket.tokens = tokens.unwrap_or(0.0).min(bucket.capacity);
-        Self {
-            bucket,
-            before_cut: from,
-            cut_at: now,
-            k: (from * (1.0 - BETA) / SCALE).cbrt(),
-        }
-    }
-
-    /// Engaged at `rate`, as if back at the rate before a cut: it grows from there, with no
-    /// token saved up.
-    #[cfg(feature = "redis")]
-    fn at(rate: f64, now: Instant) -> Self {
-        let rate = rate.max(MIN_RATE);
-        let mut bucket = Bucket::new(rate, rate.max(1.0), now);
-        bucket.tokens = 0.0;
-        Self {
-            bucket,
-            before_cut: rate,
-            cut_at: now,
-            k: 0.0,
-        }
-    }
-
-    fn rise(&mut self, now: Instant, measured: f64) {
-        let t = now.saturating_duration_since(self.cut_at).as_secs_f64() - self.k;
-        let curve = SCALE * t * t * t + self.before_cut;
-        let rate = curve.min(2.0 * measured).max(MIN_RATE);
-        self.bucket.refill(now);
-        self.bucket.rate = rate;
-        self.bucket.capacity = rate.max(1.0);
-        self.bucket.tokens = self.bucket.tokens.min(self.bucket.capacity);
-    }
-}
-
 #[derive(Debug)]
 struct State {
     fixed: Vec<Bucket>,
-    adaptive: Option<Adaptive>,
-    meter: Meter,
+    limiter: Limiter,
     /// Polls waiting for a token, first come first served (polls after throttles first of
     /// all); each is sent the instant its token was taken.
     waiting: Queue<oneshot::Sender<Instant>>,
@@ -335,9 +78,7 @@ struct State {
 impl State {
     /// Every bucket a token is taken from: the fixed limits, and the adaptive limiter's.
     fn buckets(&mut self) -> impl Iterator<Item = &mut Bucket> {
-        self.fixed
-            .iter_mut()
-            .chain(self.adaptive.as_mut().map(|a| &mut a.bucket))
+        self.fixed.iter_mut().chain(self.limiter.bucket())
     }
 
     /// Takes a token from every bucket if each has one; else says how long until they do.
@@ -349,7 +90,7 @@ impl State {
         }
         if wait.is_zero() {
             self.buckets().for_each(|bucket| bucket.tokens -= 1.0);
-            self.meter.sent(now);
+            self.limiter.sent(now);
         }
         wait
     }
@@ -390,12 +131,7 @@ impl Budget {
             limited: AtomicBool::new(!fixed.is_empty()),
             state: Mutex::new(State {
                 fixed,
-                adaptive: None,
-                meter: Meter {
-                    window_start: now,
-                    count: 0,
-                    rate: 0.0,
-                },
+                limiter: Limiter::new(now),
                 waiting: Queue::default(),
                 serving: false,
                 #[cfg(feature = "redis")]
@@ -419,7 +155,7 @@ impl Budget {
         default_scope: &str,
     ) -> Self {
         let link =
-            super::shared::Shared::new(shared, default_scope, &config.buckets(), config.adaptive);
+            super::shared::Shared::new(shared, default_scope, &config.buckets(), config.adaptive());
         let mut budget = Self::new(config);
         budget.limited = AtomicBool::new(true);
         budget.shared = Some(Arc::new(link));
@@ -447,8 +183,8 @@ impl Budget {
     async fn queue(self: &Arc<Self>, ahead: bool) {
         if !self.limited.load(Ordering::Acquire) {
             self.requests.fetch_add(1, Ordering::Relaxed);
-            if self.config.adaptive {
-                self.state().meter.sent(Instant::now());
+            if self.config.adaptive() {
+                self.state().limiter.sent(Instant::now());
             }
             return;
         }
@@ -536,7 +272,7 @@ impl Budget {
         let mut state = self.state();
         let now = Instant::now();
         if !local {
-            state.meter.sent(now);
+            state.limiter.sent(now);
         }
         while let Some(next) = state.waiting.pop() {
             if next.send(now).is_ok() {
@@ -572,7 +308,7 @@ impl Budget {
             .map(|(rate, burst)| Bucket::new(rate / share, (burst / share).max(1.0), now))
             .collect();
         if let Some(rate) = fleet.and_then(|f| f.rate) {
-            state.adaptive = Some(Adaptive::at(rate / share, now));
+            state.limiter.engage_at(rate / share, now);
         }
     }
 
@@ -612,51 +348,34 @@ impl Budget {
         }
         #[cfg(not(feature = "redis"))]
         let _ = retry_after;
-        if !self.config.adaptive {
+        if !self.config.adaptive() {
             return;
         }
         let now = Instant::now();
-        let mut guard = self.state();
-        let state = &mut *guard;
-        let measured = state.meter.rate_at(now);
-        match (&mut state.adaptive, throttled) {
-            (None, false) => {}
-            (Some(adaptive), false) => adaptive.rise(now, measured),
-            // Sent before the last cut: it speaks of the rate before it.
-            (Some(adaptive), true) if sent_at < adaptive.cut_at => {}
-            (adaptive, true) => {
-                let (from, tokens) = match adaptive {
-                    None => (measured, None),
-                    Some(a) => {
-                        a.bucket.refill(now);
-                        let from = if measured > 0.0 {
-                            a.bucket.rate.min(measured)
-                        } else {
-                            a.bucket.rate
-                        };
-                        (from, Some(a.bucket.tokens))
-                    }
-                };
-                state.adaptive = Some(Adaptive::cut(from.max(MIN_RATE), now, tokens));
+        let mut state = self.state();
+        match state.limiter.answered(now, sent_at, throttled) {
+            Change::None => {}
+            Change::Cut(rate) => {
                 self.limited.store(true, Ordering::Release);
-                tracing::debug!(
-                    rate = from * BETA,
-                    "throttled: the client's request rate is cut"
-                );
+                tracing::debug!(rate, "throttled: the client's request rate is cut");
             }
         }
     }
 
     pub(crate) fn stats(&self) -> BudgetStats {
+        let limits = self.state();
         #[allow(unused_mut)]
         let mut stats = BudgetStats {
             requests: self.requests.load(Ordering::Relaxed),
             throttled: self.throttled.load(Ordering::Relaxed),
             waited: Duration::from_nanos(self.waited_ns.load(Ordering::Relaxed)),
-            adaptive_rate: self.state().adaptive.as_ref().map(|a| a.bucket.rate),
+            adaptive_rate: limits.limiter.rate(),
+            accepted_rate: limits.limiter.accepted_rate(),
+            throttled_share: limits.limiter.refused_share(),
             shared_calls: 0,
             pacing_alone: false,
         };
+        drop(limits);
         #[cfg(feature = "redis")]
         if let Some(shared) = &self.shared {
             stats.shared_calls = shared.calls();
@@ -671,6 +390,7 @@ impl Budget {
 
 #[cfg(test)]
 mod tests {
+    use super::limiter::{BETA, MIN_RATE, SCALE};
     use super::*;
 
     fn secs(s: f64) -> Duration {
@@ -736,7 +456,7 @@ mod tests {
     async fn a_throttle_cuts_the_rate_sent_and_it_grows_back_on_the_cubic_curve() {
         let budget = Arc::new(Budget::new(RequestBudget::default()));
         send(&budget, 40.0, 3.0).await;
-        let measured = budget.state().meter.rate;
+        let measured = budget.state().limiter.sent_rate(Instant::now());
         assert!((measured - 40.0).abs() < 2.0, "{measured}");
         budget.answered(Instant::now(), true, None);
         let cut = budget.stats().adaptive_rate.unwrap();
@@ -771,23 +491,6 @@ mod tests {
         let twice = budget.stats().adaptive_rate.unwrap();
         assert!(twice < once, "{twice} < {once}");
         assert!(twice >= MIN_RATE);
-    }
-
-    #[cfg(feature = "redis")]
-    #[tokio::test(start_paused = true)]
-    async fn a_limiter_engaged_at_a_share_starts_from_it() {
-        let now = Instant::now();
-        let mut adaptive = Adaptive::at(10.0, now);
-        adaptive.rise(now, 100.0);
-        assert!(
-            (adaptive.bucket.rate - 10.0).abs() < 1e-9,
-            "{}",
-            adaptive.bucket.rate
-        );
-        tokio::time::advance(secs(2.0)).await;
-        adaptive.rise(Instant::now(), 100.0);
-        let grown = adaptive.bucket.rate;
-        assert!((grown - (10.0 + SCALE * 8.0)).abs() < 1e-6, "{grown}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,0 +1,292 @@
+//! The limiter driven through patterns of refusals in virtual time: a client with a steady
+//! demand, a service with a quota (a token bucket), refusals of its own at some share, and a
+//! neighbour spending part of the quota. No runtime: the time is a number passed in.
+
+use std::collections::VecDeque;
+
+use super::*;
+
+/// How the service answers, second by second.
+#[derive(Clone, Copy)]
+struct World {
+    /// The account's quota (requests a second, burst), from second `.2` on (else none).
+    quota: Option<(f64, f64)>,
+    /// A second quota from this second on, in place of the first.
+    quota_later: Option<(f64, (f64, f64))>,
+    /// The share refused whatever the rate, from second `.1` to `.2`.
+    noise: (f64, f64, f64),
+    /// Another client of the account, taking this many of the quota's tokens a second.
+    neighbour: f64,
+}
+
+impl World {
+    const CLEAN: Self = Self {
+        quota: None,
+        quota_later: None,
+        noise: (0.0, 0.0, f64::INFINITY),
+        neighbour: 0.0,
+    };
+
+    fn quota(self, rate: f64, burst: f64) -> Self {
+        Self {
+            quota: Some((rate, burst)),
+            ..self
+        }
+    }
+
+    fn noise(self, share: f64) -> Self {
+        Self {
+            noise: (share, 0.0, f64::INFINITY),
+            ..self
+        }
+    }
+}
+
+/// What one second of a run saw.
+#[derive(Debug, Default, Clone, Copy)]
+struct Second {
+    sent: u32,
+    refused: u32,
+    /// The limiter's rate at the end of the second (`None`: idle).
+    rate: Option<f64>,
+}
+
+/// `demand` requests a second (each waits its turn, as a wait's poll does, up to a second's
+/// worth), answered after 20 ms, for `seconds`.
+fn run(world: World, demand: f64, seconds: u32, seed: u64) -> Vec<Second> {
+    const STEP: f64 = 0.005;
+    const STEPS_A_SECOND: u32 = 200;
+    const RTT: Duration = Duration::from_millis(20);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let t0 = Instant::now();
+    let mut limiter = Limiter::new(t0);
+    let mut service = world.quota.map_or(0.0, |(_, burst)| burst);
+    let mut answers: VecDeque<(Instant, Instant, bool)> = VecDeque::new();
+    let mut backlog = 0.0;
+    let mut out = vec![Second::default(); seconds as usize];
+    for step in 0..seconds * STEPS_A_SECOND {
+        let t = f64::from(step) * STEP;
+        let now = t0 + Duration::from_secs_f64(t);
+        let second = &mut out[(step / STEPS_A_SECOND) as usize];
+        while answers.front().is_some_and(|a| a.0 <= now) {
+            let (at, sent_at, refused) = answers.pop_front().unwrap();
+            limiter.answered(at, sent_at, refused);
+        }
+        let quota = match world.quota_later {
+            Some((from, later)) if t >= from => Some(later),
+            _ => world.quota,
+        };
+        if let Some((rate, burst)) = quota {
+            service = (service + rate * STEP).min(burst);
+            let taken = (world.neighbour * STEP).min(service);
+            service -= taken;
+        }
+        backlog = (backlog + demand * STEP).min(demand.max(1.0));
+        while backlog >= 1.0 {
+            if let Some(bucket) = limiter.bucket() {
+                bucket.refill(now);
+                if bucket.tokens < 1.0 {
+                    break;
+                }
+                bucket.tokens -= 1.0;
+            }
+            backlog -= 1.0;
+            limiter.sent(now);
+            let (share, from, to) = world.noise;
+            let noisy = t >= from && t < to && rng.f64() < share;
+            let refused = noisy
+                || match quota {
+                    Some(_) if service >= 1.0 => {
+                        service -= 1.0;
+                        false
+                    }
+                    Some(_) => true,
+                    None => false,
+                };
+            second.sent += 1;
+            second.refused += u32::from(refused);
+            answers.push_back((now + RTT, now, refused));
+        }
+        second.rate = limiter.rate();
+    }
+    out
+}
+
+/// Requests sent, refused and accepted a second over `seconds`.
+fn rates(run: &[Second], seconds: std::ops::Range<usize>) -> (f64, f64, f64) {
+    let span = &run[seconds];
+    let n = f64::from(u32::try_from(span.len()).unwrap());
+    let sent: u32 = span.iter().map(|s| s.sent).sum();
+    let refused: u32 = span.iter().map(|s| s.refused).sum();
+    (
+        f64::from(sent) / n,
+        f64::from(refused) / n,
+        f64::from(sent - refused) / n,
+    )
+}
+
+#[test]
+#[ignore = "fails: a cut is not undone when sending less refuses the same share"]
+fn refusals_at_the_same_share_at_any_rate_do_not_hold_the_rate_down() {
+    // A gateway refusing a random share of 5 to 30 % of requests, whatever the rate.
+    let mut draws = fastrand::Rng::with_seed(7);
+    for seed in 0..12 {
+        let share = 0.05 + 0.25 * draws.f64();
+        let run = run(World::CLEAN.noise(share), 40.0, 120, seed);
+        let (sent, _, _) = rates(&run, 20..120);
+        assert!(
+            sent >= 0.95 * 40.0,
+            "{share:.2} refused: {sent:.1} sent a second of 40 wanted"
+        );
+        let lowest = run[20..]
+            .iter()
+            .filter_map(|s| s.rate)
+            .fold(f64::INFINITY, f64::min);
+        assert!(
+            lowest >= 0.5 * 40.0,
+            "{share:.2} refused: the rate went down to {lowest:.1}"
+        );
+    }
+}
+
+#[test]
+fn a_quota_is_found_and_kept() {
+    for (seed, demand) in [(1, 60.0), (2, 100.0), (3, 400.0)] {
+        let run = run(World::CLEAN.quota(40.0, 40.0), demand, 120, seed);
+        let (sent, refused, accepted) = rates(&run, 10..120);
+        assert!(accepted >= 0.85 * 40.0, "{demand}: {accepted:.1} accepted");
+        assert!(
+            refused <= 0.05 * sent,
+            "{demand}: {refused:.1} of {sent:.1} refused"
+        );
+    }
+}
+
+#[test]
+#[ignore = "fails: a cut is not undone when sending less refuses the same share"]
+fn a_quota_with_refusals_of_its_own_is_still_found() {
+    for (seed, share) in [(4, 0.1), (5, 0.2)] {
+        let run = run(
+            World::CLEAN.quota(40.0, 40.0).noise(share),
+            100.0,
+            120,
+            seed,
+        );
+        let (sent, refused, accepted) = rates(&run, 10..120);
+        let open = 40.0 * (1.0 - share);
+        assert!(accepted >= 0.85 * open, "{share}: {accepted:.1} accepted");
+        assert!(
+            refused <= (share + 0.1) * sent,
+            "{share}: {refused:.1} of {sent:.1} refused"
+        );
+    }
+}
+
+#[test]
+fn a_neighbour_spending_most_of_the_quota_leaves_the_rest() {
+    // A neighbour takes 30 of the account's 40 a second: 10 are left.
+    let world = World {
+        neighbour: 30.0,
+        ..World::CLEAN.quota(40.0, 40.0)
+    };
+    for seed in [6, 7] {
+        let run = run(world, 40.0, 120, seed);
+        let (sent, refused, accepted) = rates(&run, 10..120);
+        assert!(accepted >= 0.85 * 10.0, "{accepted:.1} accepted");
+        assert!(refused <= 0.1 * sent, "{refused:.1} of {sent:.1} refused");
+    }
+}
+
+#[test]
+fn refusals_for_ten_seconds_then_none_leave_the_rate_where_it_was() {
+    // Everything refused from 10 s to 20 s, then nothing.
+    let world = World {
+        noise: (1.0, 10.0, 20.0),
+        ..World::CLEAN
+    };
+    let run = run(world, 40.0, 60, 8);
+    let (sent, refused, _) = rates(&run, 25..60);
+    assert!(
+        sent >= 0.95 * 40.0,
+        "{sent:.1} sent a second after the refusals"
+    );
+    assert!(refused == 0.0);
+    // And half refused for 10 s.
+    let world = World {
+        noise: (0.5, 10.0, 20.0),
+        ..World::CLEAN
+    };
+    let run = super::tests::run(world, 40.0, 60, 9);
+    let (sent, _, _) = rates(&run, 25..60);
+    assert!(
+        sent >= 0.95 * 40.0,
+        "{sent:.1} sent a second after the refusals"
+    );
+}
+
+#[test]
+fn a_quota_halved_mid_run_is_found_again() {
+    let world = World {
+        quota_later: Some((60.0, (20.0, 20.0))),
+        ..World::CLEAN.quota(40.0, 40.0)
+    };
+    for seed in [10, 11] {
+        let run = run(world, 60.0, 150, seed);
+        let (sent, refused, accepted) = rates(&run, 70..150);
+        assert!(accepted >= 0.85 * 20.0, "{accepted:.1} accepted");
+        assert!(refused <= 0.05 * sent, "{refused:.1} of {sent:.1} refused");
+    }
+}
+
+#[test]
+fn a_throttle_sent_before_the_last_cut_does_not_cut_again() {
+    let t0 = Instant::now();
+    let mut limiter = Limiter::new(t0);
+    let mut at = t0;
+    for _ in 0..200 {
+        at += Duration::from_millis(25);
+        limiter.sent(at);
+        limiter.answered(at, at, false);
+    }
+    let before = at;
+    at += Duration::from_millis(10);
+    assert!(matches!(limiter.answered(at, before, true), Change::Cut(_)));
+    let once = limiter.rate().unwrap();
+    assert!((once - 40.0 * BETA).abs() < 2.0, "{once}");
+    for _ in 0..10 {
+        assert_eq!(limiter.answered(at, before, true), Change::None);
+    }
+    assert_eq!(limiter.rate(), Some(once));
+    // One sent after the cut and refused cuts again.
+    assert!(matches!(limiter.answered(at, at, true), Change::Cut(_)));
+    assert!(limiter.rate().unwrap() < once);
+}
+
+#[test]
+fn the_accepted_rate_is_what_the_service_let_through() {
+    let t0 = Instant::now();
+    let mut limiter = Limiter::new(t0);
+    assert_eq!(limiter.accepted_rate(), None);
+    for i in 0..300u32 {
+        let at = t0 + Duration::from_millis(50) * i;
+        limiter.answered(at, at, i % 4 == 0);
+    }
+    let accepted = limiter.accepted_rate().unwrap();
+    assert!((accepted - 15.0).abs() < 1.0, "{accepted}");
+}
+
+#[test]
+fn a_limiter_engaged_at_a_share_grows_from_it() {
+    let t0 = Instant::now();
+    let mut limiter = Limiter::new(t0);
+    limiter.engage_at(10.0, t0);
+    for i in 0..100u32 {
+        limiter.sent(t0 + Duration::from_millis(10) * i);
+    }
+    limiter.answered(t0, t0, false);
+    assert!((limiter.rate().unwrap() - 10.0).abs() < 1e-9);
+    let later = t0 + Duration::from_secs(2);
+    limiter.answered(later, later, false);
+    let grown = limiter.rate().unwrap();
+    assert!((grown - (10.0 + SCALE * 8.0)).abs() < 1e-6, "{grown}");
+}
