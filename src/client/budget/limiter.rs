@@ -2,14 +2,8 @@
 //! task of its own. The budget calls it with `now` and the answers it sees; tests drive it the
 //! same way, through patterns of refusals, without a runtime.
 //!
-//! Idle until the service throttles a request; then a token bucket whose rate follows the
-//! curve of AWS's adaptive retry mode (botocore `retries/adaptive.py`, smithy-rs
-//! `client_rate_limiter.rs`), itself TCP's CUBIC (RFC 8312): cut to [`BETA`] times the rate
-//! sent, then grown back as `C (t - K)^3 + W` ([`SCALE`] for C, W the rate before the cut, K
-//! the time at which the curve is back at W), never above twice the rate sent and never below
-//! [`MIN_RATE`]. One change to AWS's rule: a throttle cuts only for a request sent after the
-//! last cut, since the answers to requests already in flight at a cut say what the old rate
-//! did, and cutting again for each of them would collapse the rate for one burst of answers.
+//! Its rule is AWS's adaptive retry mode (a CUBIC curve, cut by throttles of requests sent
+//! after the last cut), as the `client::budget` module docs describe, with AWS's constants.
 //!
 //! The limiter also keeps the share refused and the rate accepted over the last seconds
 //! (answers weighing less by e every [`TAU`]).
@@ -184,6 +178,7 @@ impl Curve {
 
     /// At `rate`, as if back at the rate before a cut: it grows from there, with no token
     /// saved up.
+    #[cfg(feature = "redis")]
     fn at(rate: f64, now: Instant) -> Self {
         let rate = rate.max(MIN_RATE);
         Self {
@@ -238,6 +233,7 @@ impl Limiter {
 
     /// Engages at `rate`, growing from there (a process that falls back to its share of a
     /// fleet's rate).
+    #[cfg(feature = "redis")]
     pub(crate) fn engage_at(&mut self, rate: f64, now: Instant) {
         self.curve = Some(Curve::at(rate, now));
     }

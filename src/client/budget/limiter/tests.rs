@@ -275,6 +275,7 @@ fn the_accepted_rate_is_what_the_service_let_through() {
     assert!((accepted - 15.0).abs() < 1.0, "{accepted}");
 }
 
+#[cfg(feature = "redis")]
 #[test]
 fn a_limiter_engaged_at_a_share_grows_from_it() {
     let t0 = Instant::now();
