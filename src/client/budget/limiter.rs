@@ -111,7 +111,8 @@ struct Tally {
     answered: f64,
     refused: f64,
     at: Instant,
-    since: Instant,
+    /// The first answer.
+    since: Option<Instant>,
 }
 
 impl Tally {
@@ -120,7 +121,7 @@ impl Tally {
             answered: 0.0,
             refused: 0.0,
             at: now,
-            since: now,
+            since: None,
         }
     }
 
@@ -130,6 +131,7 @@ impl Tally {
         self.answered = self.answered * keep + 1.0;
         self.refused = self.refused * keep + f64::from(u8::from(refused));
         self.at = self.at.max(now);
+        self.since.get_or_insert(now);
     }
 
     fn share(&self) -> f64 {
@@ -142,7 +144,7 @@ impl Tally {
 
     /// The rate of answers accepted, as of the last answer; `None` before a second of them.
     fn accepted_rate(&self) -> Option<f64> {
-        let span = self.at.saturating_duration_since(self.since).as_secs_f64();
+        let span = self.at.saturating_duration_since(self.since?).as_secs_f64();
         let tau = TAU.as_secs_f64();
         // The weights of a steady rate over `span` add up to tau (1 - e^(-span / tau)).
         (span >= 1.0).then(|| (self.answered - self.refused) / (tau * (1.0 - (-span / tau).exp())))

@@ -264,15 +264,24 @@ fn a_throttle_sent_before_the_last_cut_does_not_cut_again() {
 
 #[test]
 fn the_accepted_rate_is_what_the_service_let_through() {
+    // Answers from 10 s after the limiter was made: the rate counts from the first of them.
     let t0 = Instant::now();
+    let first = t0 + Duration::from_secs(10);
     let mut limiter = Limiter::new(t0);
     assert_eq!(limiter.accepted_rate(), None);
-    for i in 0..300u32 {
-        let at = t0 + Duration::from_millis(50) * i;
+    limiter.answered(first, first, false);
+    assert_eq!(limiter.accepted_rate(), None, "not a second of answers yet");
+    for i in 1..300u32 {
+        let at = first + Duration::from_millis(50) * i;
         limiter.answered(at, at, i % 4 == 0);
+        if i == 30 {
+            let early = limiter.accepted_rate().unwrap();
+            assert!((early - 15.0).abs() < 1.5, "after 1.5 s: {early}");
+        }
     }
     let accepted = limiter.accepted_rate().unwrap();
     assert!((accepted - 15.0).abs() < 1.0, "{accepted}");
+    assert!((limiter.refused_share() - 0.25).abs() < 0.02);
 }
 
 #[cfg(feature = "redis")]
