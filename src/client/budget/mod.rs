@@ -352,13 +352,10 @@ impl Budget {
             return;
         }
         let now = Instant::now();
-        let mut state = self.state();
-        match state.limiter.answered(now, sent_at, throttled) {
-            Change::None => {}
-            Change::Cut(rate) => {
-                self.limited.store(true, Ordering::Release);
-                tracing::debug!(rate, "throttled: the client's request rate is cut");
-            }
+        let change = self.state().limiter.answered(now, sent_at, throttled);
+        if let Change::Cut(rate) = change {
+            self.limited.store(true, Ordering::Release);
+            tracing::debug!(rate, "throttled: the client's request rate is cut");
         }
     }
 
