@@ -105,9 +105,10 @@ impl Meter {
     }
 }
 
-/// Answers and refusals, each weighing less by e every [`TAU`].
+/// Answers and refusals, each weighing less by e every `tau`.
 #[derive(Debug, Clone, Copy)]
 struct Tally {
+    tau: f64,
     answered: f64,
     refused: f64,
     at: Instant,
@@ -116,8 +117,9 @@ struct Tally {
 }
 
 impl Tally {
-    fn new(now: Instant) -> Self {
+    fn new(now: Instant, tau: Duration) -> Self {
         Self {
+            tau: tau.as_secs_f64(),
             answered: 0.0,
             refused: 0.0,
             at: now,
@@ -127,7 +129,7 @@ impl Tally {
 
     fn add(&mut self, now: Instant, refused: bool) {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        let keep = (-elapsed / TAU.as_secs_f64()).exp();
+        let keep = (-elapsed / self.tau).exp();
         self.answered = self.answered * keep + 1.0;
         self.refused = self.refused * keep + f64::from(u8::from(refused));
         self.at = self.at.max(now);
@@ -142,10 +144,18 @@ impl Tally {
         }
     }
 
+    /// Whether more were refused lately than a share `noise` explains (three standard
+    /// deviations and one refusal over it); with no noise, any refusal is.
+    fn beyond(&self, noise: f64) -> bool {
+        noise <= 0.0
+            || self.refused
+                > noise * self.answered + 3.0 * (noise * (1.0 - noise) * self.answered).sqrt() + 1.0
+    }
+
     /// The rate of answers accepted, as of the last answer; `None` before a second of them.
     fn accepted_rate(&self) -> Option<f64> {
         let span = self.at.saturating_duration_since(self.since?).as_secs_f64();
-        let tau = TAU.as_secs_f64();
+        let tau = self.tau;
         // The weights of a steady rate over `span` add up to tau (1 - e^(-span / tau)).
         (span >= 1.0).then(|| (self.answered - self.refused) / (tau * (1.0 - (-span / tau).exp())))
     }
@@ -180,7 +190,6 @@ impl Curve {
 
     /// At `rate`, as if back at the rate before a cut: it grows from there, with no token
     /// saved up.
-    #[cfg(feature = "redis")]
     fn at(rate: f64, now: Instant) -> Self {
         let rate = rate.max(MIN_RATE);
         Self {
@@ -209,6 +218,9 @@ pub(crate) enum Change {
     None,
     /// The rate was cut to this.
     Cut(f64),
+    /// A probe found the refusals to come at the same share at the rate before the cut: the
+    /// rate is back at this.
+    Restored(f64),
 }
 
 /// The adaptive limiter: see the module docs.
@@ -217,6 +229,12 @@ pub(crate) struct Limiter {
     curve: Option<Curve>,
     meter: Meter,
     recent: Tally,
+    /// The share refused whatever the rate, as the last probes showed it.
+    noise: f64,
+    /// The probe under way since the last cut, if any.
+    probe: Option<Probe>,
+    /// The quota the last probe that found one found (requests a second).
+    quota: Option<f64>,
 }
 
 impl Limiter {
@@ -229,7 +247,10 @@ impl Limiter {
                 count: 0,
                 rate: 0.0,
             },
-            recent: Tally::new(now),
+            recent: Tally::new(now, TAU),
+            noise: 0.0,
+            probe: None,
+            quota: None,
         }
     }
 
@@ -270,11 +291,22 @@ impl Limiter {
     /// A request went out.
     pub(crate) fn sent(&mut self, now: Instant) {
         self.meter.sent(now);
+        if let Some(phase) = self.probe.as_mut().and_then(|p| p.phase_at(now)) {
+            phase.sent += 1;
+        }
     }
 
     /// The service answered a request sent at `sent_at`, refusing it or not.
     pub(crate) fn answered(&mut self, now: Instant, sent_at: Instant, refused: bool) -> Change {
         self.recent.add(now, refused);
+        if let Some(phase) = self.probe.as_mut().and_then(|p| p.phase_at(sent_at)) {
+            phase.answered += 1;
+            phase.refused += u32::from(refused);
+        }
+        let change = self.advance(now);
+        if change != Change::None || self.probe.is_some() {
+            return change;
+        }
         let measured = self.meter.rate_at(now);
         match (&mut self.curve, refused) {
             (None, false) => Change::None,
@@ -284,6 +316,8 @@ impl Limiter {
             }
             // Sent before the last cut: it speaks of the rate before it.
             (Some(curve), true) if sent_at < curve.cut_at => Change::None,
+            // As many refused as the noise explains.
+            (Some(_), true) if !self.recent.beyond(self.noise) => Change::None,
             (curve, true) => {
                 let (from, tokens) = match curve {
                     None => (measured, None),
@@ -299,11 +333,232 @@ impl Limiter {
                     }
                 };
                 let from = from.max(MIN_RATE);
-                let cut = Curve::cut(from, from * BETA, now, tokens);
-                let rate = cut.bucket.rate;
-                *curve = Some(cut);
-                Change::Cut(rate)
+                match self.quota {
+                    // Above the quota found: what the service accepts is the quota, no probe
+                    // needed.
+                    Some(quota) if from > 1.1 * quota => {
+                        let accepted = self.recent.accepted_rate().unwrap_or(quota);
+                        let quota = (accepted / (1.0 - self.noise)).min(from);
+                        self.quota = Some(quota);
+                        let cut = Curve::cut(quota, 0.9 * quota, now, tokens);
+                        let rate = cut.bucket.rate;
+                        self.curve = Some(cut);
+                        Change::Cut(rate)
+                    }
+                    _ => self.cut(from, from * BETA, now),
+                }
             }
+        }
+    }
+
+    /// Cuts from `from` to `rate` and probes whether sending less lowered the share refused.
+    fn cut(&mut self, from: f64, rate: f64, now: Instant) -> Change {
+        // No token saved up: the low phase must send at its rate.
+        let cut = Curve::cut(from, rate, now, None);
+        let rate = cut.bucket.rate;
+        self.probe = Some(Probe::new(rate, from.min(rate / BETA).max(rate), now));
+        self.curve = Some(cut);
+        Change::Cut(rate)
+    }
+
+    /// Moves the probe on at `now`: from its low phase to its high one, and from that to a
+    /// verdict.
+    fn advance(&mut self, now: Instant) -> Change {
+        let Some(probe) = self.probe.as_mut() else {
+            return Change::None;
+        };
+        let low = probe.low;
+        match probe.high {
+            None => {
+                // Far over a quota: most refused, and the service accepting far less than was
+                // sent. Cut again at once, to what it accepted, before probing above.
+                let span = now
+                    .saturating_duration_since(low.start)
+                    .clamp(WINDOW / 10, low.length);
+                let accepted = f64::from(low.accepted()) / span.as_secs_f64();
+                let n = f64::from(low.answered);
+                let far_over = f64::from(low.refused) > 0.5 * n + n.sqrt();
+                if low.answered >= 4 * PHASE_LEAST && far_over && accepted > 0.0 {
+                    let to = (accepted / (1.0 - self.noise)).min(low.rate * BETA);
+                    return self.cut(low.rate, to, now);
+                }
+                if now < low.end() {
+                    return Change::None;
+                }
+                let high = probe.high_rate;
+                probe.high = Some(Phase::new(high, now));
+                self.set_rate(high, now);
+                Change::None
+            }
+            Some(high) => {
+                let over =
+                    now >= high.end() && (high.answered >= high.sent || now >= high.end() + SETTLE);
+                let clearly_worse =
+                    high.answered >= 4 * PHASE_LEAST && high.share() > low.share() + 0.4;
+                if !over && !clearly_worse {
+                    return Change::None;
+                }
+                if let Some(high) = probe.high.as_mut().filter(|h| now < h.end()) {
+                    high.length = now.saturating_duration_since(high.start);
+                }
+                let probe = *probe;
+                self.probe = None;
+                self.judge(probe, now)
+            }
+        }
+    }
+
+    /// The verdict of a probe: the refusals were noise when, sent more, the service refused
+    /// no larger share and accepted more; else the rate goes to what the service accepted.
+    fn judge(&mut self, probe: Probe, now: Instant) -> Change {
+        let (low, high) = (probe.low, probe.high.expect("judged after its high phase"));
+        if low.answered < PHASE_LEAST || high.answered < PHASE_LEAST {
+            // Too few answers to tell: carry on as from the cut.
+            self.set_rate(low.rate, now);
+            return Change::None;
+        }
+        let (s_lo, s_hi) = (low.share(), high.share());
+        let per_second = |phase: &Phase, n: u32| f64::from(n) / phase.length.as_secs_f64();
+        let (a_lo, a_hi) = (
+            per_second(&low, low.accepted()),
+            per_second(&high, high.accepted()),
+        );
+        let (n_lo, n_hi) = (
+            per_second(&low, low.answered),
+            per_second(&high, high.answered),
+        );
+        let pooled =
+            f64::from(low.refused + high.refused) / f64::from(low.answered + high.answered);
+        let spread = (pooled
+            * (1.0 - pooled)
+            * (1.0 / f64::from(low.answered) + 1.0 / f64::from(high.answered)))
+        .sqrt();
+        let same_share = s_hi <= s_lo + 2.0 * spread + 0.02;
+        // Sent no more in the high phase (a demand below both rates): the shares alone tell.
+        let accepted_more = n_hi < 1.15 * n_lo || a_hi - a_lo >= 0.3 * (n_hi - n_lo) * (1.0 - s_lo);
+        // A share refused, and how far above it the noise may be (two standard deviations).
+        let at_most = |phase: &Phase| {
+            let share = phase.share();
+            share + 2.0 * (share * (1.0 - share) / f64::from(phase.answered)).sqrt()
+        };
+        // Every phase's share is at most the noise's and the quota's together.
+        self.noise = self.noise.min(at_most(&low));
+        // Refused as much when sending less: noise. None refused then: the quota's refusals.
+        if low.refused > 0 && same_share && accepted_more {
+            // The lower share: the higher may hold a quota's refusals too, or refusals that
+            // stopped during the probe.
+            self.noise = s_lo.min(s_hi).min(MAX_NOISE);
+            self.quota = self.quota.map(|q| q.max(probe.high_rate));
+            self.curve = Some(Curve::at(probe.high_rate, now));
+            return Change::Restored(probe.high_rate);
+        }
+        // Never below what the service was seen to accept.
+        let quota = (a_hi.max(a_lo) / (1.0 - self.noise)).min(probe.high_rate);
+        self.quota = Some(quota);
+        let rate = (0.9 * quota).min(low.rate).max(MIN_RATE);
+        let tokens = self.curve.as_mut().map(|c| {
+            c.bucket.refill(now);
+            c.bucket.tokens
+        });
+        self.curve = Some(Curve::cut(quota, rate, now, tokens));
+        Change::None
+    }
+
+    /// Holds the engaged rate at `rate` from `now`, the curve restarting there.
+    fn set_rate(&mut self, rate: f64, now: Instant) {
+        if let Some(curve) = self.curve.as_mut() {
+            curve.bucket.refill(now);
+            curve.bucket.rate = rate;
+            curve.bucket.capacity = rate.max(1.0);
+            curve.bucket.tokens = curve.bucket.tokens.min(curve.bucket.capacity);
+            curve.cut_at = now;
+            curve.before_cut = curve.before_cut.max(rate);
+            curve.k = ((curve.before_cut - rate) / SCALE).cbrt();
+        }
+    }
+}
+
+/// The fewest answers of a probe's phase that say anything.
+const PHASE_LEAST: u32 = 4;
+/// How many answers a phase of a probe aims at, within [`PHASE_SHORTEST`, `PHASE_LONGEST`].
+const PHASE_ANSWERS: f64 = 40.0;
+const PHASE_SHORTEST: Duration = Duration::from_secs(1);
+const PHASE_LONGEST: Duration = Duration::from_secs(3);
+/// How long a probe waits for the answers to its high phase.
+const SETTLE: Duration = Duration::from_secs(2);
+/// The largest share the limiter lets pass as noise.
+const MAX_NOISE: f64 = 0.5;
+
+/// One phase of a probe: a rate held, the requests sent at it and the answers to them.
+#[derive(Debug, Clone, Copy)]
+struct Phase {
+    rate: f64,
+    start: Instant,
+    length: Duration,
+    sent: u32,
+    answered: u32,
+    refused: u32,
+}
+
+impl Phase {
+    fn new(rate: f64, start: Instant) -> Self {
+        let length = Duration::from_secs_f64(PHASE_ANSWERS / rate.max(MIN_RATE))
+            .clamp(PHASE_SHORTEST, PHASE_LONGEST);
+        Self {
+            rate,
+            start,
+            length,
+            sent: 0,
+            answered: 0,
+            refused: 0,
+        }
+    }
+
+    fn end(&self) -> Instant {
+        self.start + self.length
+    }
+
+    fn holds(&self, at: Instant) -> bool {
+        at >= self.start && at < self.end()
+    }
+
+    fn accepted(&self) -> u32 {
+        self.answered - self.refused
+    }
+
+    fn share(&self) -> f64 {
+        if self.answered == 0 {
+            0.0
+        } else {
+            f64::from(self.refused) / f64::from(self.answered)
+        }
+    }
+}
+
+/// After a cut, whether sending less lowered the share refused: the cut rate held for a
+/// phase, then the rate before it for another, the two compared.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    low: Phase,
+    high_rate: f64,
+    high: Option<Phase>,
+}
+
+impl Probe {
+    fn new(low_rate: f64, high_rate: f64, now: Instant) -> Self {
+        Self {
+            low: Phase::new(low_rate, now),
+            high_rate,
+            high: None,
+        }
+    }
+
+    /// The phase a request sent `at` belongs to.
+    fn phase_at(&mut self, at: Instant) -> Option<&mut Phase> {
+        match &mut self.high {
+            Some(high) if high.holds(at) => Some(high),
+            _ if self.low.holds(at) => Some(&mut self.low),
+            _ => None,
         }
     }
 }
