@@ -3,13 +3,15 @@
 //! outcome; RSS must stay flat after warm-up; the runtime's task count must come back to its
 //! baseline at the end.
 //!
-//! `cargo bench --bench soak` (300 s; `SOAK_SECONDS=N` to choose, `BENCH_QUICK=1` for 45 s).
+//! `cargo bench --bench soak` (300 s; `SOAK_SECONDS=N` to choose, `BENCH_QUICK=1` for 45 s;
+//! `SOAK_BUDGET=unlimited` for a client with no request budget). A wrong outcome fails the run.
 
 mod common;
 
 use std::time::Duration;
 
 use common::server::ServerProcess;
+use iotda_task_watcher::client::budget::RequestBudget;
 use iotda_task_watcher::watch::PollPolicy;
 use iotda_task_watcher::{InstanceId, TaskId, TaskStatus, TaskWatcher, WaitError};
 use serde_json::json;
@@ -34,7 +36,13 @@ fn main() {
     runtime.block_on(async {
         let metrics = tokio::runtime::Handle::current().metrics();
         let baseline_tasks = metrics.num_alive_tasks();
-        let client = common::client_builder(server.uri.as_str()).build().unwrap();
+        let unlimited = std::env::var("SOAK_BUDGET").is_ok_and(|b| b == "unlimited");
+        let mut builder = common::client_builder(server.uri.as_str());
+        if unlimited {
+            builder = builder.budget(RequestBudget::unlimited());
+        }
+        let client = builder.build().unwrap();
+        let budget = if unlimited { "unlimited" } else { "default" };
         let instance: InstanceId = common::INSTANCE.parse().unwrap();
         let started = Instant::now();
         let until = started + Duration::from_secs(seconds);
@@ -109,7 +117,7 @@ fn main() {
             f64::NAN
         };
         println!(
-            "soak: {WAITS} concurrent waits for {seconds} s, 20 % faults ({})",
+            "soak: {WAITS} concurrent waits for {seconds} s, 20 % faults, {budget} budget ({})",
             common::machine()
         );
         println!("{:<34} {:>12}", "waits resolved", resolved);
@@ -140,6 +148,7 @@ fn main() {
             "soak",
             &json!({
                 "seconds": seconds,
+                "budget": budget,
                 "concurrent_waits": WAITS,
                 "waits_resolved": resolved,
                 "wrong_outcomes": wrong,
@@ -151,5 +160,6 @@ fn main() {
                 "tokio_tasks_after": end_tasks,
             }),
         );
+        assert_eq!(wrong, 0, "{wrong} waits ended with a wrong outcome");
     });
 }
