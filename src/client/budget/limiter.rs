@@ -2,8 +2,11 @@
 //! task of its own. The budget calls it with `now` and the answers it sees; tests drive it the
 //! same way, through patterns of refusals, without a runtime.
 //!
-//! Its rule is AWS's adaptive retry mode (a CUBIC curve, cut by throttles of requests sent
+//! Its curve is AWS's adaptive retry mode (a CUBIC curve, cut by throttles of requests sent
 //! after the last cut), as the `client::budget` module docs describe, with AWS's constants.
+//! Each cut is probed (the cut rate, then the rate before it, each held for a phase) to tell
+//! a quota's refusals from refusals at the same share at any rate: docs/architecture.md has
+//! the rule.
 //!
 //! The limiter also keeps the share refused and the rate accepted over the last seconds
 //! (answers weighing less by e every [`TAU`]).

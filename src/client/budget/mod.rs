@@ -22,9 +22,12 @@
 //! - One change of ours: a throttle only cuts the rate for a request sent after the last
 //!   cut. The answers to requests already in flight at a cut say what the old rate did, and
 //!   cutting again for each of them would collapse the rate for one burst of answers.
-//! - What the limiter cannot yet tell: refusals that come at the same share whatever the
-//!   rate (a gateway shedding load for its own reasons) cut the rate as a quota's do, down
-//!   to the floor.
+//! - A cut is probed: the cut rate is held for a phase (about 40 answers, 1 to 3 s), then the
+//!   rate before it for another. When the higher rate saw the same share refused and more
+//!   accepted, the refusals are noise (a gateway shedding load for its own reasons): the
+//!   rate goes back up, and refusals at that share no longer cut. Otherwise what the service
+//!   accepted is the quota found, and the rate goes under it. docs/architecture.md has the
+//!   rule and why.
 //!
 //! Waits queue for tokens in the order their polls fell due (a fair, first-in first-out
 //! queue), so under a budget the poll that has waited longest goes first and none starves.
