@@ -249,3 +249,51 @@ async fn a_poll_the_service_throttled_keeps_its_place_in_line() {
         );
     }
 }
+
+/// The delays a wait planned after each of five throttles in a row, on a client with `budget`.
+async fn delays_after_throttles(budget: RequestBudget) -> Vec<Duration> {
+    let sim = Simulator::start().await;
+    let task = id(1);
+    let mut script = TaskScript::new(TaskType::Modify);
+    for _ in 0..5 {
+        script = script.fault(Fault::Throttled {
+            retry_after: Duration::ZERO,
+        });
+    }
+    sim.add_task(&instance(), &task, script.running(1).succeed());
+    let client = sim.client_builder().budget(budget).build().unwrap();
+    let policy = PollPolicy::default()
+        .with_min_delay(Duration::from_millis(5))
+        .with_max_delay(Duration::from_millis(200))
+        .with_factor(2.0)
+        .with_jitter(false);
+    let events: Vec<TaskEvent> = TaskWatcher::new(&client, &instance(), &task)
+        .policy(policy)
+        .timeout(Duration::from_secs(30))
+        .events()
+        .collect()
+        .await;
+    events
+        .iter()
+        .filter_map(|event| match event {
+            TaskEvent::Retrying { delay, .. } => Some(*delay),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn under_the_adaptive_budget_throttles_in_a_row_do_not_grow_a_waits_own_backoff() {
+    // The budget paces every wait after a throttle; a wait refused a few times in a row
+    // (a gateway refusing a share at random) comes back after its shortest delay.
+    let paced = delays_after_throttles(RequestBudget::default()).await;
+    assert_eq!(paced.len(), 5, "{paced:?}");
+    assert!(
+        paced.iter().all(|d| *d <= Duration::from_millis(5)),
+        "{paced:?}"
+    );
+    // With no budget, the wait backs off alone: 5, 10, 20, 40, 80 ms.
+    let alone = delays_after_throttles(RequestBudget::unlimited()).await;
+    assert_eq!(alone.len(), 5, "{alone:?}");
+    assert!(alone[4] >= Duration::from_millis(79), "{alone:?}");
+}

@@ -130,6 +130,12 @@ impl Feed {
         }
     }
 
+    /// Whether the budget's adaptive limiter paces this task's requests after a throttle, so
+    /// that a wait need not back off from throttles on its own.
+    pub(crate) fn paces_throttles(&self) -> bool {
+        self.budget.as_ref().is_some_and(|budget| budget.adaptive())
+    }
+
     /// The feed, its requests taking their tokens from `budget`.
     pub(crate) fn with_budget(mut self, budget: Arc<Budget>) -> Self {
         self.budget = Some(budget);

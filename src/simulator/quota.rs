@@ -29,6 +29,8 @@ pub struct Quota {
     rate: f64,
     burst: u32,
     answer: QuotaAnswer,
+    refusing: f64,
+    neighbour: f64,
 }
 
 impl Quota {
@@ -47,7 +49,38 @@ impl Quota {
             rate,
             burst,
             answer: QuotaAnswer::default(),
+            refusing: 0.0,
+            neighbour: 0.0,
         }
+    }
+
+    /// The same quota behind a gateway that refuses a `share` of requests at random, whatever
+    /// the rate (with the quota's answer, taking no token), as a gateway shedding load for
+    /// its own reasons does. The draws are seeded: a run sees the same ones each time.
+    ///
+    /// # Panics
+    /// When `share` is not within `0..=1`.
+    pub fn refusing(mut self, share: f64) -> Self {
+        assert!(
+            (0.0..=1.0).contains(&share),
+            "a share refused is within 0..=1, not {share}"
+        );
+        self.refusing = share;
+        self
+    }
+
+    /// The same quota with another client of the account spending `rate` of its requests a
+    /// second (as long as there are tokens for them).
+    ///
+    /// # Panics
+    /// When `rate` is negative, infinite or NaN.
+    pub fn with_neighbour(mut self, rate: f64) -> Self {
+        assert!(
+            rate.is_finite() && rate >= 0.0,
+            "a neighbour's rate is a finite number of requests per second, 0 or more, not {rate}"
+        );
+        self.neighbour = rate;
+        self
     }
 
     /// The same quota, answering a request over it with `answer`.
@@ -84,6 +117,8 @@ pub(super) struct Bucket {
     quota: Quota,
     tokens: f64,
     at: Instant,
+    /// The state of the gateway's draws (`SplitMix64`).
+    draws: u64,
 }
 
 impl Bucket {
@@ -93,14 +128,31 @@ impl Bucket {
             quota,
             tokens: f64::from(quota.burst),
             at: now,
+            draws: 0x5eed,
         }
+    }
+
+    /// A number in `0..1`, evenly drawn: `SplitMix64`'s step, its top 52 bits as the fraction
+    /// of a number in `1..2`, less one.
+    fn draw(&mut self) -> f64 {
+        self.draws = self.draws.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.draws;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        f64::from_bits(0x3ff0_0000_0000_0000 | (z >> 12)) - 1.0
     }
 
     /// Takes a token for a request at `now`, or says how to refuse it.
     fn take(&mut self, now: Instant) -> Result<(), QuotaAnswer> {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.quota.rate).min(f64::from(self.quota.burst));
+        // The neighbour spends its tokens as they come, while there are some.
+        let refill = elapsed * (self.quota.rate - self.quota.neighbour);
+        self.tokens = (self.tokens + refill).clamp(0.0, f64::from(self.quota.burst));
         self.at = self.at.max(now);
+        if self.quota.refusing > 0.0 && self.draw() < self.quota.refusing {
+            return Err(self.quota.answer);
+        }
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             Ok(())
@@ -156,6 +208,23 @@ mod tests {
         assert_eq!(bucket.take(later), Ok(()));
         assert_eq!(bucket.take(later), Ok(()));
         assert_eq!(bucket.take(later), Err(QuotaAnswer::RateLimited));
+    }
+
+    #[test]
+    fn a_gateway_refuses_its_share_and_a_neighbour_spends_its_rate() {
+        let t0 = Instant::now();
+        // Plenty of tokens: only the gateway refuses, about a fifth.
+        let mut bucket = Bucket::new(Quota::per_second(1000.0, 1000).refusing(0.2), t0);
+        let refused = (0..1000u64)
+            .filter(|i| bucket.take(t0 + ms(*i)).is_err())
+            .count();
+        assert!((150..=250).contains(&refused), "{refused} of 1000 refused");
+        // 10 a second, the neighbour taking 6 of them: 4 a second left once the burst is spent.
+        let mut bucket = Bucket::new(Quota::per_second(10.0, 10).with_neighbour(6.0), t0);
+        let taken = (0..1000u64)
+            .filter(|i| bucket.take(t0 + ms(10 * i)).is_ok())
+            .count();
+        assert!((47..=51).contains(&taken), "{taken} taken in 10 s");
     }
 
     #[test]

@@ -504,11 +504,7 @@ impl<S: TaskSource> Engine<S> {
                 self.seen.retry.count = self.seen.retry.count.saturating_sub(1);
                 self.seen.retry.due = true;
                 self.seen.failures = self.seen.failures.saturating_add(1);
-                let wanted = self
-                    .timing
-                    .schedule
-                    .after_error(self.seen.failures)
-                    .max(error.retry_after().unwrap_or_default());
+                let wanted = self.after_error(&error);
                 if let Some(delay) = self.plan(wanted) {
                     tracing::warn!(%error, ?delay, "the retry was throttled; sending it again");
                     self.pending.push_back(TaskEvent::Retrying {
@@ -811,6 +807,24 @@ impl<S: TaskSource> Engine<S> {
         Some(delay)
     }
 
+    /// The delay after a failed poll (or retry), `error` its failure: the backoff for the
+    /// failures in a row, at least what the service asked for. A throttle under an adaptive
+    /// budget waits as after a first failure: the budget paces every wait after a throttle,
+    /// and a wait that backed off as well would fall far behind after a few refusals in a row
+    /// that were not its doing (a gateway refusing a share of requests at random).
+    fn after_error(&self, error: &ApiError) -> Duration {
+        let paced = error.kind() == ApiErrorKind::Throttled
+            && self
+                .feed
+                .as_deref()
+                .is_some_and(|feed| feed.paces_throttles());
+        let in_a_row = if paced { 1 } else { self.seen.failures };
+        self.timing
+            .schedule
+            .after_error(in_a_row)
+            .max(error.retry_after().unwrap_or_default())
+    }
+
     fn failed(&mut self, error: ApiError) {
         let not_yet_visible = error.kind() == ApiErrorKind::NotFound
             && self.seen.last.is_none()
@@ -827,11 +841,7 @@ impl<S: TaskSource> Engine<S> {
             return self.finish(Err(WaitError::Api { error, last }));
         }
         self.seen.failures = self.seen.failures.saturating_add(1);
-        let wanted = self
-            .timing
-            .schedule
-            .after_error(self.seen.failures)
-            .max(error.retry_after().unwrap_or_default());
+        let wanted = self.after_error(&error);
         self.seen.last_error = Some(error.clone());
         if let Some(delay) = self.plan(wanted) {
             tracing::warn!(%error, attempt = self.seen.failures, ?delay, "poll failed; retrying");

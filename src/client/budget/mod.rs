@@ -315,6 +315,11 @@ impl Budget {
         }
     }
 
+    /// Whether the adaptive limiter paces the requests after a throttle.
+    pub(crate) fn adaptive(&self) -> bool {
+        self.config.adaptive()
+    }
+
     /// Gives back a token taken for a request that was not sent (the poll joined another
     /// wait's request instead), so that the next poll in line goes sooner.
     pub(crate) fn refund(&self) {
