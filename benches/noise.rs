@@ -16,7 +16,8 @@
 //! second it leaves take at least 80 s for the two polls each of 400 waits need.
 //!
 //! `cargo bench --bench noise` writes `target/bench/noise.json` (about 80 s); `NOISE_ONLY=clean`
-//! (or `10 %`, `20 %`, `neighbour`) runs one world.
+//! (or `10 %`, `20 %`, `neighbour`) runs one world; `NOISE_TRACE=1` prints each client's
+//! `BudgetStats` every second on stderr.
 
 mod common;
 
@@ -66,6 +67,16 @@ async fn run(world: &'static str, quota: Quota, draw: u64) -> Run {
         sim.add_task(&instance, id, script);
     }
     let start = Instant::now();
+    if std::env::var("NOISE_TRACE").is_ok() {
+        let client = client.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let s = client.budget_stats();
+                eprintln!("TRACE {world} {draw} {:5.1} rate {:?} accepted {:?} share {:.2} requests {} throttled {}", start.elapsed().as_secs_f64(), s.adaptive_rate.map(|r| r.round()), s.accepted_rate.map(|r| r.round()), s.throttled_share, s.requests, s.throttled);
+            }
+        });
+    }
     let waits: Vec<_> = tasks
         .iter()
         .map(|(id, secs, fails)| {

@@ -378,7 +378,10 @@ impl Limiter {
                 let span = now
                     .saturating_duration_since(low.start)
                     .clamp(WINDOW / 10, low.length);
-                let accepted = f64::from(low.accepted()) / span.as_secs_f64();
+                // What it accepted in the phase so far, or over the last seconds if more: a
+                // phase's first moments hold few of its answers.
+                let accepted = (f64::from(low.accepted()) / span.as_secs_f64())
+                    .max(self.recent.accepted_rate().unwrap_or(0.0));
                 let n = f64::from(low.answered);
                 let far_over = f64::from(low.refused) > 0.5 * n + n.sqrt();
                 if low.answered >= 4 * PHASE_LEAST && far_over && accepted > 0.0 {

@@ -446,6 +446,14 @@ fn every_pattern_holds_on_many_draws() {
                 0.85 * 40.0 * (1.0 - share),
                 share + 0.1,
             ),
+            (
+                "quota and noise at 400",
+                quota.noise(share),
+                400.0,
+                (120, 10),
+                0.85 * 40.0 * (1.0 - share),
+                share + 0.1,
+            ),
             ("neighbour", neighbour, 100.0, (120, 10), 0.85 * 10.0, 0.1),
             (
                 "neighbour and noise",
