@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use iotda_task_watcher::simulator::{Quota, Simulator, TaskScript};
-use iotda_task_watcher::{InstanceId, TaskEvent, TaskId, TaskStatus, TaskType, TaskWatcher};
+use iotda_task_watcher::{InstanceId, TaskId, TaskType, TaskWatcher};
 use serde_json::{json, Value};
 
 const WAITS: usize = 400;
@@ -83,29 +83,7 @@ async fn run(world: &'static str, quota: Quota, draw: u64) -> Run {
             let watcher =
                 TaskWatcher::new(&client, &instance, id).timeout(Duration::from_secs(600));
             let (secs, fails) = (*secs, *fails);
-            tokio::spawn(async move {
-                let mut events = watcher.events();
-                let (mut first_seen, mut outcome) = (None, None);
-                while let Some(event) = futures::StreamExt::next(&mut events).await {
-                    match event {
-                        TaskEvent::Observed { .. } if first_seen.is_none() => {
-                            first_seen = Some(Instant::now());
-                        }
-                        TaskEvent::Done(done) => outcome = Some((done, Instant::now())),
-                        _ => {}
-                    }
-                }
-                let (done, at) = outcome.expect("a wait ends with Done");
-                let correct = match &done {
-                    Ok(task) => !fails && task.status == Some(TaskStatus::Success),
-                    Err(iotda_task_watcher::WaitError::Failed { .. }) => fails,
-                    Err(_) => false,
-                };
-                // The task's clock starts at its first answer.
-                let ended = first_seen.map(|seen| seen + Duration::from_secs_f64(secs));
-                let delay = ended.map(|e| at.saturating_duration_since(e).as_secs_f64());
-                (correct, delay)
-            })
+            tokio::spawn(common::watch_timed(watcher, secs, fails))
         })
         .collect();
     let (mut delays, mut correct) = (Vec::new(), 0);

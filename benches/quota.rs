@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use iotda_task_watcher::client::budget::RequestBudget;
 use iotda_task_watcher::simulator::{Quota, Simulator, TaskScript};
 use iotda_task_watcher::watch::PollPolicy;
-use iotda_task_watcher::{InstanceId, TaskEvent, TaskId, TaskStatus, TaskType, TaskWatcher};
+use iotda_task_watcher::{InstanceId, TaskId, TaskType, TaskWatcher};
 use serde_json::{json, Value};
 
 const SEED: u64 = 20_261_128;
@@ -115,27 +115,9 @@ async fn run(name: &'static str, budget: RequestBudget, setup: &Setup) -> Run {
                 .timeout(Duration::from_secs(600));
             let left = left.clone();
             tokio::spawn(async move {
-                let mut events = watcher.events();
-                let mut first_seen = None;
-                let mut outcome = None;
-                while let Some(event) = futures::StreamExt::next(&mut events).await {
-                    match event {
-                        TaskEvent::Observed { .. } => first_seen = Some(Instant::now()),
-                        TaskEvent::Done(done) => outcome = Some((done, Instant::now())),
-                        _ => {}
-                    }
-                }
+                let timed = common::watch_timed(watcher, secs, fails).await;
                 left.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                let (done, at) = outcome.expect("a wait ends with Done");
-                let correct = match &done {
-                    Ok(task) => !fails && task.status == Some(TaskStatus::Success),
-                    Err(iotda_task_watcher::WaitError::Failed { .. }) => fails,
-                    Err(_) => false,
-                };
-                // The task's clock starts at its first RUNNING answer.
-                let ended = first_seen.map(|seen| seen + Duration::from_secs_f64(secs));
-                let delay = ended.map(|e| at.saturating_duration_since(e).as_secs_f64());
-                (correct, delay)
+                timed
             })
         })
         .collect();

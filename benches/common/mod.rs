@@ -113,3 +113,36 @@ pub fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!("{cores} cores, {cpu}")
 }
+
+/// Runs `watcher` to its end for a task that ends `secs` after its first answer, FAILED when
+/// `fails`: whether the outcome was right, and the delay from the task's end to the wait's
+/// (`None` for a wait that never saw the task).
+pub async fn watch_timed<S>(
+    watcher: iotda_task_watcher::TaskWatcher<S>,
+    secs: f64,
+    fails: bool,
+) -> (bool, Option<f64>)
+where
+    S: iotda_task_watcher::watch::TaskSource + 'static,
+{
+    use iotda_task_watcher::{TaskEvent, TaskStatus, WaitError};
+    let mut events = watcher.events();
+    let (mut first_seen, mut outcome) = (None, None);
+    while let Some(event) = futures::StreamExt::next(&mut events).await {
+        match event {
+            TaskEvent::Observed { .. } => first_seen = Some(std::time::Instant::now()),
+            TaskEvent::Done(done) => outcome = Some((done, std::time::Instant::now())),
+            _ => {}
+        }
+    }
+    let (done, at) = outcome.expect("a wait ends with Done");
+    let correct = match &done {
+        Ok(task) => !fails && task.status == Some(TaskStatus::Success),
+        Err(WaitError::Failed { .. }) => fails,
+        Err(_) => false,
+    };
+    // The task's clock starts at its first answer.
+    let ended = first_seen.map(|seen| seen + Duration::from_secs_f64(secs));
+    let delay = ended.map(|e| at.saturating_duration_since(e).as_secs_f64());
+    (correct, delay)
+}
