@@ -15,7 +15,8 @@ use backon::ExponentialBuilder;
 /// `max_progress_delay`), every `near_end_delay` around it. A PENDING task behind a closed
 /// maintenance window is polled more sparsely, up to `max_window_delay`. A failed poll is
 /// sent again after `min_delay`, growing by `factor` with each failure in a row up to
-/// `max_delay`.
+/// `max_delay`; a throttled poll on a client whose budget is adaptive (the default) is sent
+/// again after `min_delay` however many came before it, the budget pacing every wait.
 ///
 /// Whatever the settings, no sleep the schedule plans is longer than
 /// [`max_lateness`](PollPolicy::max_lateness) (45 s by default), except a server's
