@@ -46,8 +46,13 @@ async fn after_a_throttle(budget: RequestBudget) -> BudgetStats {
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(client.budget_stats().tasks, 2, "two tasks being waited for");
     background.abort();
-    client.budget_stats()
+    let _ = background.await;
+    drop(events);
+    let stats = client.budget_stats();
+    assert_eq!(stats.tasks, 0, "no task waited for any more");
+    stats
 }
 
 #[tokio::test]

@@ -540,6 +540,42 @@ async fn max_rps_caps_the_requests_of_every_task_together() {
     assert_eq!(sim.requests(), 15);
     assert!(took >= Duration::from_millis(450), "{took:?}");
     assert!(!out.stderr.contains("throttled"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("wait for their turn"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_short_budget_is_said_once_with_how_often_each_task_is_polled() {
+    let sim = Simulator::start().await;
+    for n in 1..=25 {
+        sim.add_task(
+            &instance(),
+            &task(n),
+            TaskScript::new(TaskType::Modify).succeed(),
+        );
+    }
+    // 25 first polls at 10 a second in bursts of 10, all of them in flight at once: the last
+    // ones wait over a second for their turn.
+    let ids: Vec<String> = (1..=25).map(|n| task(n).to_string()).collect();
+    let mut args = vec!["--max-rps", "10", "--max-in-flight", "25"];
+    args.extend(ids.iter().map(String::as_str));
+    let out = run(command(&sim, &args)).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let said: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("polls wait for their turn"))
+        .collect();
+    assert_eq!(said.len(), 1, "{}", out.stderr);
+    assert!(
+        said[0].contains("requests a second go through for")
+            && said[0].contains("so each task is polled about every"),
+        "{}",
+        said[0]
+    );
 }
 
 #[tokio::test]

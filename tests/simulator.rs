@@ -98,6 +98,27 @@ async fn plays_a_script_poll_by_poll() {
 }
 
 #[tokio::test]
+async fn a_script_without_progress_answers_none() {
+    let sim = Simulator::start().await;
+    let (instance, task) = ids();
+    let script = TaskScript::new(TaskType::Modify)
+        .running(2)
+        .succeed()
+        .without_progress();
+    sim.add_task(&instance, &task, script);
+    let client = sim.client();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let t = client.instance_task(&instance, &task).await.unwrap();
+        seen.push((t.status_or_unknown().to_string(), t.progress));
+    }
+    let expected = [("RUNNING", None), ("RUNNING", None), ("SUCCESS", None)];
+    let expected: Vec<(String, Option<i64>)> =
+        expected.iter().map(|(s, p)| (s.to_string(), *p)).collect();
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test]
 async fn answers_faults_as_the_service_does() {
     let sim = Simulator::start().await;
     let (instance, task) = ids();

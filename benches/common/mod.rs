@@ -114,17 +114,28 @@ pub fn machine() -> String {
     format!("{cores} cores, {cpu}")
 }
 
+/// How one wait on a task that ends `secs` after its first answer went.
+pub struct Ended {
+    pub kind: iotda_task_watcher::watch::OutcomeKind,
+    /// Whether the outcome was the task's own (SUCCESS, or FAILED when it fails).
+    pub right: bool,
+    /// When the task ended on the server (`None` for a wait that never saw the task).
+    pub task_ended: Option<std::time::Instant>,
+    /// When the wait ended.
+    pub at: std::time::Instant,
+}
+
 /// Runs `watcher` to its end for a task that ends `secs` after its first answer, FAILED when
-/// `fails`: whether the outcome was right, and the delay from the task's end to the wait's
-/// (`None` for a wait that never saw the task).
-pub async fn watch_timed<S>(
+/// `fails`.
+pub async fn watch_ends<S>(
     watcher: iotda_task_watcher::TaskWatcher<S>,
     secs: f64,
     fails: bool,
-) -> (bool, Option<f64>)
+) -> Ended
 where
     S: iotda_task_watcher::watch::TaskSource + 'static,
 {
+    use iotda_task_watcher::watch::OutcomeKind;
     use iotda_task_watcher::{TaskEvent, TaskStatus, WaitError};
     let mut events = watcher.events();
     let (mut first_seen, mut outcome) = (None, None);
@@ -136,13 +147,33 @@ where
         }
     }
     let (done, at) = outcome.expect("a wait ends with Done");
-    let correct = match &done {
+    let right = match &done {
         Ok(task) => !fails && task.status == Some(TaskStatus::Success),
         Err(WaitError::Failed { .. }) => fails,
         Err(_) => false,
     };
-    // The task's clock starts at its first answer.
-    let ended = first_seen.map(|seen| seen + Duration::from_secs_f64(secs));
-    let delay = ended.map(|e| at.saturating_duration_since(e).as_secs_f64());
-    (correct, delay)
+    Ended {
+        kind: OutcomeKind::of(&done),
+        right,
+        // The task's clock starts at its first answer.
+        task_ended: first_seen.map(|seen| seen + Duration::from_secs_f64(secs)),
+        at,
+    }
+}
+
+/// [`watch_ends`]: whether the outcome was right, and the delay from the task's end to the
+/// wait's (`None` for a wait that never saw the task).
+pub async fn watch_timed<S>(
+    watcher: iotda_task_watcher::TaskWatcher<S>,
+    secs: f64,
+    fails: bool,
+) -> (bool, Option<f64>)
+where
+    S: iotda_task_watcher::watch::TaskSource + 'static,
+{
+    let ended = watch_ends(watcher, secs, fails).await;
+    let delay = ended
+        .task_ended
+        .map(|e| ended.at.saturating_duration_since(e).as_secs_f64());
+    (ended.right, delay)
 }

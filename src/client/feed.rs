@@ -384,7 +384,11 @@ pub(crate) struct Watching(Arc<Feed>);
 
 impl Watching {
     pub(crate) fn new(feed: Arc<Feed>) -> Self {
-        feed.waits.fetch_add(1, Ordering::Relaxed);
+        if feed.waits.fetch_add(1, Ordering::Relaxed) == 0 {
+            if let Some(budget) = &feed.budget {
+                budget.task_started();
+            }
+        }
         Self(feed)
     }
 }
@@ -399,7 +403,11 @@ impl std::ops::Deref for Watching {
 
 impl Drop for Watching {
     fn drop(&mut self) {
-        self.0.waits.fetch_sub(1, Ordering::Relaxed);
+        if self.0.waits.fetch_sub(1, Ordering::Relaxed) == 1 {
+            if let Some(budget) = &self.0.budget {
+                budget.task_ended();
+            }
+        }
     }
 }
 

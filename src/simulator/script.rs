@@ -26,6 +26,7 @@ pub struct TaskScript {
     window: Option<OperateWindow>,
     target: Option<TargetConfig>,
     steps: Vec<Step>,
+    progress: bool,
 }
 
 impl TaskScript {
@@ -36,7 +37,14 @@ impl TaskScript {
             window: None,
             target: None,
             steps: Vec::new(),
+            progress: true,
         }
+    }
+
+    /// Answers with no `progress` (the field is optional, and some tasks never report it).
+    pub fn without_progress(mut self) -> Self {
+        self.progress = false;
+        self
     }
 
     /// PENDING, progress 0, for `polls` polls.
@@ -271,7 +279,7 @@ impl TaskState {
             operate_window: self.script.window.clone(),
             status_detail: detail,
             status: Some(status),
-            progress: Some(progress),
+            progress: self.script.progress.then_some(progress),
             target_config: self.script.target.clone(),
         }
     }

@@ -211,7 +211,21 @@ async fn run(
     let mut events = std::pin::pin!(watch_many(watchers, args.max_in_flight));
     // With many tasks, the most severe outcome decides the exit code.
     let mut worst = OutcomeKind::Success;
-    while let Some((i, event)) = events.next().await {
+    let mut short_said = false;
+    let mut looks = tokio::time::interval(std::time::Duration::from_secs(1));
+    looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let next = tokio::select! {
+            next = events.next() => next,
+            _ = looks.tick(), if !short_said => {
+                short_said = say_if_short(&client, &reporter);
+                continue;
+            }
+        };
+        let Some((i, event)) = next else { break };
+        if !short_said {
+            short_said = say_if_short(&client, &reporter);
+        }
         if let Some(task) = event.task() {
             last[i] = Some(task.clone());
         }
@@ -243,6 +257,23 @@ fn exit_code(kind: OutcomeKind) -> u8 {
         // An error, and any kind of outcome this command does not know.
         _ => 4,
     }
+}
+
+/// Says on stderr, when the request budget is short, that polls wait for their turn and how
+/// often each task can be polled at the rate that goes through; whether it did.
+fn say_if_short(client: &IotdaClient, reporter: &Reporter) -> bool {
+    let stats = client.budget_stats();
+    let Some(interval) = stats.poll_interval else {
+        return false;
+    };
+    let rate = stats.tasks as f64 / interval.as_secs_f64();
+    reporter.note(&format!(
+        "iotda-wait: polls wait for their turn: about {rate:.1} requests a second go through \
+         for {} tasks, so each task is polled about every {:.0}s",
+        stats.tasks,
+        interval.as_secs_f64().ceil()
+    ));
+    true
 }
 
 /// One line on stderr when the service throttled: how often, and what the command did.

@@ -241,6 +241,14 @@ fn percent(p: Option<u8>) -> String {
 }
 
 impl Reporter {
+    /// Writes a line to stderr, with the bars out of the way when they are drawn there.
+    pub fn note(&self, line: &str) {
+        match &self.people {
+            People::Bars { multi, .. } => multi.suspend(|| note!("{line}")),
+            People::Lines => note!("{line}"),
+        }
+    }
+
     /// Writes a line to stdout, with the bars out of the way when they share a terminal. A
     /// line that cannot be written is said once on stderr, and the exit code says so.
     fn emit(&self, line: &str) {

@@ -137,4 +137,13 @@ pub struct BudgetStats {
     pub shared_calls: u64,
     /// Whether a shared budget stopped answering, so that this process paces itself.
     pub pacing_alone: bool,
+    /// The tasks being waited for through the client now.
+    pub tasks: usize,
+    /// Polls waiting for a token now.
+    pub queued: usize,
+    /// While the budget is short (the last poll to go waited a second or more for its token):
+    /// how often each task can be polled, the tasks sharing the rate the service accepts
+    /// (`tasks / accepted_rate`). Polls take their turns first come, first served, so every
+    /// wait is polled about this often and none starves.
+    pub poll_interval: Option<Duration>,
 }

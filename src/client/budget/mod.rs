@@ -45,7 +45,7 @@
 //! each token is a slot booked in Redis, and the adaptive limiter is the fleet's, as the
 //! `client::shared` module describes.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,6 +63,10 @@ use limiter::{Bucket, Change, Limiter};
 /// How long a token handed to a poll stays good: a poll that takes it up later (its future
 /// was left alone) queues again.
 const STALE: Duration = Duration::from_secs(1);
+
+/// A poll that waited this long for its token found the budget short: it cannot keep every
+/// wait's schedule.
+const SHORT: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct State {
@@ -117,6 +121,12 @@ pub(crate) struct Budget {
     requests: AtomicU64,
     throttled: AtomicU64,
     waited_ns: AtomicU64,
+    /// How long the last poll to take a token waited for it, in nanoseconds.
+    last_wait_ns: AtomicU64,
+    /// Whether the budget was ever short (and said so).
+    was_short: AtomicBool,
+    /// The tasks being waited for through the client.
+    tasks: AtomicUsize,
     /// The fleet's budget, when shared through Redis.
     #[cfg(feature = "redis")]
     shared: Option<Arc<super::shared::Shared>>,
@@ -144,6 +154,9 @@ impl Budget {
             requests: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             waited_ns: AtomicU64::new(0),
+            last_wait_ns: AtomicU64::new(0),
+            was_short: AtomicBool::new(false),
+            tasks: AtomicUsize::new(0),
             #[cfg(feature = "redis")]
             shared: None,
         }
@@ -212,8 +225,47 @@ impl Budget {
             }
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let waited = u64::try_from(queued.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.waited_ns.fetch_add(waited, Ordering::Relaxed);
+        let waited = queued.elapsed();
+        let waited_ns = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        self.waited_ns.fetch_add(waited_ns, Ordering::Relaxed);
+        self.last_wait_ns.store(waited_ns, Ordering::Relaxed);
+        if waited >= SHORT && !self.was_short.swap(true, Ordering::Relaxed) {
+            let stats = self.stats();
+            tracing::info!(
+                tasks = stats.tasks,
+                accepted_rate = stats.accepted_rate,
+                poll_interval_s = stats.poll_interval.map(|i| i.as_secs_f64()),
+                "the request budget is short: polls wait for their turn, and each task is \
+                 polled as often as its share of the rate allows"
+            );
+        }
+    }
+
+    /// A task is being waited for through the client (its first wait began).
+    pub(crate) fn task_started(&self) {
+        self.tasks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A task is no longer waited for (its last wait ended).
+    pub(crate) fn task_ended(&self) {
+        self.tasks.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The rate requests go at under a short budget: what the service accepted over the last
+    /// seconds, else the lowest rate a limit allows.
+    fn pace(state: &State) -> Option<f64> {
+        state
+            .limiter
+            .accepted_rate()
+            .filter(|r| *r > 0.0)
+            .or_else(|| {
+                state
+                    .fixed
+                    .iter()
+                    .map(|b| b.rate)
+                    .chain(state.limiter.rate())
+                    .min_by(f64::total_cmp)
+            })
     }
 
     /// Serves the queue: hands a token to each waiting poll in turn, sleeping for it, and ends
@@ -376,8 +428,17 @@ impl Budget {
 
     pub(crate) fn stats(&self) -> BudgetStats {
         let limits = self.state();
+        let tasks = self.tasks.load(Ordering::Relaxed);
+        let short = Duration::from_nanos(self.last_wait_ns.load(Ordering::Relaxed)) >= SHORT;
+        let count = u32::try_from(tasks).map_or(f64::from(u32::MAX), f64::from);
+        let poll_interval = Self::pace(&limits)
+            .filter(|_| short && tasks > 0)
+            .and_then(|rate| Duration::try_from_secs_f64(count / rate).ok());
         #[allow(unused_mut)]
         let mut stats = BudgetStats {
+            tasks,
+            queued: limits.waiting.len(),
+            poll_interval,
             requests: self.requests.load(Ordering::Relaxed),
             throttled: self.throttled.load(Ordering::Relaxed),
             waited: Duration::from_nanos(self.waited_ns.load(Ordering::Relaxed)),
@@ -423,6 +484,59 @@ mod tests {
         assert_eq!(at, [0.0, 0.0, 0.0, 0.1, 0.2, 0.3]);
         assert_eq!(budget.stats().requests, 6);
         assert_eq!(budget.stats().waited, secs(0.3), "three waited 0.1 s each");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_budget_says_how_often_each_task_can_be_polled() {
+        let budget = Arc::new(Budget::new(RequestBudget::unlimited().with_max_rps(2.0, 1)));
+        for _ in 0..8 {
+            budget.task_started();
+        }
+        // One after the other, each waits half a second: the budget keeps up.
+        for _ in 0..3 {
+            budget.acquire().await;
+        }
+        let stats = budget.stats();
+        assert_eq!((stats.tasks, stats.poll_interval), (8, None), "{stats:?}");
+        // Four at once: the last waits two seconds for its token. 8 tasks at 2 a second.
+        let polls: Vec<_> = (0..4)
+            .map(|_| {
+                tokio::spawn({
+                    let budget = budget.clone();
+                    async move { budget.acquire().await }
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert_eq!(budget.stats().queued, 4);
+        for poll in polls {
+            poll.await.unwrap();
+        }
+        let stats = budget.stats();
+        assert_eq!(stats.poll_interval, Some(secs(4.0)), "{stats:?}");
+        // Answers in: the rate that goes through is the one the service accepted.
+        let budget = Arc::new(Budget::new(RequestBudget::default().with_max_rps(2.0, 1)));
+        budget.task_started();
+        let polls: Vec<_> = (0..6)
+            .map(|_| {
+                tokio::spawn({
+                    let budget = budget.clone();
+                    async move {
+                        budget.acquire().await;
+                        budget.answered(Instant::now(), false, None);
+                    }
+                })
+            })
+            .collect();
+        for poll in polls {
+            poll.await.unwrap();
+        }
+        let stats = budget.stats();
+        let interval = stats.poll_interval.unwrap().as_secs_f64();
+        let accepted = stats.accepted_rate.unwrap();
+        assert!((interval - 1.0 / accepted).abs() < 1e-9, "{stats:?}");
+        budget.task_ended();
+        assert_eq!(budget.stats().poll_interval, None, "no task left");
     }
 
     #[tokio::test(start_paused = true)]
