@@ -10,7 +10,8 @@
 //! more than 10 % of the requests after the first 5 s were throttled, or when the client's
 //! `BudgetStats` never said how often each task could be polled.
 //!
-//! `cargo bench --bench short` writes `target/bench/short.json` (about 90 s).
+//! `cargo bench --bench short` writes `target/bench/short.json` (about 90 s); `SHORT_TRACE=1`
+//! prints each client's `BudgetStats` every second on stderr.
 
 mod common;
 
@@ -82,6 +83,21 @@ async fn run(draw: u64) -> Run {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let elapsed = start.elapsed();
+                if std::env::var_os("SHORT_TRACE").is_some() {
+                    let s = client.budget_stats();
+                    eprintln!(
+                        "TRACE {draw} {:5.1} rate {:?} accepted {:?} share {:.2} requests {} \
+                         throttled {} queued {} tasks {}",
+                        elapsed.as_secs_f64(),
+                        s.adaptive_rate,
+                        s.accepted_rate,
+                        s.throttled_share,
+                        s.requests,
+                        s.throttled,
+                        s.queued,
+                        s.tasks
+                    );
+                }
                 let mut sampled = sampled.lock().unwrap();
                 if sampled.1.is_none() && elapsed >= WARM_UP {
                     sampled.1 = Some((sim.requests(), sim.throttled()));

@@ -20,6 +20,14 @@ pub(crate) const BETA: f64 = 0.7;
 /// How fast the rate grows back after a cut (AWS's `SCALE_CONSTANT`), in requests per second
 /// per second cubed.
 pub(crate) const SCALE: f64 = 0.4;
+/// Below this rate (requests a second), the curve's `SCALE` shrinks with the rate before the
+/// cut, so that the curve has the same shape, as a share of that rate, at any rate below it.
+const SCALE_FROM: f64 = 20.0;
+
+/// The curve's constant for a curve back at `before_cut` requests a second after a cut.
+fn scale(before_cut: f64) -> f64 {
+    SCALE * (before_cut / SCALE_FROM).min(1.0)
+}
 /// The weight of the latest half-second in the measured sending rate (AWS's `SMOOTH`).
 const SMOOTH: f64 = 0.8;
 /// The lowest rate the limiter goes down to, in requests per second (AWS's `MIN_FILL_RATE`).
@@ -173,6 +181,8 @@ struct Curve {
     cut_at: Instant,
     /// When the curve is back at `before_cut`, in seconds after the cut (K).
     k: f64,
+    /// The curve's constant (C).
+    c: f64,
 }
 
 impl Curve {
@@ -183,12 +193,22 @@ impl Curve {
         let rate = rate.max(MIN_RATE);
         let mut bucket = Bucket::empty(rate, now);
         bucket.tokens = tokens.unwrap_or(0.0).min(bucket.capacity);
+        let c = scale(from.max(rate));
         Self {
             bucket,
             before_cut: from.max(rate),
             cut_at: now,
-            k: ((from - rate).max(0.0) / SCALE).cbrt(),
+            k: ((from - rate).max(0.0) / c).cbrt(),
+            c,
         }
+    }
+
+    /// The same curve, `times` as slow: back at the rate before the cut `times` as late, and
+    /// as slow past it.
+    fn slower(mut self, times: f64) -> Self {
+        self.c /= times * times * times;
+        self.k *= times;
+        self
     }
 
     /// At `rate`, as if back at the rate before a cut: it grows from there, with no token
@@ -200,12 +220,13 @@ impl Curve {
             before_cut: rate,
             cut_at: now,
             k: 0.0,
+            c: scale(rate),
         }
     }
 
     fn rise(&mut self, now: Instant, measured: f64) {
         let t = now.saturating_duration_since(self.cut_at).as_secs_f64() - self.k;
-        let curve = SCALE * t * t * t + self.before_cut;
+        let curve = self.c * t * t * t + self.before_cut;
         let rate = curve.min(2.0 * measured).max(MIN_RATE);
         self.bucket.refill(now);
         self.bucket.rate = rate;
@@ -238,6 +259,9 @@ pub(crate) struct Limiter {
     probe: Option<Probe>,
     /// The quota the last probe that found one found (requests a second).
     quota: Option<f64>,
+    /// How many throttles in a row over the quota found it where it was: the curve rises
+    /// past it twice as slowly for each, up to [`HELD_MOST`].
+    held: u32,
 }
 
 impl Limiter {
@@ -254,6 +278,7 @@ impl Limiter {
             noise: 0.0,
             probe: None,
             quota: None,
+            held: 0,
         }
     }
 
@@ -337,13 +362,22 @@ impl Limiter {
                 };
                 let from = from.max(MIN_RATE);
                 match self.quota {
-                    // Above the quota found: what the service accepts is the quota, no probe
-                    // needed.
+                    // Above the quota found: back under it, no probe needed. The quota is
+                    // what the service accepted if that was more; if less, the last seconds
+                    // held seconds sent under the quota (a quota that went down is found by
+                    // the probe of a throttle under it).
                     Some(quota) if from > 1.1 * quota => {
                         let accepted = self.recent.accepted_rate().unwrap_or(quota);
-                        let quota = (accepted / (1.0 - self.noise)).min(from);
-                        self.quota = Some(quota);
-                        let cut = Curve::cut(quota, 0.9 * quota, now, tokens);
+                        let found = (accepted / (1.0 - self.noise)).max(0.9 * quota).min(from);
+                        // With noise, a slow rise would hide longer under it.
+                        self.held = if found <= 1.1 * quota && self.noise <= 0.0 {
+                            (self.held + 1).min(HELD_MOST)
+                        } else {
+                            0
+                        };
+                        self.quota = Some(found);
+                        let cut = Curve::cut(found, 0.9 * found, now, tokens)
+                            .slower(f64::from(1u32 << self.held));
                         let rate = cut.bucket.rate;
                         self.curve = Some(cut);
                         Change::Cut(rate)
@@ -450,7 +484,8 @@ impl Limiter {
         // Every phase's share is at most the noise's and the quota's together.
         self.noise = self.noise.min(at_most(&low));
         // Refused as much when sending less: noise. None refused then: the quota's refusals.
-        if low.refused > 0 && same_share && accepted_more {
+        let telling = low.answered >= NOISE_LEAST && high.answered >= NOISE_LEAST;
+        if telling && low.refused > 0 && same_share && accepted_more {
             // The lower share: the higher may hold a quota's refusals too, or refusals that
             // stopped during the probe.
             self.noise = s_lo.min(s_hi).min(MAX_NOISE);
@@ -461,6 +496,7 @@ impl Limiter {
         // Never below what the service was seen to accept.
         let quota = (a_hi.max(a_lo) / (1.0 - self.noise)).min(probe.high_rate);
         self.quota = Some(quota);
+        self.held = 0;
         let rate = (0.9 * quota).min(low.rate).max(MIN_RATE);
         let tokens = self.curve.as_mut().map(|c| {
             c.bucket.refill(now);
@@ -479,13 +515,20 @@ impl Limiter {
             curve.bucket.tokens = curve.bucket.tokens.min(curve.bucket.capacity);
             curve.cut_at = now;
             curve.before_cut = curve.before_cut.max(rate);
-            curve.k = ((curve.before_cut - rate) / SCALE).cbrt();
+            curve.c = scale(curve.before_cut);
+            curve.k = ((curve.before_cut - rate) / curve.c).cbrt();
         }
     }
 }
 
+/// The most doublings of the time the curve takes past a quota that throttles kept finding.
+const HELD_MOST: u32 = 3;
+
 /// The fewest answers of a probe's phase that say anything.
 const PHASE_LEAST: u32 = 4;
+/// The fewest answers in each phase for a probe to find noise: with fewer, two shares as far
+/// apart as a quota makes them are within the spread of chance.
+const NOISE_LEAST: u32 = 8;
 /// How many answers a phase of a probe aims at, within [`PHASE_SHORTEST`, `PHASE_LONGEST`].
 const PHASE_ANSWERS: f64 = 40.0;
 const PHASE_SHORTEST: Duration = Duration::from_secs(1);
@@ -508,8 +551,12 @@ struct Phase {
 
 impl Phase {
     fn new(rate: f64, start: Instant) -> Self {
-        let length = Duration::from_secs_f64(PHASE_ANSWERS / rate.max(MIN_RATE))
-            .clamp(PHASE_SHORTEST, PHASE_LONGEST);
+        let rate = rate.max(MIN_RATE);
+        // At low rates, long enough for a few more answers than say anything.
+        let least = Duration::from_secs_f64(f64::from(PHASE_LEAST + 1) / rate);
+        let length = Duration::from_secs_f64(PHASE_ANSWERS / rate)
+            .clamp(PHASE_SHORTEST, PHASE_LONGEST)
+            .max(least);
         Self {
             rate,
             start,

@@ -397,7 +397,7 @@ fn a_limiter_engaged_at_a_share_grows_from_it() {
     let later = t0 + Duration::from_secs(2);
     limiter.answered(later, later, false);
     let grown = limiter.rate().unwrap();
-    assert!((grown - (10.0 + SCALE * 8.0)).abs() < 1e-6, "{grown}");
+    assert!((grown - (10.0 + scale(10.0) * 8.0)).abs() < 1e-6, "{grown}");
 }
 
 /// Every pattern above on many draws of the noise and of the refusals: a random share of 5 to
@@ -477,4 +477,27 @@ fn every_pattern_holds_on_many_draws() {
         }
     }
     assert!(missed.is_empty(), "{missed:#?}");
+}
+
+/// Quotas of a few requests a second, as a short quota leaves: the curve rises by the same
+/// share of the rate as at 20 a second, and more slowly each time a throttle finds the quota
+/// where it was, so few are refused once the quota is found.
+#[test]
+fn a_low_quota_is_kept_with_few_refused() {
+    for (quota, demand) in [
+        (2.0, 5.0),
+        (2.0, 40.0),
+        (3.0, 60.0),
+        (5.0, 100.0),
+        (8.0, 20.0),
+    ] {
+        assert_kept(
+            World::CLEAN.quota(quota, quota),
+            demand,
+            (120, 5),
+            0,
+            quota,
+            0.1,
+        );
+    }
 }
