@@ -475,7 +475,15 @@ impl Limiter {
         .sqrt();
         let same_share = s_hi <= s_lo + 2.0 * spread + 0.02;
         // Sent no more in the high phase (a demand below both rates): the shares alone tell.
-        let accepted_more = n_hi < 1.15 * n_lo || a_hi - a_lo >= 0.3 * (n_hi - n_lo) * (1.0 - s_lo);
+        // Else the service accepted more, by more than chance explains (one standard deviation
+        // of the accepted counts, given what was sent): under a quota it accepts the quota.
+        let chance = |phase: &Phase| {
+            let share = phase.share();
+            f64::from(phase.answered) * share * (1.0 - share) / phase.length.as_secs_f64().powi(2)
+        };
+        let accepted_more = n_hi < 1.15 * n_lo
+            || a_hi - a_lo
+                >= 0.3 * (n_hi - n_lo) * (1.0 - s_lo) + (chance(&low) + chance(&high)).sqrt();
         // A share refused, and how far above it the noise may be (two standard deviations).
         let at_most = |phase: &Phase| {
             let share = phase.share();

@@ -17,7 +17,9 @@
 //!   faster beyond it, but never above twice the rate actually sent, and never below 0.5
 //!   requests a second (`MIN_RATE`). The sending rate is measured over half-second windows,
 //!   the latest weighing 0.8 (`SMOOTH`). All four constants are AWS's, under the names
-//!   botocore gives them. The limiter's decisions are a plain function of the time and the
+//!   botocore gives them. Below 20 requests a second, C shrinks with W (the curve keeps its
+//!   shape as a share of the rate), and throttles that find a quota where it was slow the
+//!   curve's rise past it. The limiter's decisions are a plain function of the time and the
 //!   answers, tested alone in virtual time.
 //! - One change of ours: a throttle only cuts the rate for a request sent after the last
 //!   cut. The answers to requests already in flight at a cut say what the old rate did, and
@@ -30,7 +32,9 @@
 //!   rule and why.
 //!
 //! Waits queue for tokens in the order their polls fell due (a fair, first-in first-out
-//! queue), so under a budget the poll that has waited longest goes first and none starves.
+//! queue), so under a budget the poll that has waited longest goes first and none starves:
+//! when the budget is short, each task is polled about once per tasks / accepted rate, which
+//! [`BudgetStats::poll_interval`] reports (with an `info` event the first time).
 //! A poll the service throttled had its turn and was refused: the next poll of its task
 //! queues ahead of every poll that did not, after those that did before it.
 //! The queue is served by a task of its own, spawned while polls are waiting: it sleeps for
