@@ -40,8 +40,10 @@
 //! # Features
 //!
 //! - `simulator`: the `simulator` module (pulls in `wiremock`).
-//! - `cli`: the `iotda-wait` command (`cargo install iotda-task-watcher --features cli`), with
-//!   exit codes for scripts and JSON lines for programs.
+//! - `cli`: the `iotda-wait` command (`cargo install iotda-task-watcher --features cli,redis`),
+//!   with exit codes for scripts and JSON lines for programs; without `redis`, it refuses
+//!   `--shared-budget`.
+//! - `redis`: a request budget shared by many processes through Redis (`client::shared`).
 //!
 //! # Where things are
 //!

@@ -1567,6 +1567,7 @@ async fn with_no_credentials_anywhere_it_exits_2_naming_what_it_tried() {
     assert_eq!(sim.requests(), 0, "nothing was sent");
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn processes_given_one_shared_budget_keep_to_one_rate() {
     let sim = Simulator::start().await;
@@ -1623,6 +1624,7 @@ async fn processes_given_one_shared_budget_keep_to_one_rate() {
     assert!(sent >= 20, "{sent} requests");
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn a_shared_budget_over_tls_is_trusted_through_the_ca_file_given() {
     let sim = Simulator::start().await;

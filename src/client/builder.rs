@@ -308,7 +308,13 @@ impl IotdaClientBuilder {
         let config = self.budget.unwrap_or_default();
         #[cfg(feature = "redis")]
         if let Some(shared) = self.shared.take() {
-            return Budget::shared(config, shared, project_id.as_str());
+            let fleet = super::shared::Shared::new(
+                shared,
+                project_id.as_str(),
+                &config.buckets(),
+                config.adaptive(),
+            );
+            return Budget::with_fleet(config, std::sync::Arc::new(fleet));
         }
         let _ = project_id;
         Budget::new(config)

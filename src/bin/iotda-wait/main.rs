@@ -20,10 +20,12 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use futures::StreamExt;
 use iotda_task_watcher::client::budget::RequestBudget;
+#[cfg(feature = "redis")]
 use iotda_task_watcher::client::shared::SharedBudget;
 use iotda_task_watcher::watch::{OutcomeKind, PollPolicy, WaitState};
 use iotda_task_watcher::{
-    watch_many, InstanceId, InstanceTask, IotdaClient, ProjectId, TaskId, TaskWatcher,
+    watch_many, InstanceId, InstanceTask, IotdaClient, IotdaClientBuilder, ProjectId, TaskId,
+    TaskWatcher,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -97,20 +99,7 @@ async fn prepare(args: &Args) -> Result<Prepared, String> {
     let mut builder = IotdaClient::builder()
         .timeout(args.request_timeout)
         .budget(budget);
-    if let Some(url) = &args.shared_budget {
-        let mut shared = SharedBudget::redis(url).map_err(|e| format!("--shared-budget: {e}"))?;
-        if let Some(file) = &args.shared_budget_ca {
-            let pem = std::fs::read(file)
-                .map_err(|e| format!("--shared-budget-ca: {}: {e}", file.display()))?;
-            shared = shared
-                .root_certificate(pem)
-                .map_err(|e| format!("--shared-budget-ca: {}: {e}", file.display()))?;
-        }
-        if args.verbose {
-            note!("iotda-wait: the request budget is shared through {shared}");
-        }
-        builder = builder.shared_budget(shared);
-    }
+    builder = shared_budget(builder, args)?;
     if let Some(project_id) = &project_id {
         builder = builder.project_id(project_id.clone());
     }
@@ -156,6 +145,43 @@ async fn prepare(args: &Args) -> Result<Prepared, String> {
         None => saved.resize(task_ids.len(), None),
     }
     Ok((client, instance_id, task_ids, saved, locks))
+}
+
+/// The builder with the fleet's budget of `--shared-budget`, if given.
+#[cfg(feature = "redis")]
+fn shared_budget(
+    mut builder: IotdaClientBuilder,
+    args: &Args,
+) -> Result<IotdaClientBuilder, String> {
+    let Some(url) = &args.shared_budget else {
+        return Ok(builder);
+    };
+    let mut shared = SharedBudget::redis(url).map_err(|e| format!("--shared-budget: {e}"))?;
+    if let Some(file) = &args.shared_budget_ca {
+        let pem = std::fs::read(file)
+            .map_err(|e| format!("--shared-budget-ca: {}: {e}", file.display()))?;
+        shared = shared
+            .root_certificate(pem)
+            .map_err(|e| format!("--shared-budget-ca: {}: {e}", file.display()))?;
+    }
+    if args.verbose {
+        note!("iotda-wait: the request budget is shared through {shared}");
+    }
+    builder = builder.shared_budget(shared);
+    Ok(builder)
+}
+
+/// Without the `redis` feature, `--shared-budget` is refused.
+#[cfg(not(feature = "redis"))]
+fn shared_budget(builder: IotdaClientBuilder, args: &Args) -> Result<IotdaClientBuilder, String> {
+    match &args.shared_budget {
+        Some(_) => Err(
+            "--shared-budget: this iotda-wait was built without the `redis` feature \
+                        (cargo install iotda-task-watcher --features cli,redis)"
+                .into(),
+        ),
+        None => Ok(builder),
+    }
 }
 
 async fn run(

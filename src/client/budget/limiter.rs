@@ -284,7 +284,6 @@ impl Limiter {
 
     /// Engages at `rate`, growing from there (a process that falls back to its share of a
     /// fleet's rate).
-    #[cfg(feature = "redis")]
     pub(crate) fn engage_at(&mut self, rate: f64, now: Instant) {
         self.curve = Some(Curve::at(rate, now));
     }

@@ -59,9 +59,11 @@ use tokio::time::Instant;
 use crate::queue::Queue;
 
 mod config;
+pub(crate) mod fleet;
 pub(crate) mod limiter;
 
 pub use config::{BudgetStats, RequestBudget};
+use fleet::{Booking, Fleet};
 use limiter::{Bucket, Change, Limiter};
 
 /// How long a token handed to a poll stays good: a poll that takes it up later (its future
@@ -81,8 +83,7 @@ struct State {
     waiting: Queue<oneshot::Sender<Instant>>,
     /// Whether a task is serving `waiting`.
     serving: bool,
-    /// Whether the limits are this process's share of a shared budget that stopped answering.
-    #[cfg(feature = "redis")]
+    /// Whether the limits are this process's share of a fleet that stopped answering.
     alone: bool,
 }
 
@@ -120,7 +121,7 @@ pub(crate) struct Budget {
     config: RequestBudget,
     state: Mutex<State>,
     /// Whether taking a token may have to wait: a fixed cap, an engaged limiter, or a
-    /// shared budget.
+    /// fleet.
     limited: AtomicBool,
     requests: AtomicU64,
     throttled: AtomicU64,
@@ -131,9 +132,8 @@ pub(crate) struct Budget {
     was_short: AtomicBool,
     /// The tasks being waited for through the client.
     tasks: AtomicUsize,
-    /// The fleet's budget, when shared through Redis.
-    #[cfg(feature = "redis")]
-    shared: Option<Arc<super::shared::Shared>>,
+    /// The fleet the limits are shared with, if any.
+    fleet: Option<Arc<dyn Fleet>>,
 }
 
 impl Budget {
@@ -151,7 +151,6 @@ impl Budget {
                 limiter: Limiter::new(now),
                 waiting: Queue::default(),
                 serving: false,
-                #[cfg(feature = "redis")]
                 alone: false,
             }),
             config,
@@ -161,24 +160,19 @@ impl Budget {
             last_wait_ns: AtomicU64::new(0),
             was_short: AtomicBool::new(false),
             tasks: AtomicUsize::new(0),
-            #[cfg(feature = "redis")]
-            shared: None,
+            fleet: None,
         }
     }
 
-    /// A budget shared with the fleet through Redis, under the keys of `default_scope` unless
-    /// `shared` names a scope.
-    #[cfg(feature = "redis")]
-    pub(crate) fn shared(
-        config: RequestBudget,
-        shared: super::shared::SharedBudget,
-        default_scope: &str,
-    ) -> Self {
-        let link =
-            super::shared::Shared::new(shared, default_scope, &config.buckets(), config.adaptive());
+    /// A budget whose limits are shared with `fleet`.
+    #[cfg_attr(
+        not(feature = "redis"),
+        allow(dead_code, reason = "no fleet without Redis")
+    )]
+    pub(crate) fn with_fleet(config: RequestBudget, fleet: Arc<dyn Fleet>) -> Self {
         let mut budget = Self::new(config);
         budget.limited = AtomicBool::new(true);
-        budget.shared = Some(Arc::new(link));
+        budget.fleet = Some(fleet);
         budget
     }
 
@@ -304,16 +298,15 @@ impl Budget {
                     return;
                 }
             }
-            #[cfg(feature = "redis")]
-            if let Some(shared) = &self.shared {
-                if shared.decide(Instant::now()) == super::shared::Decision::Ask {
-                    if let Some(booked) = shared.book().await {
+            if let Some(fleet) = &self.fleet {
+                match fleet.book().await {
+                    Booking::Booked(wait) => {
                         self.state().alone = false;
-                        tokio::time::sleep(booked.wait).await;
+                        tokio::time::sleep(wait).await;
                         self.hand_over(false);
                         continue;
                     }
-                    self.pace_alone(shared.last());
+                    Booking::Alone { members, rate } => self.pace_alone(members, rate),
                 }
             }
             let wait = self.state().take(Instant::now());
@@ -340,33 +333,28 @@ impl Budget {
         }
         if local {
             state.give_back();
-        } else {
-            #[cfg(feature = "redis")]
-            if let Some(shared) = &self.shared {
-                shared.refund();
-            }
+        } else if let Some(fleet) = &self.fleet {
+            fleet.refund();
         }
     }
 
-    /// Sets this process's own limits to its share of the fleet's, as last seen, when it
-    /// stops booking through Redis.
-    #[cfg(feature = "redis")]
-    fn pace_alone(&self, fleet: Option<super::shared::Booked>) {
-        let members = fleet.map_or(1, |f| f.members);
+    /// Sets this process's own limits to its share of the fleet's (of `members`, at `rate`),
+    /// when the fleet stops answering.
+    fn pace_alone(&self, members: u32, rate: Option<f64>) {
         let mut state = self.state();
         if state.alone {
             return;
         }
         state.alone = true;
         let now = Instant::now();
-        let share = f64::from(members);
+        let share = f64::from(members.max(1));
         state.fixed = self
             .config
             .buckets()
             .into_iter()
             .map(|(rate, burst)| Bucket::new(rate / share, (burst / share).max(1.0), now))
             .collect();
-        if let Some(rate) = fleet.and_then(|f| f.rate) {
+        if let Some(rate) = rate {
             state.limiter.engage_at(rate / share, now);
         }
     }
@@ -383,9 +371,7 @@ impl Budget {
         if !self.limited.load(Ordering::Acquire) {
             return;
         }
-        #[cfg(feature = "redis")]
-        if let Some(shared) = self.shared.as_ref().filter(|s| s.joined()) {
-            shared.refund();
+        if self.fleet.as_ref().is_some_and(|fleet| fleet.refund()) {
             return;
         }
         self.state().give_back();
@@ -402,16 +388,9 @@ impl Budget {
         if throttled {
             self.throttled.fetch_add(1, Ordering::Relaxed);
         }
-        #[cfg(feature = "redis")]
-        if let Some(shared) = &self.shared {
-            if throttled {
-                shared.throttled(sent_at, retry_after);
-            } else {
-                shared.accepted();
-            }
+        if let Some(fleet) = &self.fleet {
+            fleet.answered(sent_at, throttled, retry_after);
         }
-        #[cfg(not(feature = "redis"))]
-        let _ = retry_after;
         if !self.config.adaptive() {
             return;
         }
@@ -438,7 +417,6 @@ impl Budget {
         let poll_interval = Self::pace(&limits)
             .filter(|_| short && tasks > 0)
             .and_then(|rate| Duration::try_from_secs_f64(count / rate).ok());
-        #[allow(unused_mut)]
         let mut stats = BudgetStats {
             tasks,
             queued: limits.waiting.len(),
@@ -453,13 +431,8 @@ impl Budget {
             pacing_alone: false,
         };
         drop(limits);
-        #[cfg(feature = "redis")]
-        if let Some(shared) = &self.shared {
-            stats.shared_calls = shared.calls();
-            stats.pacing_alone = !shared.joined();
-            if !stats.pacing_alone {
-                stats.adaptive_rate = shared.last().and_then(|fleet| fleet.rate);
-            }
+        if let Some(fleet) = &self.fleet {
+            fleet.report(&mut stats);
         }
         stats
     }
@@ -541,6 +514,74 @@ mod tests {
         assert!((interval - 1.0 / accepted).abs() < 1e-9, "{stats:?}");
         budget.task_ended();
         assert_eq!(budget.stats().poll_interval, None, "no task left");
+    }
+
+    /// A fleet that books `booked` slots at once, then stops answering, at 40 a second for
+    /// 4 members.
+    #[derive(Debug, Default)]
+    struct Scripted {
+        booked: Mutex<u32>,
+        refunds: AtomicU64,
+        answers: AtomicU64,
+    }
+
+    impl Fleet for Scripted {
+        fn book(&self) -> futures::future::BoxFuture<'_, Booking> {
+            let mut booked = self.booked.lock().unwrap();
+            let booking = if *booked > 0 {
+                *booked -= 1;
+                Booking::Booked(Duration::ZERO)
+            } else {
+                Booking::Alone {
+                    members: 4,
+                    rate: Some(40.0),
+                }
+            };
+            Box::pin(std::future::ready(booking))
+        }
+
+        fn answered(&self, _: Instant, _: bool, _: Option<Duration>) {
+            self.answers.fetch_add(1, Ordering::Relaxed);
+        }
+
+        fn refund(&self) -> bool {
+            self.refunds.fetch_add(1, Ordering::Relaxed);
+            *self.booked.lock().unwrap() > 0
+        }
+
+        fn report(&self, stats: &mut BudgetStats) {
+            stats.shared_calls = self.answers.load(Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fleet_that_stops_answering_leaves_the_process_its_share() {
+        let fleet = Arc::new(Scripted::default());
+        *fleet.booked.lock().unwrap() = 3;
+        let budget = Arc::new(Budget::with_fleet(RequestBudget::default(), fleet.clone()));
+        let start = Instant::now();
+        for _ in 0..3 {
+            budget.acquire().await;
+            budget.answered(Instant::now(), false, None);
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "booked slots go at once");
+        assert_eq!(
+            budget.stats().shared_calls,
+            3,
+            "every answer told to the fleet"
+        );
+        // Alone: a quarter of the fleet's 40 a second, from an empty bucket.
+        for _ in 0..11 {
+            budget.acquire().await;
+        }
+        let took = start.elapsed().as_secs_f64();
+        assert!((1.0..=1.2).contains(&took), "{took}");
+        // A token the fleet did not book goes back to the process's own bucket.
+        budget.refund();
+        assert_eq!(fleet.refunds.load(Ordering::Relaxed), 1);
+        let before = Instant::now();
+        budget.acquire().await;
+        assert_eq!(before.elapsed(), Duration::ZERO, "the refunded token");
     }
 
     #[tokio::test(start_paused = true)]

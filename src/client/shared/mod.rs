@@ -23,8 +23,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
 use tokio::time::Instant;
+
+use super::budget::fleet::{Booking, Fleet};
+use super::budget::BudgetStats;
 
 /// The script that books a slot; see its header for its keys and arguments.
 const RESERVE: &str = include_str!("reserve.lua");
@@ -449,6 +453,21 @@ impl Shared {
         self.link().last
     }
 
+    /// Books through Redis unless it failed lately; else, or if booking fails, says to pace
+    /// alone from the fleet as last seen.
+    async fn book_or_alone(&self) -> Booking {
+        if self.decide(Instant::now()) == Decision::Ask {
+            if let Some(booked) = self.book().await {
+                return Booking::Booked(booked.wait);
+            }
+        }
+        let last = self.last();
+        Booking::Alone {
+            members: last.map_or(1, |fleet| fleet.members),
+            rate: last.and_then(|fleet| fleet.rate),
+        }
+    }
+
     fn connect(&self) -> redis::RedisResult<ConnectionManager> {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.config.timeout))
@@ -533,6 +552,36 @@ impl KindText for redis::RedisError {
                 "connection lost".to_owned()
             }
             None => format!("{:?}", self.kind()),
+        }
+    }
+}
+
+impl Fleet for Shared {
+    fn book(&self) -> BoxFuture<'_, Booking> {
+        Box::pin(self.book_or_alone())
+    }
+
+    fn answered(&self, sent_at: Instant, throttled: bool, retry_after: Option<Duration>) {
+        if throttled {
+            self.throttled(sent_at, retry_after);
+        } else {
+            self.accepted();
+        }
+    }
+
+    fn refund(&self) -> bool {
+        let joined = self.joined();
+        if joined {
+            Shared::refund(self);
+        }
+        joined
+    }
+
+    fn report(&self, stats: &mut BudgetStats) {
+        stats.shared_calls = self.calls();
+        stats.pacing_alone = !self.joined();
+        if !stats.pacing_alone {
+            stats.adaptive_rate = self.last().and_then(|fleet| fleet.rate);
         }
     }
 }

@@ -383,7 +383,6 @@ fn the_accepted_rate_is_what_the_service_let_through() {
     assert!((limiter.refused_share() - 0.25).abs() < 0.02);
 }
 
-#[cfg(feature = "redis")]
 #[test]
 fn a_limiter_engaged_at_a_share_grows_from_it() {
     let t0 = Instant::now();
