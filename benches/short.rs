@@ -18,9 +18,9 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use iotda_task_watcher::simulator::{Quota, Simulator, TaskScript};
+use iotda_task_watcher::simulator::{Quota, Simulator};
 use iotda_task_watcher::watch::OutcomeKind;
-use iotda_task_watcher::{InstanceId, TaskId, TaskType, TaskWatcher};
+use iotda_task_watcher::{InstanceId, TaskWatcher};
 use serde_json::{json, Value};
 
 const WAITS: usize = 80;
@@ -56,24 +56,7 @@ async fn run(draw: u64) -> Run {
     sim.set_quota(Quota::per_second(QUOTA, QUOTA as u32));
     let instance: InstanceId = "a1b2c3d4-0000-1111-2222-333344445555".parse().unwrap();
     let client = sim.client_builder().build().unwrap();
-    let mut rng = fastrand::Rng::with_seed(draw);
-    let tasks: Vec<(TaskId, f64, bool)> = (0..WAITS)
-        .map(|i| {
-            let id = format!("00000000-0000-0000-0000-{i:012}").parse().unwrap();
-            (id, 20.0 + 30.0 * rng.f64(), rng.u32(..10) == 0)
-        })
-        .collect();
-    for (id, secs, fails) in &tasks {
-        let script = TaskScript::new(TaskType::Modify)
-            .running_for(Duration::from_secs_f64(*secs))
-            .without_progress();
-        let script = if *fails {
-            script.fail("simulated failure")
-        } else {
-            script.succeed()
-        };
-        sim.add_task(&instance, id, script);
-    }
+    let tasks = common::add_timed_tasks(&sim, &instance, WAITS, 20.0..50.0, false, draw);
     let start = Instant::now();
     // The first `poll_interval` the budget reports, and the counts at the warm-up's end.
     let sampled = Arc::new(std::sync::Mutex::new((None, None)));

@@ -114,6 +114,44 @@ pub fn machine() -> String {
     format!("{cores} cores, {cpu}")
 }
 
+/// Adds `count` tasks to `sim` that run for a span drawn from `secs` after their first answer
+/// (with `progress` or without), one in ten then FAILED, the rest SUCCESS; returns each id,
+/// span and whether it fails.
+pub fn add_timed_tasks(
+    sim: &iotda_task_watcher::simulator::Simulator,
+    instance: &iotda_task_watcher::InstanceId,
+    count: usize,
+    secs: std::ops::Range<f64>,
+    progress: bool,
+    draw: u64,
+) -> Vec<(iotda_task_watcher::TaskId, f64, bool)> {
+    use iotda_task_watcher::simulator::TaskScript;
+    use iotda_task_watcher::TaskType;
+    let mut rng = fastrand::Rng::with_seed(draw);
+    let tasks: Vec<_> = (0..count)
+        .map(|i| {
+            let id = format!("00000000-0000-0000-0000-{i:012}").parse().unwrap();
+            let span = secs.start + (secs.end - secs.start) * rng.f64();
+            (id, span, rng.u32(..10) == 0)
+        })
+        .collect();
+    for (id, span, fails) in &tasks {
+        let script = TaskScript::new(TaskType::Modify).running_for(Duration::from_secs_f64(*span));
+        let script = if progress {
+            script
+        } else {
+            script.without_progress()
+        };
+        let script = if *fails {
+            script.fail("simulated failure")
+        } else {
+            script.succeed()
+        };
+        sim.add_task(instance, id, script);
+    }
+    tasks
+}
+
 /// How one wait on a task that ends `secs` after its first answer went.
 pub struct Ended {
     pub kind: iotda_task_watcher::watch::OutcomeKind,
