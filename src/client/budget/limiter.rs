@@ -559,8 +559,8 @@ struct Phase {
 impl Phase {
     fn new(rate: f64, start: Instant) -> Self {
         let rate = rate.max(MIN_RATE);
-        // At low rates, long enough for a few more answers than say anything.
-        let least = Duration::from_secs_f64(f64::from(PHASE_LEAST + 1) / rate);
+        // At low rates, long enough for one more answer than can tell noise.
+        let least = Duration::from_secs_f64(f64::from(NOISE_LEAST + 1) / rate);
         let length = Duration::from_secs_f64(PHASE_ANSWERS / rate)
             .clamp(PHASE_SHORTEST, PHASE_LONGEST)
             .max(least);

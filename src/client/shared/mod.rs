@@ -220,16 +220,50 @@ pub(crate) struct Booked {
     pub(crate) cut: bool,
 }
 
+/// The most answers a report carries with their send times (the latest): a call a poll
+/// carries a few, and a process that paced alone for a while has nothing to tell a probe.
+const ANSWERS_MOST: usize = 64;
+
 /// What this process has to tell the fleet with its next booking.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Report {
     refunds: u32,
     /// Answers that were not throttled.
     accepted: u32,
+    /// Answers whose send time is known on the server's clock (us), and whether each was
+    /// throttled: the fleet's probe counts each in the phase it was sent in.
+    answers: Vec<(i64, bool)>,
     /// When the latest throttled request was sent, on the server's clock (us).
     throttled_sent: Option<i64>,
     /// Until when the service asked to be left alone.
     retry_until: Option<Instant>,
+}
+
+impl Report {
+    fn answer(&mut self, sent: i64, throttled: bool) {
+        if self.answers.len() == ANSWERS_MOST {
+            self.answers.remove(0);
+        }
+        self.answers.push((sent, throttled));
+    }
+
+    /// A throttled answer to a request sent at `sent` on the server's clock (us).
+    fn throttle(&mut self, sent: i64) {
+        self.throttled_sent = Some(self.throttled_sent.map_or(sent, |s| s.max(sent)));
+        self.answer(sent, true);
+    }
+
+    /// The answers as the script reads them: `sent:refused` pairs joined by commas.
+    fn answers_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut text = String::with_capacity(self.answers.len() * 20);
+        for (sent, throttled) in &self.answers {
+            let comma = if text.is_empty() { "" } else { "," };
+            // Writing to a String cannot fail.
+            let _ = write!(text, "{comma}{sent}:{}", u8::from(*throttled));
+        }
+        text
+    }
 }
 
 #[derive(Debug)]
@@ -243,6 +277,19 @@ struct Link {
     clock: Option<(Instant, i64)>,
     report: Report,
     last: Option<Booked>,
+}
+
+impl Link {
+    /// `at` on the server's clock (us), once a booking has told its offset.
+    fn on_server_clock(&self, at: Instant) -> Option<i64> {
+        let (base, server) = self.clock?;
+        let offset = if at >= base {
+            i64::try_from(at.duration_since(base).as_micros()).unwrap_or(i64::MAX)
+        } else {
+            -i64::try_from(base.duration_since(at).as_micros()).unwrap_or(i64::MAX)
+        };
+        Some(server.saturating_add(offset))
+    }
 }
 
 /// A client's link to the shared budget.
@@ -352,11 +399,14 @@ impl Shared {
         link.report.refunds = link.report.refunds.saturating_add(1);
     }
 
-    /// An answer that was not throttled, counted for the fleet with the next booking: what
-    /// the service accepts is where a cut starts from.
-    pub(crate) fn accepted(&self) {
+    /// An answer that was not throttled to a request sent at `sent_at`, counted for the fleet
+    /// with the next booking: what the service accepts is where a cut starts from.
+    pub(crate) fn accepted(&self, sent_at: Instant) {
         let mut link = self.link();
         link.report.accepted = link.report.accepted.saturating_add(1);
+        if let Some(sent) = link.on_server_clock(sent_at) {
+            link.report.answer(sent, false);
+        }
     }
 
     /// A throttled answer to a request sent at `sent_at`, told to the fleet with the next
@@ -368,16 +418,9 @@ impl Shared {
             link.report.retry_until = link.report.retry_until.max(Some(until));
         }
         // A send time means something to the fleet only on the server's clock.
-        let Some((base, server)) = link.clock else {
-            return;
-        };
-        let offset = if sent_at >= base {
-            i64::try_from(sent_at.duration_since(base).as_micros()).unwrap_or(i64::MAX)
-        } else {
-            -i64::try_from(base.duration_since(sent_at).as_micros()).unwrap_or(i64::MAX)
-        };
-        let sent = server.saturating_add(offset);
-        link.report.throttled_sent = Some(link.report.throttled_sent.map_or(sent, |s| s.max(sent)));
+        if let Some(sent) = link.on_server_clock(sent_at) {
+            link.report.throttle(sent);
+        }
     }
 
     /// Books the next slot. `None` when Redis failed or was too slow: the process then runs
@@ -404,7 +447,7 @@ impl Shared {
         let started = Instant::now();
         self.calls.fetch_add(1, Ordering::Relaxed);
         let answer =
-            tokio::time::timeout(self.config.timeout, self.invoke(connection, report)).await;
+            tokio::time::timeout(self.config.timeout, self.invoke(connection, &report)).await;
         let reply = match answer {
             Ok(Ok(reply)) => reply,
             Ok(Err(error)) => {
@@ -480,7 +523,7 @@ impl Shared {
     async fn invoke(
         &self,
         mut connection: ConnectionManager,
-        report: Report,
+        report: &Report,
     ) -> redis::RedisResult<(i64, i64, i64, i64, i64)> {
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let known = self
@@ -499,7 +542,8 @@ impl Shared {
             }))
             .arg(u8::from(self.adaptive))
             .arg(report.accepted)
-            .arg(known);
+            .arg(known)
+            .arg(report.answers_text());
         for &(interval, burst) in &self.limits {
             call.arg(interval).arg(burst);
         }
@@ -517,6 +561,10 @@ impl Shared {
         if unsent {
             now.refunds = now.refunds.saturating_add(report.refunds);
             now.accepted = now.accepted.saturating_add(report.accepted);
+            let later = std::mem::replace(&mut now.answers, report.answers);
+            for (sent, throttled) in later {
+                now.answer(sent, throttled);
+            }
         }
         now.throttled_sent = now.throttled_sent.max(report.throttled_sent);
         now.retry_until = now.retry_until.max(report.retry_until);
@@ -565,7 +613,7 @@ impl Fleet for Shared {
         if throttled {
             self.throttled(sent_at, retry_after);
         } else {
-            self.accepted();
+            self.accepted(sent_at);
         }
     }
 
@@ -653,3 +701,7 @@ mod tests {
 /// Against a real `redis-server` (skipped, saying so, where none is installed).
 #[cfg(all(test, feature = "simulator"))]
 mod server_tests;
+
+/// The fleet's limiter in virtual time, against a real `redis-server`.
+#[cfg(all(test, feature = "simulator"))]
+mod fleet_tests;
