@@ -213,7 +213,7 @@ if adaptive and rate ~= nil and get('pl', 0) > 0 then
     local hn, hr, ln, lr = get('hn', 0), get('hr', 0), get('ln', 0), get('lr', 0)
     local high_end = get('ph', 0) + get('phl', 0)
     local over = now >= high_end and (hn >= get('hs', 0) or now >= high_end + SETTLE)
-    local worse = hn >= 4 * PHASE_LEAST and hr / hn > lr / math.max(ln, 1) + 0.4
+    local worse = hn >= 2 * PHASE_LEAST and hr / hn > lr / math.max(ln, 1) + 0.4
     if over or worse then
       if now < high_end then state['phl'] = now - get('ph', 0) end
       rate = judge()
@@ -261,8 +261,8 @@ if adaptive and sent > 0 and get('pl', 0) == 0
     rate = math.max(from * beta, MIN_RATE)
     set_curve(from, rate, hold)
     -- A start from what got through is probed above it too, up to the rate booked (at most
-    -- four times as high): a gateway refusing some at any rate lets little through before
-    -- its first refusal, and over a quota the high phase ends as soon as it is clearly worse.
+    -- four times as high): a gateway refusing some at any rate lets little through before its
+    -- first refusal, and over a quota the high phase ends as soon as it is clearly worse.
     local above = from
     if beta >= 1 then above = math.min(math.max(measured, rate), 4 * rate) end
     if rate < above then probe(above, rate, math.max(now, get('last', now))) end
