@@ -49,6 +49,17 @@ struct Process {
     coming: VecDeque<(i64, i64, bool)>,
 }
 
+/// Tells the fleet, with the next booking, of an answer to a request sent at `sent` (us).
+fn tell(shared: &Shared, sent: i64, throttled: bool) {
+    let mut link = shared.link();
+    if throttled {
+        link.report.throttle(sent);
+    } else {
+        link.report.accepted += 1;
+        link.report.answer(sent, false);
+    }
+}
+
 /// A link whose script reads its clock from the key `clock`.
 fn on_clock_key(server: &RedisServer) -> Shared {
     let text = RESERVE.replace(
@@ -110,13 +121,7 @@ async fn run(
         let process = &mut fleet[i];
         while process.coming.front().is_some_and(|a| a.0 <= now) {
             let (_, at, throttled) = process.coming.pop_front().unwrap();
-            let mut link = process.shared.link();
-            if throttled {
-                link.report.throttle(at);
-            } else {
-                link.report.accepted += 1;
-                link.report.answer(at, false);
-            }
+            tell(&process.shared, at, throttled);
         }
         redis::cmd("SET")
             .arg("clock")
@@ -323,13 +328,7 @@ impl Stepped {
     }
 
     fn answer(&self, sent: i64, throttled: bool) {
-        let mut link = self.shared.link();
-        if throttled {
-            link.report.throttle(sent);
-        } else {
-            link.report.accepted += 1;
-            link.report.answer(sent, false);
-        }
+        tell(&self.shared, sent, throttled);
     }
 
     async fn probing(&mut self) -> bool {
