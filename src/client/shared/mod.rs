@@ -220,8 +220,8 @@ pub(crate) struct Booked {
     pub(crate) cut: bool,
 }
 
-/// The most answers a report carries with their send times (the latest): a call a poll
-/// carries a few, and a process that paced alone for a while has nothing to tell a probe.
+/// The most answers a report carries with their send times (the latest): a booking carries
+/// a few, and a process that paced alone for a while has little to tell a probe.
 const ANSWERS_MOST: usize = 64;
 
 /// What this process has to tell the fleet with its next booking.
