@@ -4,8 +4,10 @@
 //! of the [`RequestBudget`](super::budget::RequestBudget) (the fixed cap, a window limit, and
 //! the adaptive limiter's rate), read against the server's clock (`TIME`), never the hosts'.
 //! The script answers how long to wait for the booked slot, so the fleet's polls go out in one
-//! order instead of retrying in a storm. The same call carries this process's news: a throttle
-//! (which cuts the fleet's adaptive rate once per episode), a `Retry-After` (which pauses every
+//! order instead of retrying in a storm. The same call carries this process's news: the
+//! answers since its last call with their send times (the fleet's limiter probes its cuts by
+//! them, by the rule one process's limiter follows), a throttle (which cuts the fleet's
+//! adaptive rate once per episode, past the noise found), a `Retry-After` (which pauses every
 //! process), and tokens given back. It is one round trip per request, and nothing else.
 //!
 //! Both keys carry one hash tag, `{scope}`, so the script runs on a Redis cluster and on
