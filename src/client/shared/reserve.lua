@@ -86,16 +86,18 @@ end
 local function new_episode(to)
   state['cut'] = math.max(now, get('last', now)) + 1000000 / to
 end
--- How long a probe's phase at `r` lasts: about PHASE_ANSWERS answers, 1 to 3 s, and at low
--- rates long enough for one more answer than can tell noise.
-local function phase_length(r)
+-- How long a probe's phase at `r` lasts: about PHASE_ANSWERS answers, `least` to 3 s, and at
+-- low rates long enough for one more answer than can tell noise. A low phase lasts a second
+-- at least, for the service's bucket to show its rate; a high phase, often over a quota, no
+-- longer than its answers need.
+local function phase_length(r, least)
   r = math.max(r, MIN_RATE)
-  local length = math.max(math.min(math.max(PHASE_ANSWERS / r, 1), 3), (NOISE_LEAST + 1) / r)
+  local length = math.max(math.min(math.max(PHASE_ANSWERS / r, least), 3), (NOISE_LEAST + 1) / r)
   return length * 1000000
 end
 -- Probes a cut from `from` to `to`, its low phase from `at`.
 local function probe(from, to, at)
-  state['pl'], state['pll'], state['plr'] = at, phase_length(to), to
+  state['pl'], state['pll'], state['plr'] = at, phase_length(to, 1), to
   state['phr'] = math.max(from, to)
   state['ph'], state['phl'] = 0, 0
   state['ln'], state['lr'], state['hn'], state['hr'], state['hs'] = 0, 0, 0, 0, 0
@@ -204,7 +206,7 @@ if adaptive and rate ~= nil and get('pl', 0) > 0 then
       cut = 1
     elseif now >= get('pl', 0) + pll then
       -- The slots booked so far keep the low rate: the high phase starts after the latest.
-      state['ph'], state['phl'] = math.max(now, get('last', now)), phase_length(phr)
+      state['ph'], state['phl'] = math.max(now, get('last', now)), phase_length(phr, 0)
       rate = phr
     else
       rate = plr
