@@ -997,7 +997,9 @@ async fn a_second_process_resumes_the_wait_from_the_state_dir() {
     let deadline = saved["deadline"].as_str().unwrap().to_owned();
 
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let out = run(command(&sim, &args)).await;
+    // Run again with no deadline given: the saved one holds.
+    let again = ["--output", "json", "--state-dir", &dir_arg, one.as_str()];
+    let out = run(command(&sim, &again)).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let lines = out.json();
     let names: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
@@ -1033,7 +1035,7 @@ async fn a_second_process_resumes_the_wait_from_the_state_dir() {
 
 #[cfg(unix)]
 #[tokio::test]
-async fn a_resumed_wait_keeps_the_first_deadline() {
+async fn a_resumed_wait_keeps_the_first_deadline_unless_given_another() {
     let sim = Simulator::start().await;
     sim.add_task(
         &instance(),
@@ -1053,8 +1055,14 @@ async fn a_resumed_wait_keeps_the_first_deadline() {
     ];
     let (code, _) = start_and_stop(&mut command(&sim, &first)).await;
     assert_eq!(code, 130);
-    // The retry asks for an hour, but the wait keeps its first deadline.
-    let again = ["--state-dir", &dir_arg, "--timeout", "60m", one.as_str()];
+    let file = dir.join(format!("{}.json", task(1)));
+    let deadline = |file: &std::path::Path| -> jiff::Timestamp {
+        let saved: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+        saved["deadline"].as_str().unwrap().parse().unwrap()
+    };
+    let first_deadline = deadline(&file);
+    // Run again with no deadline given: the wait keeps its first one.
+    let again = ["--state-dir", &dir_arg, one.as_str()];
     let out = run(command(&sim, &again)).await;
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(
@@ -1062,6 +1070,19 @@ async fn a_resumed_wait_keeps_the_first_deadline() {
         "{}",
         out.stderr
     );
+    assert_eq!(deadline(&file), first_deadline);
+    // Given a longer timeout, the wait runs to it, counted from its first start.
+    let longer = ["--state-dir", &dir_arg, "--timeout", "3s", one.as_str()];
+    let out = run(command(&sim, &longer)).await;
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("timed out after 3.0s"),
+        "{}",
+        out.stderr
+    );
+    let later = deadline(&file);
+    let moved = later.duration_since(first_deadline);
+    assert_eq!(moved.as_millis(), 1500, "{later} after {first_deadline}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

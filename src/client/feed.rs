@@ -200,6 +200,7 @@ impl Feed {
         claimed.ok().map(|before| RetryClaim {
             feed: self.clone(),
             covers: before.max(covers),
+            before,
             answered: false,
         })
     }
@@ -227,6 +228,8 @@ pub(crate) struct RetryClaim {
     feed: Arc<Feed>,
     /// The requests that started before the retry went out: their failures are this one.
     covers: u64,
+    /// The latest request whose failure was retried, before this claim.
+    before: u64,
     answered: bool,
 }
 
@@ -248,6 +251,15 @@ impl RetryClaim {
         );
         feed.retried.store(id, Ordering::Release);
         id
+    }
+}
+
+impl RetryClaim {
+    /// Gives the claim back unused: the retry was never sent, and the next wait that sees the
+    /// failure may send it.
+    pub(crate) fn withdraw(mut self) {
+        self.answered = true;
+        self.feed.retried.store(self.before, Ordering::Release);
     }
 }
 

@@ -38,6 +38,7 @@ use tracing::Instrument;
 
 use super::clock::Clock;
 use super::condition::Condition;
+use super::error::NotRetried;
 use super::policy::PollPolicy;
 use super::schedule::Schedule;
 use super::state::{SavedSchedule, WaitState};
@@ -81,7 +82,11 @@ pub(crate) struct Engine<S> {
 
 /// See [`TaskWatcher::on_state`](super::TaskWatcher::on_state). Only ever called through
 /// `&mut`, so the wrapper keeps the engine `Sync` without asking the hook to be.
-pub(crate) type StateHook = sync_wrapper::SyncWrapper<Box<dyn FnMut(&WaitState) + Send>>;
+pub(crate) type StateHook =
+    sync_wrapper::SyncWrapper<Box<dyn FnMut(&WaitState) -> SaveResult + Send>>;
+
+/// What the state hook answers: whether the state was saved.
+pub(crate) type SaveResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// What the wait was told: fixed from its start.
 struct Rules {
@@ -254,6 +259,7 @@ impl<S: TaskSource> Engine<S> {
             retried_failure: self.seen.retry.failure.clone(),
             last: self.seen.last.clone(),
             schedule: SavedSchedule::save(self.timing.schedule.state(), &self.timing.clock),
+            ended: self.finished,
         }
     }
 
@@ -271,7 +277,8 @@ impl<S: TaskSource> Engine<S> {
                 // Everything is out: a sleeping watcher keeps no event buffer.
                 self.pending = VecDeque::new();
                 self.step().await;
-                self.save();
+                // The hook says what a failure means to it; only a retry's record must hold.
+                let _ = self.save();
             }
         }
         .instrument(span)
@@ -461,10 +468,16 @@ impl<S: TaskSource> Engine<S> {
                 }
             },
         };
-        // Recorded before it is sent: a process stopped while it is out resumes with it spent.
-        self.seen.retry.count = self.seen.retry.count.saturating_add(1);
-        self.seen.retry.unconfirmed = true;
-        self.save();
+        if let Err(not_retried) = self.record_retry() {
+            tracing::warn!(error = %not_retried, "not retrying the failed task");
+            if let Some(claim) = claim {
+                claim.withdraw();
+            }
+            return self.finish(Err(WaitError::Failed {
+                task: failed,
+                not_retried: Some(not_retried),
+            }));
+        }
         let attempt = self.seen.retry.count;
         tracing::info!(
             attempt,
@@ -539,14 +552,28 @@ impl<S: TaskSource> Engine<S> {
         }
     }
 
-    /// Hands where the wait stands to the state hook, if any.
-    fn save(&mut self) {
+    /// Counts a retry about to be sent, and has the state hook save the count first: a process
+    /// stopped while the retry is out resumes with it spent. A count that cannot be saved is
+    /// taken back, and the retry must not go.
+    fn record_retry(&mut self) -> Result<(), NotRetried> {
+        self.seen.retry.count = self.seen.retry.count.saturating_add(1);
+        self.seen.retry.unconfirmed = true;
+        self.save().map_err(|error| {
+            self.seen.retry.count = self.seen.retry.count.saturating_sub(1);
+            self.seen.retry.unconfirmed = false;
+            NotRetried(error.into())
+        })
+    }
+
+    /// Hands where the wait stands to the state hook, if any, and tells whether it was saved.
+    fn save(&mut self) -> SaveResult {
         if self.on_state.is_some() {
             let state = self.checkpoint();
             if let Some(save) = self.on_state.as_mut() {
-                (save.get_mut())(&state);
+                return (save.get_mut())(&state);
             }
         }
+        Ok(())
     }
 
     /// Whether the deadline ends waits and polls: always, but for the first poll of a wait
@@ -736,7 +763,7 @@ impl<S: TaskSource> Engine<S> {
                     self.seen.retry.due = true;
                     None
                 }
-                Some(TaskStatus::Failed) => Some(Err(WaitError::Failed { task: task.clone() })),
+                Some(TaskStatus::Failed) => Some(Err(WaitError::failed(task.clone()))),
                 _ => None,
             }
         };
@@ -874,7 +901,7 @@ impl<S: TaskSource> Engine<S> {
             // The task FAILED and its retry could not go before the deadline: that failure
             // is the outcome, not a timeout.
             let task = self.seen.last.clone().unwrap_or_default();
-            return self.finish(Err(WaitError::Failed { task }));
+            return self.finish(Err(WaitError::failed(task)));
         }
         let error = WaitError::TimedOut {
             last: self.seen.last.clone(),

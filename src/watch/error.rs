@@ -4,6 +4,7 @@
 //! error reporters such as `anyhow`'s `{:#}` do) for the whole story.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::Condition;
@@ -24,6 +25,10 @@ pub enum WaitError {
     Failed {
         /// The final snapshot; `status_detail` says why.
         task: InstanceTask,
+        /// Set when a retry was due but not sent, because the state hook could not save its
+        /// record: the [`source`](std::error::Error::source).
+        #[source]
+        not_retried: Option<NotRetried>,
     },
     /// The task reached SUCCESS in a snapshot in which the wait's
     /// [condition](crate::TaskWatcher::until) does not hold, so it can no longer hold (e.g. the
@@ -96,12 +101,28 @@ pub enum WaitError {
     },
 }
 
+/// A retry of a FAILED task was not sent, because the
+/// [state hook](crate::TaskWatcher::on_state) could not save its record: a process stopped
+/// while it was out would resume without it counted, and could restart the task more often
+/// than allowed. The hook's error is the [`source`](std::error::Error::source).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("not retried: the record of the retry could not be saved")]
+pub struct NotRetried(#[source] pub(crate) Arc<dyn std::error::Error + Send + Sync>);
+
 impl WaitError {
+    /// The task FAILED, and that is the end.
+    pub(crate) fn failed(task: InstanceTask) -> Self {
+        Self::Failed {
+            task,
+            not_retried: None,
+        }
+    }
+
     /// The last snapshot seen before the wait ended.
     #[must_use]
     pub fn last(&self) -> Option<&InstanceTask> {
         match self {
-            Self::Failed { task }
+            Self::Failed { task, .. }
             | Self::Unmet { task, .. }
             | Self::WindowAfterDeadline { task, .. } => Some(task),
             Self::TimedOut { last, .. } | Self::Cancelled { last } | Self::Api { last, .. } => {

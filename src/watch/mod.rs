@@ -100,7 +100,7 @@ mod window;
 use std::time::Duration;
 
 pub use self::condition::{Condition, ParseConditionError};
-pub use self::error::WaitError;
+pub use self::error::{NotRetried, WaitError};
 pub use self::event::{Outcome, TaskEvent};
 pub use self::events::TaskEvents;
 pub use self::many::{wait_all, watch_many};

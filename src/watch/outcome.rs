@@ -115,9 +115,7 @@ mod tests {
             ]
         );
         assert_eq!(OutcomeKind::TimedOut.to_string(), "TIMED_OUT");
-        let failed: Outcome = Err(WaitError::Failed {
-            task: InstanceTask::default(),
-        });
+        let failed: Outcome = Err(WaitError::failed(InstanceTask::default()));
         assert_eq!(OutcomeKind::of(&failed), OutcomeKind::Failed);
     }
 }

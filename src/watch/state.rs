@@ -46,6 +46,9 @@ pub struct WaitState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) last: Option<InstanceTask>,
     pub(crate) schedule: SavedSchedule,
+    /// The wait ended with this state; not saved, since a wait resumed from it goes on.
+    #[serde(skip)]
+    pub(crate) ended: bool,
 }
 
 impl WaitState {
@@ -96,15 +99,11 @@ impl WaitState {
     /// Writes the state to `path` whole: to a temporary file beside it, synced to disk, renamed
     /// over `path`, and the folder synced. A reader, or a process killed mid-write, finds the
     /// state before or this one, never half of one; once this returns, the state survives a
-    /// crash of the machine.
+    /// crash of the machine. A write that fails removes its temporary file.
     ///
     /// ```no_run
     /// # fn run(watcher: iotda_task_watcher::TaskWatcher) {
-    /// let watcher = watcher.on_state(|state| {
-    ///     if let Err(e) = state.write_to("wait.json") {
-    ///         eprintln!("cannot keep the wait's state: {e}");
-    ///     }
-    /// });
+    /// let watcher = watcher.on_state(|state| state.write_to("wait.json"));
     /// # }
     /// ```
     ///
@@ -117,16 +116,28 @@ impl WaitState {
         let mut part = path.as_os_str().to_owned();
         part.push(format!(".{}.part", std::process::id()));
         let part = std::path::PathBuf::from(part);
-        let mut out = std::fs::File::create(&part)?;
-        out.write_all(&json)?;
-        out.sync_all()?;
-        drop(out);
-        std::fs::rename(&part, path)?;
+        let written = std::fs::File::create(&part)
+            .and_then(|mut out| out.write_all(&json).and_then(|()| out.sync_all()))
+            .and_then(|()| std::fs::rename(&part, path));
+        if let Err(e) = written {
+            // Nothing half-written is left behind.
+            let _ = std::fs::remove_file(&part);
+            return Err(e);
+        }
         let dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => std::path::Path::new("."),
         };
         std::fs::File::open(dir)?.sync_all()
+    }
+
+    /// Whether the wait ended with this state: the last one the
+    /// [state hook](crate::TaskWatcher::on_state) is given, which a hook that saves only some
+    /// states should always save. Not itself saved: a wait resumed from a saved end polls
+    /// once to confirm it.
+    #[must_use]
+    pub fn ended(&self) -> bool {
+        self.ended
     }
 
     /// Whether the last retry was sent without its answer being seen (the process stopped,

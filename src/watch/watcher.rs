@@ -343,18 +343,20 @@ impl<S: TaskSource> TaskWatcher<S> {
     /// Calls `save` with where the wait stands whenever that is worth keeping: after every
     /// poll's answer (or failure), before every retry is sent (with the attempt counted, so a
     /// process stopped while the retry is out resumes with it spent), and when the wait ends
-    /// (with its last snapshot and counts). Resume from the last state saved with
-    /// [`TaskWatcher::resume_from`]: the wait then reads the task first when a retry's answer
-    /// was never seen, and never restarts the task more often than
+    /// (with its last snapshot and counts, and [`WaitState::ended`] set). Resume from the last
+    /// state saved with [`TaskWatcher::resume_from`]: the wait then reads the task first when a
+    /// retry's answer was never seen, and never restarts the task more often than
     /// [`retry_failed`](Self::retry_failed) allows in all.
+    ///
+    /// `save` answers whether the state was kept. An error before a retry keeps the retry
+    /// from going out: the wait ends with [`WaitError::Failed`](crate::WaitError::Failed),
+    /// its `not_retried` saying why. Any other error is the hook's own to report; the wait
+    /// goes on.
     ///
     /// ```no_run
     /// # fn run(watcher: iotda_task_watcher::TaskWatcher) {
-    /// let watcher = watcher.on_state(|state| {
-    ///     // Written whole, then renamed over the old one: a reader never sees half.
-    ///     std::fs::write("wait.json.tmp", serde_json::to_vec(state).unwrap()).unwrap();
-    ///     std::fs::rename("wait.json.tmp", "wait.json").unwrap();
-    /// });
+    /// // Written whole, synced and renamed over the old one: a reader never sees half.
+    /// let watcher = watcher.on_state(|state| state.write_to("wait.json"));
     /// # }
     /// ```
     ///
@@ -363,7 +365,14 @@ impl<S: TaskSource> TaskWatcher<S> {
     /// `save` runs on the wait's task, between its requests: keep it short. A slow disk
     /// delays the wait's next poll (never its deadline), and holds up the other waits on that
     /// thread.
-    pub fn on_state(mut self, save: impl FnMut(&WaitState) + Send + 'static) -> Self {
+    pub fn on_state<E>(
+        mut self,
+        mut save: impl FnMut(&WaitState) -> Result<(), E> + Send + 'static,
+    ) -> Self
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let save = move |state: &WaitState| save(state).map_err(Into::into);
         self.on_state = Some(sync_wrapper::SyncWrapper::new(Box::new(save)));
         self
     }

@@ -87,12 +87,15 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub retry_failed: u32,
 
-    /// Gives up after this long, e.g. 90s, 10m, 1h30m.
-    #[arg(long, value_name = "DURATION", default_value = "60m", value_parser = parse_duration)]
-    pub timeout: Duration,
+    /// Gives up after this long, e.g. 90s, 10m, 1h30m [default: 60m]. A wait resumed from
+    /// --state-dir keeps its saved deadline, unless given --timeout (counted from the wait's
+    /// first start) or --deadline.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
 
-    /// Gives up at this time (RFC 3339, e.g. 2026-11-27T18:00:00Z); overrides --timeout. A
-    /// retried CI job can keep its first attempt's deadline.
+    /// Gives up at this time (RFC 3339, e.g. 2026-11-27T18:00:00Z); overrides --timeout, and
+    /// the deadline saved with --state-dir. A retried CI job can keep its first attempt's
+    /// deadline.
     #[arg(long, value_name = "RFC3339", value_parser = parse_deadline)]
     pub deadline: Option<jiff::Timestamp>,
 
@@ -176,6 +179,11 @@ pub struct Args {
 }
 
 impl Args {
+    /// How long to wait: `--timeout`, or an hour.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(Duration::from_secs(60 * 60))
+    }
+
     /// Refuses settings that cannot be right, with the range that is allowed.
     pub fn check(&self) -> Result<(), String> {
         let at_least = |name: &str, value: Duration, min: Duration, what: &str| {

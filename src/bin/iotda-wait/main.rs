@@ -55,9 +55,9 @@ fn main() -> ExitCode {
     };
     let (client, instance_id, task_ids, saved, _locks) = match runtime.block_on(prepare(&args)) {
         Ok(ready) => ready,
-        Err(message) => {
+        Err(Stop { code, message }) => {
             note!("iotda-wait: {message}");
-            return ExitCode::from(USAGE);
+            return ExitCode::from(code);
         }
     };
     ExitCode::from(runtime.block_on(run(&args, client, instance_id, task_ids, saved)))
@@ -72,7 +72,23 @@ type Prepared = (
     Vec<state::TaskLock>,
 );
 
-async fn prepare(args: &Args) -> Result<Prepared, String> {
+/// Why the command stopped before any wait began: what to say, and the exit code.
+struct Stop {
+    code: u8,
+    message: String,
+}
+
+/// What the user typed, or what is in the files named.
+impl From<String> for Stop {
+    fn from(message: String) -> Self {
+        Self {
+            code: USAGE,
+            message,
+        }
+    }
+}
+
+async fn prepare(args: &Args) -> Result<Prepared, Stop> {
     args.check()?;
     let instance_id = args.instance_id.as_deref().unwrap_or_default();
     let instance_id = InstanceId::new(instance_id).map_err(|e| e.to_string())?;
@@ -110,7 +126,9 @@ async fn prepare(args: &Args) -> Result<Prepared, String> {
         Some(endpoint) => builder = builder.endpoint(endpoint.as_str()),
         None if args.region.is_none() => {
             return Err(
-                "no endpoint: pass --region, set HUAWEICLOUD_SDK_REGION, or pass --endpoint".into(),
+                "no endpoint: pass --region, set HUAWEICLOUD_SDK_REGION, or pass --endpoint"
+                    .to_owned()
+                    .into(),
             )
         }
         None => {}
@@ -133,9 +151,24 @@ async fn prepare(args: &Args) -> Result<Prepared, String> {
     match &args.state_dir {
         Some(dir) => {
             state::check_writable(dir)?;
+            // The locks first: the states read after them are the last ones written.
+            let deadline = args.deadline.map_or_else(
+                || std::time::SystemTime::now() + args.timeout(),
+                std::time::SystemTime::from,
+            );
+            locks = match state::lock_all(dir, &task_ids, deadline).await {
+                Ok(locks) => locks,
+                Err(state::LockError::Io(message)) => return Err(message.into()),
+                Err(state::LockError::TimedOut { task, holder }) => {
+                    return Err(Stop {
+                        code: exit_code(OutcomeKind::TimedOut),
+                        message: format!(
+                            "{task}: timed out waiting for {holder} to let go of the task's lock"
+                        ),
+                    })
+                }
+            };
             for id in &task_ids {
-                // The lock first: the state read after it is the last one written.
-                locks.push(state::lock(dir, id).await?);
                 if args.fresh {
                     state::forget(dir, id)?;
                 }
@@ -215,18 +248,23 @@ async fn run(
         .enumerate()
         .map(|(i, (id, saved))| {
             let mut watcher = TaskWatcher::new(&client, &instance_id, id)
-                .timeout(args.timeout)
+                .timeout(args.timeout())
                 .policy(policy)
                 .fail_fast_on_window(args.fail_fast_on_window)
                 .until(args.until.clone())
                 .retry_failed(args.retry_failed)
                 .request_timeout(args.request_timeout)
                 .cancel_token(token.clone());
-            if let Some(deadline) = args.deadline {
-                watcher = watcher.deadline(deadline.into());
-            }
+            // A deadline given now wins over the one saved; a timeout counts from the wait's
+            // first start, so that a job run again as it was keeps its deadline.
+            let started = saved.as_ref().map(WaitState::started_at);
             if let Some(state) = saved {
                 watcher = watcher.resume_from(state);
+            }
+            if let Some(deadline) = args.deadline {
+                watcher = watcher.deadline(deadline.into());
+            } else if let (Some(timeout), Some(started)) = (args.timeout, started) {
+                watcher = watcher.deadline(std::time::SystemTime::from(started) + timeout);
             }
             if let Some(dir) = &args.state_dir {
                 watcher = watcher.on_state(state::saver(state::path(dir, id)));

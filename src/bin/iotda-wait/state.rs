@@ -56,12 +56,68 @@ pub fn forget(dir: &Path, task: &TaskId) -> Result<(), String> {
 
 /// The lock of one task in a state directory, held while this process waits for it.
 pub struct TaskLock {
-    _file: File,
+    file: File,
 }
 
-/// Takes the lock of `task`; while another process holds it, says who on stderr and waits
-/// for it to finish (a dead process's lock is released by the kernel).
-pub async fn lock(dir: &Path, task: &TaskId) -> Result<TaskLock, String> {
+/// Why the locks of a run's tasks were not all taken.
+pub enum LockError {
+    /// A lock file could not be opened or locked.
+    Io(String),
+    /// Another process still held a lock at the deadline.
+    TimedOut { task: TaskId, holder: String },
+}
+
+/// Takes the lock of every task in `tasks`, all or none at a time: when one is held by another
+/// process, every lock taken so far is let go, the holder is named on stderr, and all are
+/// tried again a moment later. So two processes given the same tasks in any orders never wait
+/// for each other's locks at once, and the one that waits gives up at `deadline`.
+pub async fn lock_all(
+    dir: &Path,
+    tasks: &[TaskId],
+    deadline: std::time::SystemTime,
+) -> Result<Vec<TaskLock>, LockError> {
+    let mut pause = Duration::from_millis(10);
+    let mut said: Option<(TaskId, String)> = None;
+    loop {
+        let mut held = Vec::with_capacity(tasks.len());
+        let mut busy = None;
+        for task in tasks {
+            match try_lock(dir, task).map_err(LockError::Io)? {
+                Ok(lock) => held.push(lock),
+                Err(holder) => {
+                    busy = Some((task.clone(), holder));
+                    break;
+                }
+            }
+        }
+        let Some((task, holder)) = busy else {
+            for (lock, task) in held.iter_mut().zip(tasks) {
+                lock.mark_held();
+                sweep(dir, task);
+            }
+            return Ok(held);
+        };
+        drop(held);
+        if said.as_ref() != Some(&(task.clone(), holder.clone())) {
+            note!(
+                "iotda-wait: {task}: waiting for {holder}, which holds {}, to finish",
+                lock_path(dir, &task).display()
+            );
+            said = Some((task.clone(), holder.clone()));
+        }
+        let left = deadline
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        if left.is_zero() {
+            return Err(LockError::TimedOut { task, holder });
+        }
+        tokio::time::sleep(pause.min(left)).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// Takes the lock of `task` if it is free; else who holds it.
+fn try_lock(dir: &Path, task: &TaskId) -> Result<Result<TaskLock, String>, String> {
     let path = lock_path(dir, task);
     let cannot = |e: std::io::Error| format!("cannot lock {}: {e}", path.display());
     let mut file = OpenOptions::new()
@@ -72,35 +128,32 @@ pub async fn lock(dir: &Path, task: &TaskId) -> Result<TaskLock, String> {
         .open(&path)
         .map_err(cannot)?;
     match file.try_lock() {
-        Ok(()) => {}
+        Ok(()) => Ok(Ok(TaskLock { file })),
         Err(std::fs::TryLockError::WouldBlock) => {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim();
-            let holder = if holder.is_empty() {
+            Ok(Err(if holder.is_empty() {
                 "another process".to_owned()
             } else {
                 holder.to_owned()
-            };
-            note!(
-                "iotda-wait: {task}: waiting for {holder}, which holds {}, to finish",
-                path.display()
-            );
-            file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
-                .await
-                .map_err(|e| format!("cannot lock {}: {e}", path.display()))?
-                .map_err(cannot)?;
+            }))
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(cannot(e)),
+        Err(std::fs::TryLockError::Error(e)) => Err(cannot(e)),
     }
-    // Who holds it, for the next process that finds it taken.
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let me = format!("process {} on {}", std::process::id(), host.trim());
-    let _ = file
-        .set_len(0)
-        .and_then(|()| file.rewind())
-        .and_then(|()| file.write_all(me.as_bytes()));
-    Ok(TaskLock { _file: file })
+}
+
+impl TaskLock {
+    /// Writes who holds the lock, for the next process that finds it taken.
+    fn mark_held(&mut self) {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let me = format!("process {} on {}", std::process::id(), host.trim());
+        let file = &mut self.file;
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(me.as_bytes()));
+    }
 }
 
 /// The saved state of `task`, if any. A file that cannot be used is an error rather than a
@@ -135,27 +188,45 @@ const EVERY: Duration = Duration::from_secs(2);
 
 /// Keeps a wait's state in `file`, whole (see [`WaitState::write_to`]): at once when the task,
 /// the retries or the end changed; otherwise at most every two seconds, so that a process
-/// killed between writes resumes at most two seconds of polls behind.
-pub fn saver(file: PathBuf) -> impl FnMut(&WaitState) + Send + 'static {
+/// killed between writes resumes at most two seconds of polls behind. A write that fails is
+/// said once on stderr, and its error handed back: the wait sends no retry it could not record.
+pub fn saver(file: PathBuf) -> impl FnMut(&WaitState) -> std::io::Result<()> + Send + 'static {
     let mut warned = false;
     let mut written: Option<(Instant, WaitState)> = None;
     move |state| {
-        let news = written.as_ref().is_none_or(|(at, before)| {
-            before.last() != state.last()
-                || before.retries() != state.retries()
-                || before.retry_unconfirmed() != state.retry_unconfirmed()
-                || at.elapsed() >= EVERY
-        });
+        let news = state.ended()
+            || written.as_ref().is_none_or(|(at, before)| {
+                before.last() != state.last()
+                    || before.retries() != state.retries()
+                    || before.retry_unconfirmed() != state.retry_unconfirmed()
+                    || at.elapsed() >= EVERY
+            });
         if !news {
-            return;
+            return Ok(());
         }
-        match state.write_to(&file) {
-            Ok(()) => written = Some((Instant::now(), state.clone())),
-            Err(e) => {
+        state
+            .write_to(&file)
+            .inspect(|()| written = Some((Instant::now(), state.clone())))
+            .inspect_err(|e| {
                 if !std::mem::replace(&mut warned, true) {
                     note!("iotda-wait: cannot update {}: {e}", file.display());
                 }
-            }
+            })
+    }
+}
+
+/// Removes what writes of `task`'s state that failed midway left behind. Only the holder of
+/// the task's lock writes its state, so every such file is stale once the lock is held.
+fn sweep(dir: &Path, task: &TaskId) {
+    let prefix = format!("{task}.json.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with(&prefix) && name.ends_with(".part") {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }
