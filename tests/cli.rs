@@ -1686,3 +1686,61 @@ async fn a_shared_budget_over_tls_is_trusted_through_the_ca_file_given() {
     assert!(!out.stderr.contains("does not answer"), "{}", out.stderr);
     assert_eq!(sim.requests(), 1);
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_process_waiting_for_a_tasks_lock_gives_up_at_its_deadline_naming_the_holder() {
+    let sim = Simulator::start().await;
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify).running(1_000_000),
+    );
+    let (dir, dir_arg) = state_dir("held");
+    let one = task(1).to_string();
+    let args = ["--output", "json", "--state-dir", &dir_arg, one.as_str()];
+    let mut holder = command(&sim, &args);
+    holder.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut holder = holder.spawn().unwrap();
+    let pid = holder.id().unwrap();
+    // Its first line comes once it holds the lock and has polled.
+    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+    lines.next_line().await.unwrap().expect("a first event");
+    let second = ["--state-dir", &dir_arg, "--timeout", "300ms", one.as_str()];
+    let out = run(command(&sim, &second)).await;
+    holder.start_kill().unwrap();
+    holder.wait().await.unwrap();
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("timed out waiting for process {pid} on")),
+        "{}",
+        out.stderr
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn two_processes_given_the_same_tasks_in_opposite_orders_both_finish() {
+    let sim = Simulator::start().await;
+    for n in [1, 2] {
+        sim.add_task(
+            &instance(),
+            &task(n),
+            TaskScript::new(TaskType::Modify)
+                .running_for(Duration::from_millis(300))
+                .succeed(),
+        );
+    }
+    let (dir, dir_arg) = state_dir("orders");
+    let (one, two) = (task(1).to_string(), task(2).to_string());
+    for _ in 0..3 {
+        let forward = ["--state-dir", &dir_arg, one.as_str(), two.as_str()];
+        let backward = ["--state-dir", &dir_arg, two.as_str(), one.as_str()];
+        let (a, b) = tokio::join!(run(command(&sim, &forward)), run(command(&sim, &backward)));
+        assert_eq!(a.code, 0, "{}", a.stderr);
+        assert_eq!(b.code, 0, "{}", b.stderr);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -346,3 +346,51 @@ async fn a_throttled_retry_goes_again_after_the_servers_wait_and_costs_no_attemp
     );
     assert_eq!(script.retries(), secs(&[0.0, 7.0]));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_whose_record_cannot_be_saved_is_not_sent() {
+    let script = Script::new([failed("disk full")]).on_retry([at("PENDING", 0)]);
+    // The hook saves the first states, then the disk is full.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let states = seen.clone();
+    let err = watcher(&script)
+        .retry_failed(1)
+        .on_state(move |state| {
+            let mut states = states.lock().unwrap();
+            states.push((state.retries(), state.ended()));
+            if state.retries() > 0 {
+                return Err(std::io::Error::other("No space left on device"));
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    let WaitError::Failed {
+        task, not_retried, ..
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(task.status_detail.as_deref(), Some("disk full"));
+    let why = not_retried.as_ref().expect("says why it was not retried");
+    let cause = std::error::Error::source(why).expect("the hook's error");
+    assert_eq!(cause.to_string(), "No space left on device");
+    assert!(script.retries().is_empty(), "the retry went out");
+    // The count was taken back, and the end handed to the hook as such.
+    assert_eq!(
+        seen.lock().unwrap().last(),
+        Some(&(0, true)),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_state_that_cannot_be_saved_between_retries_does_not_end_the_wait() {
+    let script = Script::new([at("RUNNING", 10), at("SUCCESS", 100)]);
+    let task = watcher(&script)
+        .on_state(|_| Err(std::io::Error::other("read-only file system")))
+        .await
+        .unwrap();
+    assert_eq!(status(&task), "SUCCESS");
+}
