@@ -8,9 +8,11 @@
 //! - Each write is whole or absent: a temporary file, synced, renamed over the old one, and
 //!   the folder synced, so a reader (or a process killed mid-write) finds the old state or the
 //!   new, never half of one.
-//! - `DIR/<task_id>.lock` is held (an advisory `flock`) while a process waits for the task: a
-//!   second process on the same task waits for the first to finish, then reports the outcome
-//!   kept. The kernel releases the lock of a process that dies, however it dies.
+//! - `DIR/<task_id>.lock` is held (an advisory `flock`) while a process waits for the task. A
+//!   process takes the locks of all its tasks at once or none: while one is held elsewhere it
+//!   lets go of the others and tries again, up to its deadline, so processes given the same
+//!   tasks in any orders never deadlock. The kernel releases the lock of a process that dies,
+//!   however it dies.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
