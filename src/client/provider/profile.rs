@@ -124,6 +124,8 @@ impl ProvideCredentials for ProfileFile {
 /// The keys of section `name` of an INI text, with their values trimmed; `None` when the
 /// section is absent. Lines starting with `#` or `;` are comments; empty values are absent.
 fn section<'t>(text: &'t str, name: &str) -> Option<HashMap<&'t str, &'t str>> {
+    // A byte-order mark, as some editors write, is not part of the first line.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut found = None;
     let mut current = None;
     for line in text.lines().map(str::trim) {
@@ -163,5 +165,13 @@ mod tests {
         assert_eq!(basic.get("empty"), None);
         assert!(section(text, "missing").is_none());
         assert!(section("[basic]\n", "basic").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_file_that_starts_with_a_byte_order_mark_is_read() {
+        // As Windows editors save it.
+        let basic = section("\u{feff}[basic]\r\nak = A\r\nsk = S\r\n", "basic").unwrap();
+        assert_eq!(basic.get("ak"), Some(&"A"));
+        assert_eq!(basic.get("sk"), Some(&"S"));
     }
 }
