@@ -1744,3 +1744,28 @@ async fn two_processes_given_the_same_tasks_in_opposite_orders_both_finish() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn files_left_by_failed_writes_are_removed_once_the_tasks_lock_is_held() {
+    let sim = Simulator::start().await;
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify).succeed(),
+    );
+    let (dir, dir_arg) = state_dir("parts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let stale = dir.join(format!("{}.json.4242.part", task(1)));
+    let other = dir.join(format!("{}.json.4242.part", task(2)));
+    std::fs::write(&stale, "{\"half").unwrap();
+    std::fs::write(&other, "{\"half").unwrap();
+    let one = task(1).to_string();
+    let out = run(command(&sim, &["--state-dir", &dir_arg, one.as_str()])).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!stale.exists(), "the stale write of the task is removed");
+    assert!(
+        other.exists(),
+        "another task's files are not this run's to remove"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
