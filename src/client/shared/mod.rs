@@ -8,7 +8,8 @@
 //! answers since its last call with their send times (the fleet's limiter probes its cuts by
 //! them, by the rule one process's limiter follows), a throttle (which cuts the fleet's
 //! adaptive rate once per episode, past the noise found), a `Retry-After` (which pauses every
-//! process), and tokens given back. It is one round trip per request, and nothing else.
+//! process, for 30 s at most), and tokens given back. It is one round trip per request, and
+//! nothing else.
 //!
 //! Both keys carry one hash tag, `{scope}`, so the script runs on a Redis cluster and on
 //! Huawei's DCS alike. The scope defaults to the client's project id: clients of one account
@@ -17,8 +18,10 @@
 //! Redis failing is never a wait's failure: a call that errs or takes longer than
 //! [`SharedBudget::timeout`] (250 ms by default) switches the process to its own limiter at
 //! once, seeded with the fleet's share of each limit; a call every
-//! [`SharedBudget::probe_every`] (2 s) tries Redis again and rejoins. Each switch is one log
-//! line.
+//! [`SharedBudget::probe_every`] (2 s) tries Redis again and rejoins. So does a booked wait
+//! longer than the fleet's limits can explain. Slots booked ahead of Redis's clock, as a step
+//! back of that clock leaves them, are dropped by the script, which keeps what the fleet
+//! learned. Each switch is one log line.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -220,7 +223,14 @@ pub(crate) struct Booked {
     pub(crate) members: u32,
     /// Whether the throttle this call reported cut the fleet's rate.
     pub(crate) cut: bool,
+    /// Whether the script dropped the fleet's times, booked ahead of its clock.
+    pub(crate) stepped: bool,
 }
+
+/// The longest one `Retry-After` pauses the fleet: a gateway's "come back tomorrow" must not
+/// stop every process for a day. The wait that was told still honours all of it, up to its
+/// deadline.
+const PAUSE_MOST: Duration = Duration::from_secs(30);
 
 /// The most answers a report carries with their send times (the latest): a booking carries
 /// a few, and a process that paced alone for a while has little to tell a probe.
@@ -301,6 +311,8 @@ pub(crate) struct Shared {
     member: String,
     script: redis::Script,
     limits: Vec<(u64, u32)>,
+    /// The longest interval between requests any limit allows, in us.
+    slowest: u64,
     adaptive: bool,
     link: Mutex<Link>,
     calls: AtomicU64,
@@ -349,13 +361,21 @@ impl Shared {
                 let burst = burst.clamp(1.0, 1e9) as u32;
                 (interval, burst)
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // The adaptive limiter's floor is half a request a second (the script counts it
+        // always, as other processes of the scope may be adaptive).
+        let floor = 2_000_000;
+        let slowest = limits
+            .iter()
+            .map(|&(interval, _)| interval)
+            .fold(floor, u64::max);
         Self {
             config,
             keys,
             member,
             script: redis::Script::new(RESERVE),
             limits,
+            slowest,
             adaptive,
             link: Mutex::new(Link {
                 connection: None,
@@ -367,6 +387,15 @@ impl Shared {
             }),
             calls: AtomicU64::new(0),
         }
+    }
+
+    /// The longest a booked wait can sanely be for a fleet of `members`: the longest pause,
+    /// and two turns of every member at the slowest limit (each books one slot at a time).
+    /// The script drops times booked further ahead (a clock stepped back); a longer wait
+    /// still is Redis failing.
+    fn most_wait(&self, members: u32) -> Duration {
+        let turns = self.slowest.saturating_mul(2 * u64::from(members.max(1)));
+        PAUSE_MOST.saturating_add(Duration::from_micros(turns))
     }
 
     fn link(&self) -> std::sync::MutexGuard<'_, Link> {
@@ -466,18 +495,34 @@ impl Shared {
                 return None;
             }
         };
-        let (wait_us, server_now, thousandths, members, cut) = reply;
+        let (wait_us, server_now, thousandths, members, cut, stepped) = reply;
+        let members = u32::try_from(members).unwrap_or(u32::MAX).max(1);
+        let wait = Duration::from_micros(u64::try_from(wait_us).unwrap_or(0));
+        if wait > self.most_wait(members) {
+            self.fell_back(&format!(
+                "it booked a wait of {} s, longer than the fleet's limits can explain",
+                wait.as_secs()
+            ));
+            return None;
+        }
         let mut link = self.link();
         // The server read its clock about halfway through the round trip.
         link.clock = Some((started + started.elapsed() / 2, server_now));
         let booked = Booked {
-            wait: Duration::from_micros(u64::try_from(wait_us).unwrap_or(0)),
+            wait,
             #[allow(clippy::cast_precision_loss)]
             rate: (thousandths >= 0).then(|| thousandths as f64 / 1000.0),
-            members: u32::try_from(members).unwrap_or(u32::MAX).max(1),
+            members,
             cut: cut == 1,
+            stepped: stepped == 1,
         };
         link.last = Some(booked);
+        if booked.stepped {
+            tracing::warn!(
+                budget = %self.config,
+                "the shared budget's clock stepped back: the slots booked ahead of it are dropped"
+            );
+        }
         if booked.cut {
             tracing::debug!(rate = booked.rate, "throttled: the fleet's rate is cut");
         }
@@ -526,7 +571,7 @@ impl Shared {
         &self,
         mut connection: ConnectionManager,
         report: &Report,
-    ) -> redis::RedisResult<(i64, i64, i64, i64, i64)> {
+    ) -> redis::RedisResult<(i64, i64, i64, i64, i64, i64)> {
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let known = self
             .last()
@@ -545,7 +590,8 @@ impl Shared {
             .arg(u8::from(self.adaptive))
             .arg(report.accepted)
             .arg(known)
-            .arg(report.answers_text());
+            .arg(report.answers_text())
+            .arg(u64::try_from(PAUSE_MOST.as_micros()).unwrap_or(u64::MAX));
         for &(interval, burst) in &self.limits {
             call.arg(interval).arg(burst);
         }
@@ -683,6 +729,18 @@ mod tests {
                 "{empty:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_booked_wait_is_sane_up_to_the_longest_pause_and_two_turns_of_every_member() {
+        let config = SharedBudget::redis("redis://localhost").unwrap();
+        // Every 10 s at the slowest: 8 members take 160 s in two turns.
+        let slow = Shared::new(config.clone(), "t", &[(0.1, 1.0), (5.0, 5.0)], true);
+        assert_eq!(slow.most_wait(8), Duration::from_secs(30 + 160));
+        // The adaptive limiter's floor, half a request a second, is the slowest otherwise.
+        let fast = Shared::new(config, "t", &[(5.0, 5.0)], false);
+        assert_eq!(fast.most_wait(1), Duration::from_secs(30 + 4));
+        assert_eq!(fast.most_wait(0), fast.most_wait(1));
     }
 
     #[tokio::test]

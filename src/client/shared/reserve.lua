@@ -12,10 +12,12 @@
 --          (0: none), adaptive (1 or 0), answers accepted since the last call, the adaptive rate
 --          this process last saw in thousandths (0: none), the answers since the last call as
 --          "sent:refused" pairs (sent in us of the server's clock, refused 1 or 0) joined by
---          commas, then an interval in us and a burst for each fixed limit.
+--          commas, the longest pause a Retry-After may cause (us), then an interval in us and a
+--          burst for each fixed limit.
 --
 -- Returns {wait in us, the server's time in us, the adaptive rate in thousandths (-1: not engaged),
--- members, 1 if this report cut the rate}.
+-- members, 1 if this report cut the rate, 1 if the state's times were dropped as booked ahead of
+-- the clock}.
 if redis.replicate_commands then redis.replicate_commands() end
 
 local BETA, SCALE, SCALE_FROM, SMOOTH, MIN_RATE = 0.7, 0.4, 20, 0.8, 0.5
@@ -39,6 +41,30 @@ redis.call('ZADD', KEYS[2], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - MEMBER_TTL)
 redis.call('PEXPIRE', KEYS[2], IDLE_MS)
 local members = redis.call('ZCARD', KEYS[2])
+
+-- Slots booked further ahead than any wait can sanely be were booked on a clock ahead of this
+-- one: Redis's stepped back. What the fleet learned (its rate, the rate it books at, the quota
+-- and the noise found) is kept, and every time is dropped, else each request would wait out the
+-- step. A wait is sane up to the longest pause and two turns of every member at the slowest
+-- limit any process books by.
+local slowest = 1000000 / MIN_RATE
+for i = 10, #ARGV, 2 do slowest = math.max(slowest, tonumber(ARGV[i])) end
+for field in pairs(state) do
+  local interval = string.match(field, '^tat:(%d+):')
+  if interval then slowest = math.max(slowest, tonumber(interval)) end
+end
+local most = tonumber(ARGV[9]) + 2 * members * slowest
+local stepped = 0
+if get('last', now) > now + most or get('pause', 0) > now + most then
+  state = {rate = state['rate'], meas = state['meas'], quota = state['quota'], noise = state['noise']}
+  if state['rate'] then
+    state['before'], state['cut'], state['grow'], state['k'], state['hold'] = state['rate'], now, now, 0, HOLD
+  end
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '(' .. now, '+inf')
+  members = redis.call('ZCARD', KEYS[2])
+  stepped = 1
+end
 
 -- The rate the fleet books at, over half-second windows, the latest weighing SMOOTH.
 local ws, wc, meas = get('ws', now), get('wc', 0), get('meas', 0)
@@ -276,13 +302,15 @@ if adaptive and sent > 0 and get('pl', 0) == 0
 end
 state['noise'] = noise
 local retry_after = tonumber(ARGV[4])
-if retry_after > 0 then state['pause'] = math.max(get('pause', 0), now + retry_after) end
+if retry_after > 0 then
+  state['pause'] = math.max(get('pause', 0), now + math.min(retry_after, tonumber(ARGV[9])))
+end
 
 -- GCRA over every limit: the slot is the first time each allows, and each limit's theoretical
 -- arrival time moves one interval past it. Refunds move them back, never before now.
 local refunds = tonumber(ARGV[2])
 local limits = {}
-for i = 9, #ARGV, 2 do
+for i = 10, #ARGV, 2 do
   local interval, burst = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   limits[#limits + 1] = {'tat:' .. ARGV[i] .. ':' .. ARGV[i + 1], interval, interval * (burst - 1)}
 end
@@ -317,4 +345,4 @@ redis.call('PEXPIRE', KEYS[1], IDLE_MS)
 
 local thousandths = -1
 if adaptive and rate ~= nil then thousandths = math.floor(rate * 1000) end
-return {math.floor(at - now), now, thousandths, members, cut}
+return {math.floor(at - now), now, thousandths, members, cut, stepped}

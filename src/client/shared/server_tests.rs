@@ -400,3 +400,99 @@ fn a_root_certificate_is_refused_when_it_is_none_or_the_url_has_no_tls() {
     assert!(matches!(error, super::SharedBudgetError::NotTls(_)));
     assert!(!error.to_string().contains("pw"), "{error}");
 }
+
+/// Moves every time in the scope's state `by` microseconds later, as a step back of Redis's
+/// clock by as much leaves it: slots booked ahead of the server's `TIME`.
+async fn shift_times(server: &RedisServer, by: i64) {
+    let mut redis = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let (seconds, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut redis).await.unwrap();
+    let now = seconds * 1_000_000 + micros;
+    let state: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg("iotda-budget:{test}")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let day = 86_400_000_000_i64;
+    let mut shifted = 0;
+    for (field, value) in state {
+        // Only times: values within a day of now.
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        #[allow(clippy::cast_precision_loss)]
+        if (value - now as f64).abs() < day as f64 {
+            #[allow(clippy::cast_precision_loss)]
+            let later = format!("{:.0}", value + by as f64);
+            let () = redis::cmd("HSET")
+                .arg("iotda-budget:{test}")
+                .arg(&field)
+                .arg(later)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            shifted += 1;
+        }
+    }
+    assert!(shifted >= 3, "only {shifted} times in the state");
+}
+
+#[tokio::test]
+async fn a_redis_clock_stepped_back_does_not_hold_the_fleets_requests() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let a = link(&server, &[(10.0, 2.0)], true);
+    book_for(a.clone(), Duration::from_millis(1200)).await;
+    a.throttled(Instant::now(), None);
+    let rate = a.book().await.unwrap().rate.expect("engaged");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Redis's clock steps back an hour.
+    shift_times(&server, 3_600_000_000).await;
+    let b = link(&server, &[(10.0, 2.0)], true);
+    let booked = b.book().await.expect("Redis answers");
+    assert!(booked.wait < Duration::from_secs(1), "{:?}", booked.wait);
+    // What the fleet learned is kept.
+    let kept = booked.rate.expect("still engaged");
+    assert!((kept - rate).abs() < 0.01, "{rate} then {kept}");
+    // And the fleet books on from the server's clock as it is now, within its limits.
+    let mut slots = book_for(b, Duration::from_millis(600)).await;
+    assert!(slots.len() >= 3, "{slots:?}");
+    assert_within(&mut slots, 10.0, 2.0);
+}
+
+#[tokio::test]
+async fn a_days_retry_after_pauses_the_fleet_for_half_a_minute_at_most() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = (link(&server, &[], false), link(&server, &[], false));
+    a.book().await.unwrap();
+    a.throttled(Instant::now(), Some(Duration::from_secs(86_400)));
+    a.book().await.unwrap();
+    let paused = b.book().await.expect("Redis answers").wait;
+    assert!(
+        (Duration::from_secs(29)..=Duration::from_secs(30)).contains(&paused),
+        "{paused:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_limit_of_another_process_is_not_taken_for_a_stepped_clock() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // One slot every 50 s: the third is booked 100 s ahead.
+    let slow = link(&server, &[(0.02, 1.0)], false);
+    for _ in 0..3 {
+        slow.book().await.unwrap();
+    }
+    let other = link(&server, &[], false);
+    assert!(!other.book().await.unwrap().stepped);
+    let next = slow.book().await.expect("Redis answers");
+    assert!(!next.stepped);
+    assert!(next.wait > Duration::from_secs(140), "{:?}", next.wait);
+}
