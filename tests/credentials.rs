@@ -518,3 +518,56 @@ fn write(path: &std::path::Path, text: &str) {
     let mut file = std::fs::File::create(path).unwrap();
     file.write_all(text.as_bytes()).unwrap();
 }
+
+/// A provider that answers as `inner` does, `delay` after each ask.
+#[derive(Debug)]
+struct Slow<P> {
+    inner: P,
+    delay: Duration,
+}
+
+impl<P: ProvideCredentials> ProvideCredentials for Slow<P> {
+    fn name(&self) -> &str {
+        "slow"
+    }
+
+    fn provide(
+        &self,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<iotda_task_watcher::client::provider::CredentialSet, ProviderError>,
+    > {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.provide().await
+        })
+    }
+}
+
+#[tokio::test]
+async fn keys_renewed_slower_than_a_requests_timeout_are_renewed_all_the_same() {
+    let sim = Simulator::start().await;
+    sim.set_credential_lifetime(Duration::from_millis(300));
+    let slow = Slow {
+        inner: EcsMetadata::at(sim.uri()),
+        delay: Duration::from_millis(150),
+    };
+    let client = client_from(&sim, slow).await;
+    let (instance, task) = ids(8);
+    sim.add_task(
+        &instance,
+        &task,
+        TaskScript::new(TaskType::Modify).succeed(),
+    );
+    sim.set_credential_lifetime(Duration::from_secs(3600));
+    // The first set has expired: the first poll waits for a renewal that outlasts its 100 ms.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let outcome = TaskWatcher::new(&client, &instance, &task)
+        .policy(fast())
+        .request_timeout(Duration::from_millis(100))
+        .timeout(Duration::from_secs(3))
+        .await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(sim.credential_fetches(), 2, "one renewal, finished");
+    assert_eq!(sim.refused(), 0);
+}

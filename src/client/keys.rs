@@ -260,24 +260,20 @@ impl Refresher {
             // background; every request goes on with the valid set meanwhile.
             if let Ok(flight) = self.flight.clone().try_lock_owned() {
                 if Arc::ptr_eq(&set, &self.read()) && self.may_try(now) {
-                    let refresher = self.clone();
-                    tokio::spawn(async move {
-                        // A failure keeps the valid set; the next try is paced.
-                        let _ = refresher.renew().await;
-                        drop(flight);
-                    });
+                    // A failure keeps the valid set; the next try is paced.
+                    drop(self.renew_apart(flight));
                 }
             }
             return Ok(set);
         }
-        let _flight = self.flight.lock().await;
+        let flight = self.flight.clone().lock_owned().await;
         let set = self.read();
         let now = SystemTime::now();
         if set.valid(now) {
             return Ok(set);
         }
         let failure = if self.may_try(now) {
-            match self.renew().await {
+            match self.renew_apart(flight).await {
                 Ok(()) => return Ok(self.read()),
                 Err(why) => why,
             }
@@ -295,16 +291,40 @@ impl Refresher {
     /// After a request signed with `used` was refused with 401: renews the keys once (unless
     /// another request did since) and gives the keys to send it again with, or `None` when
     /// the renewal failed.
-    pub(crate) async fn after_refusal(&self, used: &Arc<Fetched>) -> Option<Arc<Fetched>> {
-        let _flight = self.flight.lock().await;
+    pub(crate) async fn after_refusal(
+        self: &Arc<Self>,
+        used: &Arc<Fetched>,
+    ) -> Option<Arc<Fetched>> {
+        let flight = self.flight.clone().lock_owned().await;
         if Arc::ptr_eq(used, &self.read()) {
             if !self.may_try(SystemTime::now()) {
                 // Renewed keys were refused too, a moment ago: no fetch per request.
                 return None;
             }
-            self.renew().await.ok()?;
+            self.renew_apart(flight).await.ok()?;
         }
         Some(self.read())
+    }
+
+    /// Renews in a task of its own, which holds `flight` until the provider answered or its
+    /// 30 s ran out: a request that waits for the renewal and gives up (its own timeout, a
+    /// cancelled wait) leaves it running, and the next request finds its keys. Its outcome,
+    /// for a caller that waits for it.
+    fn renew_apart(
+        self: &Arc<Self>,
+        flight: tokio::sync::OwnedMutexGuard<()>,
+    ) -> impl std::future::Future<Output = Result<(), String>> {
+        let refresher = Arc::clone(self);
+        let renewal = tokio::spawn(async move {
+            let renewed = refresher.renew().await;
+            drop(flight);
+            renewed
+        });
+        async move {
+            renewal
+                .await
+                .unwrap_or_else(|_| Err("the renewal was stopped with its runtime".to_owned()))
+        }
     }
 
     /// Renewed keys were refused as well: the refusal is not the keys' age, and the next
@@ -374,6 +394,69 @@ mod tests {
             None,
         )
         .unwrap()
+    }
+
+    /// Keys that last an hour, given `delay` after each ask, counted.
+    #[derive(Debug)]
+    struct Slow {
+        delay: Duration,
+        answers: Arc<AtomicU64>,
+    }
+
+    impl ProvideCredentials for Slow {
+        fn name(&self) -> &'static str {
+            "slow"
+        }
+
+        fn provide(
+            &self,
+        ) -> futures::future::BoxFuture<
+            '_,
+            Result<CredentialSet, super::super::provider::ProviderError>,
+        > {
+            Box::pin(async move {
+                tokio::time::sleep(self.delay).await;
+                self.answers.fetch_add(1, Ordering::Relaxed);
+                let keys = Credentials::aksk("AK2", "SK2").with_security_token("T2");
+                Ok(CredentialSet::new(keys)
+                    .expiring_at(SystemTime::now() + Duration::from_secs(3600)))
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_slower_than_a_requests_timeout_is_not_thrown_away() {
+        let answers = Arc::new(AtomicU64::new(0));
+        let provider = Slow {
+            delay: Duration::from_millis(1_500),
+            answers: answers.clone(),
+        };
+        // The first set lasts 20 ms of the wall clock, which virtual time does not move.
+        let first = CredentialSet::new(Credentials::aksk("AK", "SK").with_security_token("T"))
+            .expiring_at(SystemTime::now() + Duration::from_millis(20));
+        let refresher = Arc::new(Refresher::new(Box::new(provider), &first).unwrap());
+        std::thread::sleep(Duration::from_millis(30));
+        // Requests with a 1 s timeout, half a second apart, as a wait's retries go.
+        let mut tries = 0;
+        let keys = loop {
+            tries += 1;
+            assert!(tries <= 4, "no keys after {tries} requests");
+            let request = tokio::time::timeout(Duration::from_secs(1), refresher.current());
+            if let Ok(keys) = request.await {
+                break keys.expect("renewed");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        assert_eq!(
+            tries, 2,
+            "the second request found the renewal the first started"
+        );
+        assert!(matches!(
+            keys.signing.credentials.auth(),
+            Auth::AkSk { ak: "AK2", .. }
+        ));
+        assert_eq!(answers.load(Ordering::Relaxed), 1, "one answer, taken");
+        assert_eq!(refresher.fetches(), 2);
     }
 
     #[test]

@@ -27,7 +27,9 @@
 //!
 //! One fetch serves every request of the client: the first request that finds the set due
 //! starts the renewal in the background, and every request goes on with the valid set
-//! meanwhile; only a set that has expired makes requests wait for it. A set is swapped whole,
+//! meanwhile; only a set that has expired makes requests wait for it. The renewal runs apart
+//! from the requests, within its own 30 s: a request that stops waiting for it (its timeout,
+//! a cancelled wait) leaves it running, and the next request takes its keys. A set is swapped whole,
 //! so no request is signed with the key of one set and the token of another. A failed renewal
 //! (an error, no answer within 30 s, keys that have expired already) keeps the valid set and
 //! is tried again after a growing pause (from a twentieth of the margin, at most 5 s,
