@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use iotda_task_watcher::model::ChargeMode;
 use iotda_task_watcher::simulator::{
-    Fault, Quota, RawAnswer, Simulator, TaskScript, DEFAULT_AK, DEFAULT_PROJECT_ID, DEFAULT_SK,
-    REGION,
+    Fault, Metadata, Quota, RawAnswer, Simulator, TaskScript, DEFAULT_AK, DEFAULT_PROJECT_ID,
+    DEFAULT_SK, REGION,
 };
 use iotda_task_watcher::{InstanceId, TaskId, TaskType};
 use serde_json::Value;
@@ -1536,6 +1536,66 @@ async fn on_ecs_the_metadata_service_and_a_region_are_enough() {
         "{}",
         out.stderr
     );
+}
+
+#[tokio::test]
+async fn a_credentials_service_down_for_a_moment_at_the_start_is_waited_for() {
+    let sim = Simulator::start().await;
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify).succeed(),
+    );
+    // The metadata service answers 503 to the first two asks for keys.
+    sim.fail_credential_fetches(2);
+    let mut cmd = without_credentials(&sim, &["--region", REGION, task(1).as_str()]);
+    cmd.env("IOTDA_METADATA_ENDPOINT", sim.uri())
+        .env("HUAWEICLOUD_SDK_IAM_ENDPOINT", sim.uri());
+    let out = run(cmd).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let retries: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|line| line.contains("trying again in"))
+        .collect();
+    assert_eq!(retries.len(), 2, "{}", out.stderr);
+    assert!(retries[0].contains("HTTP 503"), "{}", out.stderr);
+    assert_eq!(sim.credential_attempts().len(), 3);
+}
+
+#[tokio::test]
+async fn a_credentials_service_down_until_the_deadline_times_out_with_its_error() {
+    let sim = Simulator::start().await;
+    sim.fail_credential_fetches(u32::MAX);
+    let mut cmd = without_credentials(
+        &sim,
+        &["--region", REGION, "--timeout", "1s", task(1).as_str()],
+    );
+    cmd.env("IOTDA_METADATA_ENDPOINT", sim.uri())
+        .env("HUAWEICLOUD_SDK_IAM_ENDPOINT", sim.uri());
+    let out = run(cmd).await;
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("timed out before the first request: no credentials were given, and none")
+            && out.stderr.contains("HTTP 503")
+            && out.stderr.contains("the same again; trying again in 0.4 s"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(sim.polls(&instance(), &task(1)), 0);
+}
+
+#[tokio::test]
+async fn credentials_a_service_refuses_are_not_tried_again() {
+    let sim = Simulator::start().await;
+    sim.set_metadata(Metadata::Unauthorized);
+    let mut cmd = without_credentials(&sim, &["--region", REGION, task(1).as_str()]);
+    cmd.env("IOTDA_METADATA_ENDPOINT", sim.uri());
+    let out = run(cmd).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(!out.stderr.contains("trying again"), "{}", out.stderr);
+    assert!(out.stderr.contains("HTTP 401"), "{}", out.stderr);
 }
 
 #[tokio::test]

@@ -216,11 +216,7 @@ impl IotdaClientBuilder {
         let project_id = match self.project_id.take().or(found_project) {
             Some(project) => project,
             None => {
-                let region = self.region.clone().ok_or_else(|| {
-                    BuildError::ProjectLookup(
-                        "no project id was given, and no region to look it up by".into(),
-                    )
-                })?;
+                let region = self.region.clone().ok_or(BuildError::MissingProjectId)?;
                 let (fixed, fetched);
                 let signing = match &keys {
                     KeySource::Fixed(credentials, _) => {
@@ -236,9 +232,7 @@ impl IotdaClientBuilder {
                         &fetched.signing
                     }
                 };
-                iam::project_id(&region, signing)
-                    .await
-                    .map_err(BuildError::ProjectLookup)?
+                iam::project_id(&region, signing).await?
             }
         };
         self.finish(endpoint, keys, project_id)
@@ -336,11 +330,15 @@ pub enum BuildError {
     /// provider had any: the source says what each provider said.
     #[error("no credentials were given, and none were found")]
     NoCredentials(#[source] NoCredentials),
-    /// The project id was not given, and could not be looked up.
+    /// The project id was not given, and IAM's answer to its look-up named none.
     #[error("the project id could not be looked up: {0}")]
     ProjectLookup(String),
-    /// No project id was given.
-    #[error("no project id was given")]
+    /// A service the client needs to start did not answer, or answered with a server error
+    /// or a throttle: IAM, for the project look-up. Building again later may succeed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// No project id was given, nor a region to look it up by.
+    #[error("no project id was given, nor a region to look it up by")]
     MissingProjectId,
     /// The endpoint cannot be used.
     #[error(transparent)]
@@ -354,6 +352,29 @@ pub enum BuildError {
     /// The HTTP client could not be built; the source is reqwest's error.
     #[error("the HTTP client could not be built")]
     Http(#[source] reqwest::Error),
+}
+
+impl BuildError {
+    /// Whether building again later may succeed: a service the client needs to start (IAM,
+    /// a credentials provider's) did not answer, or answered with a server error or a
+    /// throttle. Everything else needs another setting.
+    ///
+    /// ```
+    /// use iotda_task_watcher::client::BuildError;
+    /// assert!(BuildError::Unavailable("IAM did not answer".into()).is_transient());
+    /// assert!(!BuildError::MissingProjectId.is_transient());
+    /// ```
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unavailable(_) => true,
+            Self::NoCredentials(none) => none
+                .tried()
+                .last()
+                .is_some_and(|(_, why)| why.is_transient()),
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]

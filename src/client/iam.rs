@@ -6,6 +6,7 @@ use reqwest::header::HOST;
 use serde::Deserialize;
 use url::Url;
 
+use super::builder::BuildError;
 use super::keys::Signing;
 use super::{ascii_value, USER_AGENT};
 use crate::env::{var, ENV_IAM_ENDPOINT};
@@ -34,15 +35,16 @@ fn endpoint(region: &str) -> String {
 
 /// The id of the project named `region`, asked of IAM with `keys`; an error in words when
 /// IAM names none or several, or cannot be asked.
-pub(super) async fn project_id(region: &str, keys: &Signing) -> Result<ProjectId, String> {
+pub(super) async fn project_id(region: &str, keys: &Signing) -> Result<ProjectId, BuildError> {
+    let refused = BuildError::ProjectLookup;
     let base = endpoint(region);
     let mut url = Url::parse(&format!("{base}/v3/projects"))
-        .map_err(|e| format!("the IAM endpoint {base:?} is not a URL: {e}"))?;
+        .map_err(|e| refused(format!("the IAM endpoint {base:?} is not a URL: {e}")))?;
     url.query_pairs_mut().append_pair("name", region);
     let host = match (url.host_str(), url.port()) {
         (Some(host), Some(port)) => format!("{host}:{port}"),
         (Some(host), None) => host.to_owned(),
-        (None, _) => return Err(format!("the IAM endpoint {base:?} has no host")),
+        (None, _) => return Err(refused(format!("the IAM endpoint {base:?} has no host"))),
     };
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(HOST, ascii_value(host.clone()));
@@ -58,38 +60,49 @@ pub(super) async fn project_id(region: &str, keys: &Signing) -> Result<ProjectId
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10))
         .build()
-        .map_err(|e| e.to_string())?
+        .map_err(BuildError::Http)?
         .get(url.clone())
         .headers(headers);
-    let response = request
-        .send()
-        .await
-        .map_err(|e| format!("IAM at {base} did not answer: {}", e.without_url()))?;
+    let response = request.send().await.map_err(|e| {
+        BuildError::Unavailable(format!(
+            "IAM at {base} did not answer the look-up of project {region:?}: {}",
+            e.without_url()
+        ))
+    })?;
     let status = response.status();
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Err(BuildError::Unavailable(format!(
+            "IAM at {base} could not look up project {region:?} now (HTTP {})",
+            status.as_u16()
+        )));
+    }
     if !status.is_success() {
-        return Err(format!(
+        return Err(refused(format!(
             "IAM at {base} refused the look-up of project {region:?} (HTTP {})",
             status.as_u16()
-        ));
+        )));
     }
     let projects: Projects = response.json().await.map_err(|e| {
-        format!(
+        refused(format!(
             "IAM's answer is not a list of projects: {}",
             e.without_url()
-        )
+        ))
     })?;
     let mut named = projects
         .projects
         .into_iter()
         .filter(|p| p.name.is_empty() || p.name == region);
     match (named.next(), named.next()) {
-        (Some(project), None) => ProjectId::new(project.id)
-            .map_err(|e| format!("IAM named project {region:?} with an invalid id: {e}")),
-        (None, _) => Err(format!(
+        (Some(project), None) => ProjectId::new(project.id).map_err(|e| {
+            refused(format!(
+                "IAM named project {region:?} with an invalid id: {e}"
+            ))
+        }),
+        (None, _) => Err(refused(format!(
             "IAM knows no project named {region:?} for these credentials"
-        )),
-        (Some(_), Some(_)) => Err(format!(
+        ))),
+        (Some(_), Some(_)) => Err(refused(format!(
             "IAM names several projects {region:?}: give the project id"
-        )),
+        ))),
     }
 }

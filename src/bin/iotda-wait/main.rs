@@ -22,6 +22,7 @@ use futures::StreamExt;
 use iotda_task_watcher::client::budget::RequestBudget;
 #[cfg(feature = "redis")]
 use iotda_task_watcher::client::shared::SharedBudget;
+use iotda_task_watcher::client::BuildError;
 use iotda_task_watcher::watch::{OutcomeKind, PollPolicy, WaitState};
 use iotda_task_watcher::{
     watch_many, InstanceId, InstanceTask, IotdaClient, IotdaClientBuilder, ProjectId, TaskId,
@@ -105,35 +106,12 @@ async fn prepare(args: &Args) -> Result<Prepared, Stop> {
         Some(id) => Some(ProjectId::new(id).map_err(|e| e.to_string())?),
         None => None,
     };
-    let mut budget = RequestBudget::default();
-    if let Some(rps) = args.max_rps {
-        // Bursts of one second's worth, at least one request.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let burst = rps.ceil() as u32;
-        budget = budget.with_max_rps(rps, burst);
-    }
-    let mut builder = IotdaClient::builder()
-        .timeout(args.request_timeout)
-        .budget(budget);
-    builder = shared_budget(builder, args)?;
-    if let Some(project_id) = &project_id {
-        builder = builder.project_id(project_id.clone());
-    }
-    if let Some(region) = &args.region {
-        builder = builder.region(region.as_str());
-    }
-    match &args.endpoint {
-        Some(endpoint) => builder = builder.endpoint(endpoint.as_str()),
-        None if args.region.is_none() => {
-            return Err(
-                "no endpoint: pass --region, set HUAWEICLOUD_SDK_REGION, or pass --endpoint"
-                    .to_owned()
-                    .into(),
-            )
-        }
-        None => {}
-    }
-    let client = builder.resolve().await.map_err(|e| report::chain(&e))?;
+    // The deadline of the start (the state kept may have another for the waits).
+    let deadline = args.deadline.map_or_else(
+        || std::time::SystemTime::now() + args.timeout(),
+        std::time::SystemTime::from,
+    );
+    let client = start_client(args, project_id.as_ref(), deadline).await?;
     if args.verbose {
         let project = if project_id.is_some() {
             "given"
@@ -152,10 +130,6 @@ async fn prepare(args: &Args) -> Result<Prepared, Stop> {
         Some(dir) => {
             state::check_writable(dir)?;
             // The locks first: the states read after them are the last ones written.
-            let deadline = args.deadline.map_or_else(
-                || std::time::SystemTime::now() + args.timeout(),
-                std::time::SystemTime::from,
-            );
             locks = match state::lock_all(dir, &task_ids, deadline).await {
                 Ok(locks) => locks,
                 Err(state::LockError::Io(message)) => return Err(message.into()),
@@ -178,6 +152,86 @@ async fn prepare(args: &Args) -> Result<Prepared, Stop> {
         None => saved.resize(task_ids.len(), None),
     }
     Ok((client, instance_id, task_ids, saved, locks))
+}
+
+/// The client, built again while what fails may pass (IAM or a credentials service that does
+/// not answer for a moment), with a growing pause and a line on stderr each time, up to
+/// `deadline`.
+async fn start_client(
+    args: &Args,
+    project_id: Option<&ProjectId>,
+    deadline: std::time::SystemTime,
+) -> Result<IotdaClient, Stop> {
+    let mut pause = std::time::Duration::from_millis(200);
+    let mut said = String::new();
+    loop {
+        let error = match client_builder(args, project_id)?.resolve().await {
+            Ok(client) => return Ok(client),
+            Err(error) => error,
+        };
+        let why = report::chain(&error);
+        if !error.is_transient() {
+            // IAM answered, and named no project: the service's word, not the user's typing.
+            let code = if matches!(error, BuildError::ProjectLookup(_)) {
+                exit_code(OutcomeKind::Error)
+            } else {
+                USAGE
+            };
+            return Err(Stop { code, message: why });
+        }
+        let left = deadline
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        if left.is_zero() {
+            return Err(Stop {
+                code: exit_code(OutcomeKind::TimedOut),
+                message: format!("timed out before the first request: {why}"),
+            });
+        }
+        let now = pause.min(left);
+        let seconds = now.as_secs_f64();
+        if why == said {
+            note!("iotda-wait: the same again; trying again in {seconds:.1} s");
+        } else {
+            note!("iotda-wait: {why}; trying again in {seconds:.1} s");
+            said = why;
+        }
+        tokio::time::sleep(now).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(10));
+    }
+}
+
+/// The client's builder, from the flags.
+fn client_builder(args: &Args, project_id: Option<&ProjectId>) -> Result<IotdaClientBuilder, Stop> {
+    let mut budget = RequestBudget::default();
+    if let Some(rps) = args.max_rps {
+        // Bursts of one second's worth, at least one request.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let burst = rps.ceil() as u32;
+        budget = budget.with_max_rps(rps, burst);
+    }
+    let mut builder = IotdaClient::builder()
+        .timeout(args.request_timeout)
+        .budget(budget);
+    builder = shared_budget(builder, args)?;
+    if let Some(project_id) = project_id {
+        builder = builder.project_id(project_id.clone());
+    }
+    if let Some(region) = &args.region {
+        builder = builder.region(region.as_str());
+    }
+    match &args.endpoint {
+        Some(endpoint) => builder = builder.endpoint(endpoint.as_str()),
+        None if args.region.is_none() => {
+            return Err(
+                "no endpoint: pass --region, set HUAWEICLOUD_SDK_REGION, or pass --endpoint"
+                    .to_owned()
+                    .into(),
+            )
+        }
+        None => {}
+    }
+    Ok(builder)
 }
 
 /// The builder with the fleet's budget of `--shared-budget`, if given.

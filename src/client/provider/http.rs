@@ -42,6 +42,22 @@ pub(super) fn describe(error: &reqwest::Error) -> String {
     line
 }
 
+/// A request of `name`'s that got no answer (a refused connection, a timeout): its service
+/// may answer later.
+pub(super) fn no_answer(name: &str, error: reqwest::Error) -> ProviderError {
+    ProviderError::Unavailable(format!("{name}: {}", describe(&error.without_url())))
+}
+
+/// A request of `name`'s answered with `status`, not a success, saying `message`: a server
+/// error or a throttle may pass, anything else is a refusal.
+pub(super) fn refused(status: StatusCode, message: String) -> ProviderError {
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        ProviderError::Unavailable(message)
+    } else {
+        ProviderError::Failed(message)
+    }
+}
+
 /// An answer's status and body, read up to a limit into memory that is wiped when dropped
 /// (it may hold secrets).
 pub(super) async fn read(
@@ -53,7 +69,7 @@ pub(super) async fn read(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| ProviderError::Failed(format!("{name}: {}", describe(&e))))?
+        .map_err(|e| ProviderError::Unavailable(format!("{name}: {}", describe(&e))))?
     {
         if body.len() + chunk.len() > MAX_BODY {
             return Err(ProviderError::Failed(format!(

@@ -4,7 +4,7 @@ use futures::future::BoxFuture;
 use reqwest::StatusCode;
 use zeroize::Zeroizing;
 
-use super::http::{client, describe, read, temporary};
+use super::http::{client, describe, read, refused, temporary};
 use super::{CredentialSet, ProvideCredentials, ProviderError};
 use crate::env::{var, ENV_METADATA_ENDPOINT};
 
@@ -82,10 +82,13 @@ impl EcsMetadata {
                 })?;
                 Ok(Some(Zeroizing::new(token.trim().to_owned())))
             }
-            status => Err(ProviderError::Failed(format!(
-                "{NAME}: the session token was refused (HTTP {})",
-                status.as_u16()
-            ))),
+            status => Err(refused(
+                status,
+                format!(
+                    "{NAME}: the session token was refused (HTTP {})",
+                    status.as_u16()
+                ),
+            )),
         }
     }
 
@@ -155,10 +158,13 @@ impl ProvideCredentials for EcsMetadata {
                     token = self.session_token(&base).await?;
                     continue;
                 }
-                return Err(ProviderError::Failed(format!(
-                    "{NAME}: the security key was refused (HTTP {})",
-                    status.as_u16()
-                )));
+                return Err(refused(
+                    status,
+                    format!(
+                        "{NAME}: the security key was refused (HTTP {})",
+                        status.as_u16()
+                    ),
+                ));
             }
         })
     }

@@ -144,6 +144,10 @@ pub enum ProviderError {
     /// request, an answer that does not parse).
     #[error("{0}")]
     Failed(String),
+    /// The provider applies, but its service did not answer, or answered with a server error
+    /// or a throttle: asking again later may succeed.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ProviderError {
@@ -151,6 +155,13 @@ impl ProviderError {
     #[must_use]
     pub fn is_not_applicable(&self) -> bool {
         matches!(self, Self::NotApplicable(_))
+    }
+
+    /// Whether asking again later may succeed: the provider's service did not answer, or
+    /// answered with a server error or a throttle.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
     }
 }
 

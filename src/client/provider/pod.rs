@@ -3,7 +3,7 @@
 use futures::future::BoxFuture;
 use zeroize::Zeroizing;
 
-use super::http::{client, describe, read, temporary};
+use super::http::{client, no_answer, read, refused, temporary};
 use super::{CredentialSet, ProvideCredentials, ProviderError};
 use crate::env::{var, ENV_CONTAINER_CREDENTIALS_URI, ENV_CONTAINER_TOKEN_FILE};
 
@@ -80,15 +80,16 @@ impl ProvideCredentials for PodIdentity {
                 .body("{}")
                 .send()
                 .await
-                .map_err(|e| {
-                    ProviderError::Failed(format!("{NAME}: {}", describe(&e.without_url())))
-                })?;
+                .map_err(|e| no_answer(NAME, e))?;
             let (status, body) = read(NAME, response).await?;
             if !status.is_success() {
-                return Err(ProviderError::Failed(format!(
-                    "{NAME}: the credentials service answered HTTP {}",
-                    status.as_u16()
-                )));
+                return Err(refused(
+                    status,
+                    format!(
+                        "{NAME}: the credentials service answered HTTP {}",
+                        status.as_u16()
+                    ),
+                ));
             }
             temporary(NAME, &body)
         })

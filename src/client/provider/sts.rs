@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::http::{client, describe, read, temporary};
+use super::http::{client, no_answer, read, refused, temporary};
 use super::{CredentialSet, ProvideCredentials, ProviderError};
 use crate::env::{
     var, ENV_IAM_ENDPOINT, ENV_OIDC_AGENCY_URN, ENV_OIDC_DURATION_SECONDS, ENV_OIDC_ID_TOKEN,
@@ -123,15 +123,13 @@ impl ProvideCredentials for OidcSts {
                 .body(body.as_bytes().to_vec())
                 .send()
                 .await
-                .map_err(|e| {
-                    ProviderError::Failed(format!("{OIDC}: {}", describe(&e.without_url())))
-                })?;
+                .map_err(|e| no_answer(OIDC, e))?;
             let (status, body) = read(OIDC, response).await?;
             if !status.is_success() {
-                return Err(ProviderError::Failed(format!(
-                    "{OIDC}: STS answered HTTP {}",
-                    status.as_u16()
-                )));
+                return Err(refused(
+                    status,
+                    format!("{OIDC}: STS answered HTTP {}", status.as_u16()),
+                ));
             }
             temporary(OIDC, &body)
         })
@@ -168,9 +166,7 @@ impl Federated {
 
     pub(super) async fn provide(&self) -> Result<CredentialSet, ProviderError> {
         let name = self.name;
-        let failed = |e: reqwest::Error| {
-            ProviderError::Failed(format!("{name}: {}", describe(&e.without_url())))
-        };
+        let failed = |e: reqwest::Error| no_answer(name, e);
         let id_token = self.token.read(name)?;
         let body = Zeroizing::new(
             json!({ "auth": { "id_token": { "id": id_token.as_str() } } }).to_string(),
@@ -191,10 +187,13 @@ impl Federated {
             .map(|v| Zeroizing::new(v.to_owned()));
         let status = response.status();
         let Some(subject) = subject.filter(|_| status.is_success()) else {
-            return Err(ProviderError::Failed(format!(
-                "{name}: IAM did not accept the id token (HTTP {})",
-                status.as_u16()
-            )));
+            return Err(refused(
+                status,
+                format!(
+                    "{name}: IAM did not accept the id token (HTTP {})",
+                    status.as_u16()
+                ),
+            ));
         };
         let body = Zeroizing::new(
             json!({ "auth": { "identity": {
@@ -213,10 +212,13 @@ impl Federated {
             .map_err(failed)?;
         let (status, body) = read(name, response).await?;
         if !status.is_success() {
-            return Err(ProviderError::Failed(format!(
-                "{name}: IAM refused temporary keys (HTTP {})",
-                status.as_u16()
-            )));
+            return Err(refused(
+                status,
+                format!(
+                    "{name}: IAM refused temporary keys (HTTP {})",
+                    status.as_u16()
+                ),
+            ));
         }
         temporary(name, &body)
     }
