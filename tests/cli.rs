@@ -1087,6 +1087,29 @@ async fn a_resumed_wait_keeps_the_first_deadline_unless_given_another() {
 }
 
 #[tokio::test]
+async fn the_end_of_a_wait_is_written_however_soon_after_the_write_before() {
+    let sim = Simulator::start().await;
+    // RUNNING throughout, at one progress: nothing a poll sees changes, so between the first
+    // write and the end only the end asks for one.
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify).running(1_000_000),
+    );
+    let (dir, dir_arg) = state_dir("end");
+    let one = task(1).to_string();
+    let args = ["--state-dir", &dir_arg, "--timeout", "400ms", one.as_str()];
+    let out = run(command(&sim, &args)).await;
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(dir.join(format!("{one}.json"))).unwrap()).unwrap();
+    let polls = sim.polls(&instance(), &task(1));
+    assert!(polls >= 3, "{polls} polls");
+    assert_eq!(saved["polls"], polls, "{saved}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn a_state_file_that_cannot_be_used_is_refused() {
     let sim = Simulator::start().await;
     let (dir, _) = state_dir("bad");
