@@ -1852,3 +1852,98 @@ async fn files_left_by_failed_writes_are_removed_once_the_tasks_lock_is_held() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A tmpfs of `size` mounted at a fresh folder, unmounted when dropped; `None` where this
+/// process may not mount.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(name: &str, size: &str) -> Option<Self> {
+        let (dir, _) = state_dir(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !mounted {
+            let _ = std::fs::remove_dir(&dir);
+            return None;
+        }
+        Some(Self(dir))
+    }
+
+    /// Writes a file until the disk is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let path = self.0.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let block = [0u8; 512];
+        while file
+            .write_all(&block)
+            .and_then(|()| file.sync_all())
+            .is_ok()
+        {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn on_a_full_disk_a_retry_is_not_sent_and_a_run_after_spends_no_more_than_allowed() {
+    let Some(disk) = SmallDisk::mount("full", "64k") else {
+        eprintln!("skipped: this process may not mount a tmpfs");
+        return;
+    };
+    let sim = Simulator::start().await;
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify)
+            .running_for(Duration::from_millis(500))
+            .fail("first")
+            .running(1)
+            .fail("second"),
+    );
+    let dir_arg = disk.0.to_str().unwrap().to_owned();
+    let one = task(1).to_string();
+    let args = ["--state-dir", &dir_arg, "--retry-failed", "1", one.as_str()];
+    let mut cmd = command(&sim, &args);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // The first write, then no space left.
+    let file = disk.0.join(format!("{one}.json"));
+    let started = std::time::Instant::now();
+    while !file.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no first write"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let filler = disk.fill();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert_eq!(sim.retries(&instance(), &task(1)), 0, "{stderr}");
+    // Space again: the run after spends the one retry allowed, and no more.
+    std::fs::remove_file(filler).unwrap();
+    let out = run(command(&sim, &args)).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("FAILED: second"), "{}", out.stderr);
+    assert_eq!(sim.retries(&instance(), &task(1)), 1);
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved["retries"], 1, "{saved}");
+}
