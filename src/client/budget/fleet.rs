@@ -39,8 +39,8 @@ pub(crate) enum Booking {
     Booked(Duration),
     /// The fleet does not answer: pace alone, from its members and rate as last seen.
     Alone {
-        /// Processes in the fleet (at least 1).
-        members: u32,
+        /// Processes in the fleet (at least 1); `None` when it never answered.
+        members: Option<u32>,
         /// The fleet's adaptive rate, if it had one.
         rate: Option<f64>,
     },

@@ -58,8 +58,8 @@ impl Bucket {
     }
 
     /// An empty one.
-    fn empty(rate: f64, now: Instant) -> Self {
-        let mut bucket = Self::new(rate, rate.max(1.0), now);
+    pub(crate) fn empty(rate: f64, capacity: f64, now: Instant) -> Self {
+        let mut bucket = Self::new(rate, capacity, now);
         bucket.tokens = 0.0;
         bucket
     }
@@ -191,7 +191,7 @@ impl Curve {
     /// refused too).
     fn cut(from: f64, rate: f64, now: Instant, tokens: Option<f64>) -> Self {
         let rate = rate.max(MIN_RATE);
-        let mut bucket = Bucket::empty(rate, now);
+        let mut bucket = Bucket::empty(rate, rate.max(1.0), now);
         bucket.tokens = tokens.unwrap_or(0.0).min(bucket.capacity);
         let c = scale(from.max(rate));
         Self {
@@ -216,7 +216,7 @@ impl Curve {
     fn at(rate: f64, now: Instant) -> Self {
         let rate = rate.max(MIN_RATE);
         Self {
-            bucket: Bucket::empty(rate, now),
+            bucket: Bucket::empty(rate, rate.max(1.0), now),
             before_cut: rate,
             cut_at: now,
             k: 0.0,

@@ -70,6 +70,10 @@ use limiter::{Bucket, Change, Limiter};
 /// was left alone) queues again.
 const STALE: Duration = Duration::from_secs(1);
 
+/// A process that never reached its fleet starts its adaptive limiter at this share of its
+/// lowest limit.
+const BLIND_SHARE: f64 = 4.0;
+
 /// A poll that waited this long for its token found the budget short: it cannot keep every
 /// wait's schedule.
 const SHORT: Duration = Duration::from_secs(1);
@@ -338,24 +342,38 @@ impl Budget {
         }
     }
 
-    /// Sets this process's own limits to its share of the fleet's (of `members`, at `rate`),
-    /// when the fleet stops answering.
-    fn pace_alone(&self, members: u32, rate: Option<f64>) {
+    /// Sets this process's own limits when the fleet stops answering: its share of the
+    /// fleet's (of `members`, at `rate`), or when the fleet never answered, limits that the
+    /// service's answers alone move (docs/architecture.md says why). Every bucket starts
+    /// empty: a fallback is no reason for a burst, and a fleet falling back again and again
+    /// would send one each time.
+    fn pace_alone(&self, members: Option<u32>, rate: Option<f64>) {
         let mut state = self.state();
         if state.alone {
             return;
         }
         state.alone = true;
         let now = Instant::now();
-        let share = f64::from(members.max(1));
+        let share = f64::from(members.unwrap_or(1).max(1));
         state.fixed = self
             .config
             .buckets()
             .into_iter()
-            .map(|(rate, burst)| Bucket::new(rate / share, (burst / share).max(1.0), now))
+            .map(|(rate, burst)| Bucket::empty(rate / share, (burst / share).max(1.0), now))
             .collect();
-        if let Some(rate) = rate {
-            state.limiter.engage_at(rate / share, now);
+        let start = match (members, rate) {
+            (Some(_), Some(rate)) => Some(rate / share),
+            (Some(_), None) => None,
+            // Never seen: from a share of the lowest limit, engaged whether or not a throttle
+            // came, so that throttles move it.
+            (None, _) => state
+                .fixed
+                .iter()
+                .map(|bucket| bucket.rate / BLIND_SHARE)
+                .min_by(f64::total_cmp),
+        };
+        if let Some(start) = start.filter(|_| self.config.adaptive()) {
+            state.limiter.engage_at(start, now);
         }
     }
 
@@ -523,6 +541,10 @@ mod tests {
         booked: Mutex<u32>,
         refunds: AtomicU64,
         answers: AtomicU64,
+        /// The fleet never answered: its members and rate are unknown.
+        never: bool,
+        /// The fleet had no adaptive rate.
+        unrated: bool,
     }
 
     impl Fleet for Scripted {
@@ -531,10 +553,15 @@ mod tests {
             let booking = if *booked > 0 {
                 *booked -= 1;
                 Booking::Booked(Duration::ZERO)
+            } else if self.never {
+                Booking::Alone {
+                    members: None,
+                    rate: None,
+                }
             } else {
                 Booking::Alone {
-                    members: 4,
-                    rate: Some(40.0),
+                    members: Some(4),
+                    rate: (!self.unrated).then_some(40.0),
                 }
             };
             Box::pin(std::future::ready(booking))
@@ -582,6 +609,58 @@ mod tests {
         let before = Instant::now();
         budget.acquire().await;
         assert_eq!(before.elapsed(), Duration::ZERO, "the refunded token");
+    }
+
+    /// How many tokens `budget` hands out in `secs` seconds from now.
+    async fn tokens_in(budget: &Arc<Budget>, secs: f64) -> u32 {
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let mut taken = 0;
+        while tokio::time::timeout_at(end, budget.acquire()).await.is_ok() {
+            taken += 1;
+        }
+        taken
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fleet_that_never_answered_leaves_a_quarter_of_the_limit_with_no_burst() {
+        let fleet = Arc::new(Scripted {
+            never: true,
+            ..Scripted::default()
+        });
+        let config = RequestBudget::default().with_max_rps(40.0, 40);
+        let budget = Arc::new(Budget::with_fleet(config, fleet));
+        // 10 a second from an empty bucket: the first token after a tenth of a second.
+        let first = tokens_in(&budget, 1.0).await;
+        assert!((9..=11).contains(&first), "{first} in the first second");
+        // The service's throttles cut it, as a process's own limiter.
+        for _ in 0..5 {
+            budget.acquire().await;
+            budget.answered(Instant::now(), true, None);
+        }
+        let rate = budget.stats().adaptive_rate.unwrap();
+        assert!(rate < 10.0, "{rate}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_fallback_starts_from_an_empty_bucket() {
+        // No adaptive rate: the fixed limit's share alone paces.
+        let fleet = Arc::new(Scripted {
+            unrated: true,
+            ..Scripted::default()
+        });
+        let config = RequestBudget::default().with_max_rps(40.0, 40);
+        let budget = Arc::new(Budget::with_fleet(config, fleet.clone()));
+        for _ in 0..3 {
+            // Alone, then idle long enough for the buckets to fill, then back in the fleet.
+            let alone = tokens_in(&budget, 0.5).await;
+            assert!(
+                (4..=6).contains(&alone),
+                "{alone} in half a second at a quarter of 40"
+            );
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            *fleet.booked.lock().unwrap() = 1;
+            budget.acquire().await;
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -17,7 +17,8 @@
 //!
 //! Redis failing is never a wait's failure: a call that errs or takes longer than
 //! [`SharedBudget::timeout`] (250 ms by default) switches the process to its own limiter at
-//! once, seeded with the fleet's share of each limit; a call every
+//! once, seeded with the fleet's share of each limit from empty buckets (a process that never
+//! reached Redis paces by its adaptive limiter, from a quarter of its lowest limit); a call every
 //! [`SharedBudget::probe_every`] (2 s) tries Redis again and rejoins. So does a booked wait
 //! longer than the fleet's limits can explain. Slots booked ahead of Redis's clock, as a step
 //! back of that clock leaves them, are dropped by the script, which keeps what the fleet
@@ -553,7 +554,7 @@ impl Shared {
         }
         let last = self.last();
         Booking::Alone {
-            members: last.map_or(1, |fleet| fleet.members),
+            members: last.map(|fleet| fleet.members),
             rate: last.and_then(|fleet| fleet.rate),
         }
     }
