@@ -12,7 +12,10 @@
 //!   and adaptive (told nothing but the URL), and shared with the rate given (`--max-rps 40`);
 //! - 2, 4 and 8 processes of 50 tasks, the same three ways;
 //! - 4 processes of 50, shared and adaptive, Redis killed (SIGKILL) a third of the way into the
-//!   run and started again at two thirds.
+//!   run and started again at two thirds;
+//! - 4 and 8 processes of 50 told the rate, with a Redis that never answers (nothing listens
+//!   at its port): what they send a second from 1 to 10 s, and at most over any 5 s, are the
+//!   figures to read.
 //!
 //! For each: the time until the last process exits, requests, the share throttled, the quota
 //! used while waits were left, p95 detection delay (from a task's end on the server to its
@@ -52,6 +55,8 @@ enum Mode {
     Shared,
     /// Shared through Redis, with the quota's rate given.
     SharedRate,
+    /// As `SharedRate`, with a Redis that never answers (nothing listens at its port).
+    SharedRateDown,
 }
 
 impl Mode {
@@ -60,6 +65,7 @@ impl Mode {
             Mode::Alone => "alone",
             Mode::Shared => "shared",
             Mode::SharedRate => "shared+rate",
+            Mode::SharedRateDown => "shared+rate redis-down-from-start",
         }
     }
 }
@@ -93,6 +99,10 @@ struct Outcome {
     throttled_late: u64,
     /// Requests accepted and throttled in each second of the run.
     timeline: Vec<(u64, u64)>,
+    /// The most requests sent a second over any 5 s of the run.
+    sent_peak: f64,
+    /// Requests sent a second from 1 s to 10 s.
+    sent_early: f64,
     wall: f64,
     requests: u64,
     throttled: u64,
@@ -196,10 +206,16 @@ async fn run(plan: &Plan, lengths: &[(f64, bool)], redis: &mut RedisServer) -> O
             .env("IOTDA_METADATA_ENDPOINT", "http://127.0.0.1:1")
             .args(["--instance-id", INSTANCE, "--endpoint", &sim.uri()])
             .args(["--output", "json", "--timeout", "10m"]);
-        if plan.mode != Mode::Alone {
-            cmd.args(["--shared-budget", &redis.url()]);
+        match plan.mode {
+            Mode::Alone => {}
+            Mode::SharedRateDown => {
+                cmd.args(["--shared-budget", "redis://127.0.0.1:1"]);
+            }
+            Mode::Shared | Mode::SharedRate => {
+                cmd.args(["--shared-budget", &redis.url()]);
+            }
         }
-        if plan.mode == Mode::SharedRate {
+        if matches!(plan.mode, Mode::SharedRate | Mode::SharedRateDown) {
             cmd.args(["--max-rps", &QUOTA.to_string()]);
         }
         let first = p * plan.per_process;
@@ -353,6 +369,13 @@ async fn run(plan: &Plan, lengths: &[(f64, bool)], redis: &mut RedisServer) -> O
         }
         seconds
     };
+    outcome.sent_peak = outcome
+        .timeline
+        .windows(5)
+        .map(|w| w.iter().map(|(a, t)| a + t).sum::<u64>() as f64 / 5.0)
+        .fold(0.0, f64::max);
+    outcome.sent_early = ((to.accepted + to.throttled) - (from.accepted + from.throttled)) as f64
+        / (to.at - from.at);
     outcome.throttled_early = from.throttled;
     outcome.quota_used = (to.accepted - from.accepted) as f64 / (to.at - from.at) / QUOTA;
     outcome.throttled_late = to.throttled.saturating_sub(from.throttled);
@@ -436,6 +459,9 @@ fn main() {
         }
     }
     plans.push(plan(4, 50, true, Mode::Shared, true));
+    for processes in [4, 8] {
+        plans.push(plan(processes, 50, true, Mode::SharedRateDown, false));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -485,6 +511,10 @@ fn main() {
         if !plan.kill_redis && outcome.fallbacks > 0 {
             notes.push_str(&format!("{} fallbacks", outcome.fallbacks));
         }
+        notes.push_str(&format!(
+            " sent {:.1}/s from 1 to 10 s, {:.1}/s at most over 5 s",
+            outcome.sent_early, outcome.sent_peak
+        ));
         if outcome.hung > 0 {
             notes.push_str(&format!(" {} processes did not exit", outcome.hung));
         }
@@ -526,6 +556,8 @@ fn main() {
             "requests": outcome.requests,
             "throttled": outcome.throttled,
             "quota_used": outcome.quota_used,
+            "sent_peak_per_s": outcome.sent_peak,
+            "sent_1_to_10_s_per_s": outcome.sent_early,
             "throttled_0_to_1_s": outcome.throttled_early,
             "throttled_1_to_10_s": outcome.throttled_late,
             "p95_delay_s": p95(&outcome.delays),

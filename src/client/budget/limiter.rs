@@ -262,6 +262,10 @@ pub(crate) struct Limiter {
     /// How many throttles in a row over the quota found it where it was: the curve rises
     /// past it twice as slowly for each, up to [`HELD_MOST`].
     held: u32,
+    /// Whether cuts are probed. A process that is one of a fleet of a size it does not know
+    /// cannot probe: its own cut moves the share the service refuses by one member's part
+    /// only, so a quota would look like noise.
+    probes: bool,
 }
 
 impl Limiter {
@@ -279,6 +283,7 @@ impl Limiter {
             probe: None,
             quota: None,
             held: 0,
+            probes: true,
         }
     }
 
@@ -286,6 +291,15 @@ impl Limiter {
     /// fleet's rate).
     pub(crate) fn engage_at(&mut self, rate: f64, now: Instant) {
         self.curve = Some(Curve::at(rate, now));
+    }
+
+    /// Engages at `rate` as one of a fleet of a size not known: every throttle past the
+    /// last cut's episode cuts, and no cut is probed (see `probes`).
+    pub(crate) fn engage_in_a_fleet_unseen(&mut self, rate: f64, now: Instant) {
+        self.engage_at(rate, now);
+        self.probes = false;
+        self.probe = None;
+        self.noise = 0.0;
     }
 
     /// The rate, once engaged.
@@ -392,7 +406,9 @@ impl Limiter {
         // No token saved up: the low phase must send at its rate.
         let cut = Curve::cut(from, rate, now, None);
         let rate = cut.bucket.rate;
-        self.probe = Some(Probe::new(rate, from.min(rate / BETA).max(rate), now));
+        if self.probes {
+            self.probe = Some(Probe::new(rate, from.min(rate / BETA).max(rate), now));
+        }
         self.curve = Some(cut);
         Change::Cut(rate)
     }

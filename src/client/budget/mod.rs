@@ -361,19 +361,22 @@ impl Budget {
             .into_iter()
             .map(|(rate, burst)| Bucket::empty(rate / share, (burst / share).max(1.0), now))
             .collect();
-        let start = match (members, rate) {
-            (Some(_), Some(rate)) => Some(rate / share),
-            (Some(_), None) => None,
+        if !self.config.adaptive() {
+            return;
+        }
+        match (members, rate) {
+            (Some(_), Some(rate)) => state.limiter.engage_at(rate / share, now),
+            (Some(_), None) => {}
             // Never seen: from a share of the lowest limit, engaged whether or not a throttle
             // came, so that throttles move it.
-            (None, _) => state
-                .fixed
-                .iter()
-                .map(|bucket| bucket.rate / BLIND_SHARE)
-                .min_by(f64::total_cmp),
-        };
-        if let Some(start) = start.filter(|_| self.config.adaptive()) {
-            state.limiter.engage_at(start, now);
+            (None, _) => {
+                let lowest = state.fixed.iter().map(|b| b.rate).min_by(f64::total_cmp);
+                if let Some(lowest) = lowest {
+                    state
+                        .limiter
+                        .engage_in_a_fleet_unseen(lowest / BLIND_SHARE, now);
+                }
+            }
         }
     }
 
