@@ -399,6 +399,35 @@ fn a_limiter_engaged_at_a_share_grows_from_it() {
     assert!((grown - (10.0 + scale(10.0) * 8.0)).abs() < 1e-6, "{grown}");
 }
 
+#[test]
+fn one_of_a_fleet_unseen_cuts_at_every_throttle_and_probes_none() {
+    let t0 = Instant::now();
+    // The same refusals a probe takes for noise (see the test above) go on cutting here: the
+    // process cannot tell its own part in them.
+    let mut n = 0u32;
+    let mut one_in_five = |_: Instant| {
+        n += 1;
+        n.is_multiple_of(5)
+    };
+    let mut alone = Limiter::new(t0);
+    let mut at = t0;
+    alone.engage_at(20.0, t0);
+    let restored = drive(&mut alone, &mut at, 30.0, &mut one_in_five);
+    assert!(restored.iter().any(|c| matches!(c, Change::Restored(_))));
+    let mut unseen = Limiter::new(t0);
+    let mut at = t0;
+    unseen.engage_in_a_fleet_unseen(20.0, t0);
+    let changes = drive(&mut unseen, &mut at, 30.0, &mut one_in_five);
+    assert!(!changes.iter().any(|c| matches!(c, Change::Restored(_))));
+    assert!(unseen.probe.is_none());
+    let cuts = changes
+        .iter()
+        .filter(|c| matches!(c, Change::Cut(_)))
+        .count();
+    assert!(cuts >= 5, "{cuts} cuts");
+    assert!(unseen.rate().unwrap() < alone.rate().unwrap() / 2.0);
+}
+
 /// Every pattern above on many draws of the noise and of the refusals: a random share of 5 to
 /// 30 % alone, with a quota, and with a neighbour spending 30 of the quota's 40; a quota alone
 /// at 60 and 400 wanted; a neighbour at 100 wanted; an outage of 10 s; a quota halved. With
