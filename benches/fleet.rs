@@ -10,7 +10,8 @@
 //!   need (the quota's need is those requests at 40 a second);
 //! - 200 tasks under the quota, in 1 process, then in 4 processes of 50, each alone, shared
 //!   and adaptive (told nothing but the URL), and shared with the rate given (`--max-rps 40`);
-//! - 2, 4 and 8 processes of 50 tasks, the same three ways;
+//! - 2, 4 and 8 processes of 50 tasks, the same three ways, and the 8 shared and adaptive
+//!   again right after, on what Redis learned in the run before (a fleet started again);
 //! - 4 processes of 50, shared and adaptive, Redis killed (SIGKILL) a third of the way into the
 //!   run and started again at two thirds;
 //! - 4 and 8 processes of 50 told the rate, with a Redis that never answers (nothing listens
@@ -77,6 +78,8 @@ struct Plan {
     quota: bool,
     mode: Mode,
     kill_redis: bool,
+    /// Redis keeps what the run before learned.
+    warm: bool,
 }
 
 /// The simulator's counters at one moment.
@@ -165,7 +168,10 @@ async fn run(plan: &Plan, lengths: &[(f64, bool)], redis: &mut RedisServer) -> O
     if plan.quota {
         sim.set_quota(Quota::per_second(QUOTA, 40));
     }
-    redis.restart();
+    if !plan.warm {
+        redis.restart();
+    }
+    let calls_before = script_calls(redis);
     let instance: InstanceId = INSTANCE.parse().unwrap();
     let total = plan.processes * plan.per_process;
     for (i, &(secs, fails)) in lengths.iter().take(total).enumerate() {
@@ -311,7 +317,7 @@ async fn run(plan: &Plan, lengths: &[(f64, bool)], redis: &mut RedisServer) -> O
         redis_calls: if plan.mode == Mode::Alone {
             0
         } else {
-            script_calls(redis)
+            script_calls(redis) - calls_before
         },
         tasks: total,
         hung,
@@ -445,6 +451,7 @@ fn main() {
         quota,
         mode,
         kill_redis: kill,
+        warm: false,
     };
     let mut plans = vec![
         plan(1, 200, false, Mode::Alone, false),
@@ -456,6 +463,13 @@ fn main() {
     for processes in [2, 8] {
         for mode in [Mode::Alone, Mode::Shared, Mode::SharedRate] {
             plans.push(plan(processes, 50, true, mode, false));
+            if processes == 8 && mode == Mode::Shared {
+                // The same fleet again, on what the run before it learned.
+                let mut again = plan(processes, 50, true, mode, false);
+                again.name.push_str(" again");
+                again.warm = true;
+                plans.push(again);
+            }
         }
     }
     plans.push(plan(4, 50, true, Mode::Shared, true));

@@ -67,6 +67,7 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod choose;
 pub mod client;
 pub mod env;
 #[cfg(test)]

@@ -97,6 +97,9 @@ macro_rules! open_enum {
         }
 
         impl $name {
+            /// Every value this crate names, as it appears on the wire.
+            pub const KNOWN: &'static [&'static str] = &[$( $wire, )*];
+
             /// The value as it appears on the wire.
             pub fn as_str(&self) -> &str {
                 match self {
@@ -488,4 +491,24 @@ mod tests {
         let t: jiff::Timestamp = "2021-08-19T01:52:49.493Z".parse().unwrap();
         assert_eq!(TaskTime::from(t).as_str(), "2021-08-19T01:52:49.493Z");
     }
+}
+
+/// One page of `ListInstanceTasks`: the tasks, newest first, and how many the query matches.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct TaskPage {
+    #[serde(default)]
+    pub(crate) tasks: Vec<InstanceTask>,
+    #[serde(default)]
+    pub(crate) page: PageInfo,
+}
+
+/// Where a page of `ListInstanceTasks` stands.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct PageInfo {
+    /// The records the query matches, in all pages.
+    #[serde(default)]
+    pub(crate) count: Option<u64>,
+    /// The last record's id: the next page holds the records older than it.
+    #[serde(default)]
+    pub(crate) marker: Option<String>,
 }

@@ -1947,3 +1947,141 @@ async fn on_a_full_disk_a_retry_is_not_sent_and_a_run_after_spends_no_more_than_
     let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(saved["retries"], 1, "{saved}");
 }
+
+/// Adds task `n` of `kind` to `sim`, succeeding at its first poll, a few milliseconds after
+/// the task added before it.
+async fn add_listed(sim: &Simulator, n: u32, kind: TaskType) {
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    sim.add_task(&instance(), &task(n), TaskScript::new(kind).succeed());
+}
+
+#[tokio::test]
+async fn the_newest_task_of_a_type_is_chosen_and_named() {
+    let sim = Simulator::start().await;
+    add_listed(&sim, 1, TaskType::Modify).await;
+    add_listed(&sim, 2, TaskType::Modify).await;
+    add_listed(&sim, 3, TaskType::Freeze).await;
+    let out = run(command(
+        &sim,
+        &["--latest", "--type", "modify", "--output", "json"],
+    ))
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines = out.json();
+    assert_eq!(lines[0]["event"], "selected", "{}", out.stdout);
+    assert_eq!(lines[0]["task_id"], task(2).as_str());
+    assert_eq!(lines[0]["type"], "MODIFY");
+    assert!(lines[0]["create_time"].is_string());
+    let (done, _) = done_and_events(&out);
+    assert_eq!(done["task_id"], task(2).as_str());
+    assert!(
+        out.stderr
+            .contains(&format!("chose {} (MODIFY, created", task(2))),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(sim.polls(&instance(), &task(1)), 0);
+    assert_eq!(sim.polls(&instance(), &task(3)), 0);
+}
+
+#[tokio::test]
+async fn since_keeps_looking_until_a_task_of_the_type_is_listed() {
+    let sim = Simulator::start().await;
+    // Created before the time given: never chosen.
+    add_listed(&sim, 1, TaskType::Modify).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let since = jiff::Timestamp::now().to_string();
+    let mut cmd = command(
+        &sim,
+        &["--since", &since, "--type", "MODIFY", "--output", "json"],
+    );
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // Listed a moment after the command started looking.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    add_listed(&sim, 2, TaskType::Freeze).await;
+    add_listed(&sim, 3, TaskType::Modify).await;
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let first: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(first["event"], "selected");
+    assert_eq!(first["task_id"], task(3).as_str());
+    assert!(sim.list_pages() >= 2, "looked again: {}", sim.list_pages());
+    assert_eq!(sim.polls(&instance(), &task(1)), 0);
+}
+
+#[tokio::test]
+async fn since_gives_up_at_the_deadline_saying_none_was_listed() {
+    let sim = Simulator::start().await;
+    add_listed(&sim, 1, TaskType::Modify).await;
+    let out = run(command(
+        &sim,
+        &["--since", "1h", "--type", "FREEZE", "--timeout", "300ms"],
+    ))
+    .await;
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("timed out: no task of type FREEZE created since"),
+        "{}",
+        out.stderr
+    );
+    assert!(sim.list_pages() >= 2);
+}
+
+#[tokio::test]
+async fn all_waits_for_every_task_under_way_and_ends_at_once_when_there_is_none() {
+    let sim = Simulator::start().await;
+    let out = run(command(&sim, &["--all"])).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("no task is PENDING or RUNNING; nothing to wait for"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(sim.list_pages(), 1);
+    add_listed(&sim, 1, TaskType::Modify).await;
+    add_listed(&sim, 2, TaskType::Create).await;
+    let out = run(command(&sim, &["--all", "--output", "json"])).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let selected: Vec<Value> = out
+        .json()
+        .into_iter()
+        .filter(|l| l["event"] == "selected")
+        .map(|l| l["task_id"].clone())
+        .collect();
+    assert_eq!(selected, [task(2).as_str(), task(1).as_str()]);
+    assert_eq!(sim.polls(&instance(), &task(1)), 1);
+    assert_eq!(sim.polls(&instance(), &task(2)), 1);
+}
+
+#[tokio::test]
+async fn choosing_flags_and_task_ids_are_refused_together_and_type_needs_a_choice() {
+    let sim = Simulator::start().await;
+    for (args, says) in [
+        (vec!["--latest", task(1).as_str()], "not both"),
+        (vec!["--type", "MODIFY", task(1).as_str()], "--type needs"),
+        (vec![], "give task ids, or choose them"),
+    ] {
+        let out = run(command(&sim, &args)).await;
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+    }
+    assert_eq!(sim.requests(), 0);
+    // A type this command does not know is looked for all the same, with a warning.
+    add_listed(&sim, 1, TaskType::from("RESIZE_DISK")).await;
+    let out = run(command(&sim, &["--latest", "--type", "RESIZE_DISK"])).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("--type RESIZE_DISK is not a type this command knows (CREATE, MODIFY"),
+        "{}",
+        out.stderr
+    );
+}

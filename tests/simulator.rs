@@ -854,3 +854,48 @@ async fn retries_a_failed_task_signed_like_a_poll_and_plays_on_after_the_failure
     let body: serde_json::Value = posted.json().await.unwrap();
     assert_eq!(body["error_code"], "APIGW.0101");
 }
+
+#[tokio::test]
+async fn the_task_list_is_read_page_by_page_newest_first() {
+    let sim = Simulator::start().await;
+    let instance: InstanceId = "a1b2c3d4".parse().unwrap();
+    let other: InstanceId = "f0f0f0f0".parse().unwrap();
+    let kinds = [TaskType::Create, TaskType::Modify, TaskType::Freeze];
+    let mut added = Vec::new();
+    for (i, kind) in kinds.iter().cycle().take(7).enumerate() {
+        let task: TaskId = format!("075f413d-a3bb-4243-974d-{i:012}").parse().unwrap();
+        sim.add_task(&instance, &task, TaskScript::new(kind.clone()).succeed());
+        added.push(task);
+        // Creation times a millisecond apart at least, as the service's are.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let elsewhere: TaskId = "075f413d".parse().unwrap();
+    sim.add_task(
+        &other,
+        &elsewhere,
+        TaskScript::new(TaskType::Delete).succeed(),
+    );
+    // One task polled to its end: the list shows it so, without progress.
+    let client = sim.client();
+    assert!(client
+        .instance_task(&instance, &added[0])
+        .await
+        .unwrap()
+        .is_terminal());
+    sim.set_list_page(3);
+    let listed = client.list_instance_tasks(&instance).await.unwrap();
+    assert_eq!(sim.list_pages(), 3, "7 tasks, 3 a page");
+    let ids: Vec<&str> = listed.iter().filter_map(|t| t.task_id.as_deref()).collect();
+    let mut newest_first: Vec<&str> = added.iter().map(TaskId::as_str).collect();
+    newest_first.reverse();
+    assert_eq!(ids, newest_first);
+    let first = listed.last().unwrap();
+    assert_eq!(first.status, Some(TaskStatus::Success));
+    assert_eq!(first.task_type, Some(TaskType::Create));
+    assert!(listed.iter().all(|t| t.progress.is_none()));
+    assert!(listed[0].status == Some(TaskStatus::Pending));
+    // A list of nothing is one page.
+    let none: InstanceId = "0e0e0e0e".parse().unwrap();
+    assert!(client.list_instance_tasks(&none).await.unwrap().is_empty());
+    assert_eq!(sim.list_pages(), 4);
+}

@@ -218,6 +218,75 @@ impl IotdaClient {
         self.fetch(&url, Some(timeout)).await
     }
 
+    /// Lists an instance's tasks, newest first: `ListInstanceTasks`, a signed GET of
+    /// `/v5/iot/{project_id}/iotda-instances/{instance_id}/tasks`, 500 records a page, each
+    /// page after the first from the last record's id (`marker`), until the pages hold the
+    /// `count` the service gave. Each page takes its turn in the client's
+    /// [budget](budget::RequestBudget). The service lists the tasks of the last 180 days;
+    /// listed tasks carry no progress.
+    ///
+    /// ```no_run
+    /// # async fn run(client: iotda_task_watcher::IotdaClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// let instance = "a1b2c3d4-0000-1111-2222-333344445555".parse()?;
+    /// for task in client.list_instance_tasks(&instance).await? {
+    ///     println!("{:?} {:?} {:?}", task.task_id, task.task_type, task.status);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// An [`ApiError`] for the first page that fails, as for [`IotdaClient::instance_task`].
+    pub async fn list_instance_tasks(
+        &self,
+        instance_id: &InstanceId,
+    ) -> Result<Vec<InstanceTask>, ApiError> {
+        /// Pages followed at most: the service keeps a few dozen tasks an instance.
+        const MOST_PAGES: usize = 100;
+        let mut tasks: Vec<InstanceTask> = Vec::new();
+        let mut marker: Option<String> = None;
+        for _ in 0..MOST_PAGES {
+            let mut url = self.tasks_url(instance_id);
+            {
+                let mut query = url.query_pairs_mut();
+                query.append_pair("limit", "500");
+                if let Some(marker) = &marker {
+                    query.append_pair("marker", marker);
+                }
+            }
+            self.inner.budget.acquire().await;
+            let page: crate::model::TaskPage = self
+                .send(reqwest::Method::GET, &url, Some(self.inner.timeout))
+                .await?;
+            let got = page.tasks.len();
+            tasks.extend(page.tasks);
+            let count = page.page.count.and_then(|n| usize::try_from(n).ok());
+            let next = page.page.marker.filter(|m| !m.is_empty());
+            let complete = count.is_none_or(|n| tasks.len() >= n);
+            if got == 0 || complete || next.is_none() || next == marker {
+                break;
+            }
+            marker = next;
+        }
+        Ok(tasks)
+    }
+
+    /// The URL of an instance's tasks.
+    fn tasks_url(&self, instance_id: &InstanceId) -> Url {
+        let mut url = self.inner.endpoint.as_url().clone();
+        url.path_segments_mut()
+            .expect("an endpoint URL has a path")
+            .clear()
+            .extend([
+                "v5",
+                "iot",
+                self.inner.project_id.as_str(),
+                "iotda-instances",
+                instance_id.as_str(),
+                "tasks",
+            ]);
+        url
+    }
+
     /// Retries a task that FAILED: `RetryInstanceTask`, a signed POST of
     /// `{task URL}/retry` with an empty body, answered with the task as the service restarts
     /// it. One call, one request, no retries; it takes its turn in the client's
@@ -251,12 +320,12 @@ impl IotdaClient {
 
     /// One signed request with an empty body, answered with a task: a GET of a task or a POST
     /// of its retry.
-    pub(crate) async fn send(
+    pub(crate) async fn send<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
         url: &Url,
         timeout: Option<Duration>,
-    ) -> Result<InstanceTask, ApiError> {
+    ) -> Result<T, ApiError> {
         match &self.inner.keys {
             Keys::Fixed(signing) => self.send_signed(&method, url, timeout, signing).await,
             Keys::Fetched(refresher) => {
@@ -289,13 +358,13 @@ impl IotdaClient {
     }
 
     /// One request signed with `keys`.
-    async fn send_signed(
+    async fn send_signed<T: serde::de::DeserializeOwned>(
         &self,
         method: &reqwest::Method,
         url: &Url,
         timeout: Option<Duration>,
         keys: &Signing,
-    ) -> Result<InstanceTask, ApiError> {
+    ) -> Result<T, ApiError> {
         let local = SystemTime::now();
         let offset_ms = self.inner.clock_offset_ms.load(Ordering::Relaxed);
         let headers = self.signed_headers(method, url, skew::shift(local, offset_ms), keys);

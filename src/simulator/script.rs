@@ -248,6 +248,17 @@ impl TaskState {
         Some(task)
     }
 
+    /// The task as `ListInstanceTasks` lists it: as last seen, else PENDING, without
+    /// progress (the list carries none). Not a poll: nothing moves on.
+    pub(super) fn listed(&mut self, task_id: &str) -> InstanceTask {
+        let mut task = match &self.last {
+            Some(Answer::Task(task)) => (**task).clone(),
+            _ => self.snapshot(task_id, TaskStatus::Pending, 0, None),
+        };
+        task.progress = None;
+        task
+    }
+
     fn next_step(&mut self) {
         self.step += 1;
         self.count = 0;

@@ -11,7 +11,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::client::skew;
-use crate::model::TaskTime;
+use crate::model::{InstanceTask, TaskTime};
 use crate::{Credentials, InstanceId, IotdaClient, IotdaClientBuilder, ProjectId, TaskId};
 
 use super::gateway::{
@@ -28,6 +28,10 @@ pub(super) struct Shared {
     pub(super) sk: String,
     project_id: ProjectId,
     tasks: Mutex<HashMap<(String, String), TaskState>>,
+    /// The most tasks a page of `ListInstanceTasks` holds, whatever its `limit`.
+    list_page: std::sync::atomic::AtomicUsize,
+    /// Pages of `ListInstanceTasks` answered.
+    list_pages: AtomicU64,
     /// IAM tokens accepted as `X-Auth-Token`.
     pub(super) tokens: Mutex<HashSet<String>>,
     requests: AtomicU64,
@@ -109,6 +113,8 @@ impl Simulator {
             throttled: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             lose_retry: Mutex::new(None),
+            list_page: std::sync::atomic::AtomicUsize::new(500),
+            list_pages: AtomicU64::new(0),
             issuer: Issuer::new((REGION.to_owned(), project_id.to_owned())),
         });
         // Requests are counted here; wiremock need not keep them all.
@@ -295,6 +301,20 @@ impl Simulator {
         self.shared.throttled.load(Ordering::Relaxed)
     }
 
+    /// Holds each page of `ListInstanceTasks` to at most `tasks` (500 by default, as the
+    /// service's most), to make a list take several pages.
+    pub fn set_list_page(&self, tasks: usize) {
+        self.shared
+            .list_page
+            .store(tasks.clamp(1, 500), Ordering::Relaxed);
+    }
+
+    /// Pages of `ListInstanceTasks` answered.
+    #[must_use]
+    pub fn list_pages(&self) -> u64 {
+        self.shared.list_pages.load(Ordering::Relaxed)
+    }
+
     /// How long the temporary keys it hands out last from now on (default 1 hour). They are
     /// accepted until then, and refused with the gateway's 401 after.
     pub fn set_credential_lifetime(&self, lifetime: Duration) {
@@ -427,6 +447,73 @@ fn retried(
     (template, Duration::ZERO, Vec::new())
 }
 
+/// The gateway's refusal of a request of the API, if it refuses it: unsigned or badly
+/// signed, or over the account's quota.
+fn refusal(
+    shared: &Shared,
+    request: &Request,
+    server_now: SystemTime,
+    request_id: &str,
+) -> Option<ResponseTemplate> {
+    if let Err(why) = authenticate(shared, request, server_now) {
+        shared.refused.fetch_add(1, Ordering::Relaxed);
+        return Some(unauthenticated(&why, request_id));
+    }
+    match shared.take_token() {
+        Ok(()) => None,
+        Err(QuotaAnswer::Throttled { retry_after }) => Some(throttled(retry_after, request_id)),
+        Err(QuotaAnswer::RateLimited) => Some(rate_limited()),
+    }
+}
+
+/// `ListInstanceTasks`: the instance's tasks as each was last seen (PENDING before its first
+/// poll), without progress, newest first; `limit` a page (500 by default), the page after
+/// `marker` (a task id) when given, and `count` every task of the instance.
+fn list_tasks(shared: &Shared, instance: &str, request: &Request) -> ResponseTemplate {
+    let query: HashMap<String, String> = request.url.query_pairs().into_owned().collect();
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(500)
+        .clamp(1, shared.list_page.load(Ordering::Relaxed).max(1));
+    shared.list_pages.fetch_add(1, Ordering::Relaxed);
+    let mut listed: Vec<InstanceTask> = {
+        let mut tasks = shared
+            .tasks
+            .lock()
+            .expect("the task table is never poisoned");
+        tasks
+            .iter_mut()
+            .filter(|((of, _), _)| of == instance)
+            .map(|((_, id), state)| state.listed(id))
+            .collect()
+    };
+    // Newest first; tasks created at once by id, so that pages follow one order.
+    listed.sort_by(|a, b| {
+        let key = |t: &InstanceTask| {
+            (
+                t.create_time.as_ref().and_then(TaskTime::timestamp),
+                t.task_id.clone(),
+            )
+        };
+        key(b).cmp(&key(a))
+    });
+    let count = listed.len();
+    let start = query.get("marker").map_or(0, |marker| {
+        listed
+            .iter()
+            .position(|t| t.task_id.as_deref() == Some(marker.as_str()))
+            .map_or(count, |at| at + 1)
+    });
+    let page: Vec<&InstanceTask> = listed.iter().skip(start).take(limit).collect();
+    let marker = page.last().and_then(|t| t.task_id.clone());
+    let body = serde_json::json!({
+        "tasks": page,
+        "page": {"count": count, "marker": marker},
+    });
+    ResponseTemplate::new(200).set_body_raw(body.to_string(), "application/json")
+}
+
 /// The answer to `request`, how long to hold it, and the headers of its own it sends.
 fn answer(
     shared: &Shared,
@@ -454,6 +541,17 @@ fn answer(
         .trim_start_matches('/')
         .split('/')
         .collect();
+    if let ["v5", "iot", project, "iotda-instances", instance, "tasks"] = segments[..] {
+        if request.method.as_str() == "GET" {
+            if let Some(refused) = refusal(shared, request, server_now, request_id) {
+                return at_once(refused);
+            }
+            if project != shared.project_id.as_str() {
+                return at_once(task_not_found());
+            }
+            return at_once(list_tasks(shared, instance, request));
+        }
+    }
     let (project, instance, task, retry) = match segments[..] {
         ["v5", "iot", project, "iotda-instances", instance, "tasks", task]
             if request.method.as_str() == "GET" =>
@@ -467,16 +565,8 @@ fn answer(
         }
         _ => return at_once(no_such_api()),
     };
-    if let Err(why) = authenticate(shared, request, server_now) {
-        shared.refused.fetch_add(1, Ordering::Relaxed);
-        return at_once(unauthenticated(&why, request_id));
-    }
-    match shared.take_token() {
-        Ok(()) => {}
-        Err(QuotaAnswer::Throttled { retry_after }) => {
-            return at_once(throttled(retry_after, request_id));
-        }
-        Err(QuotaAnswer::RateLimited) => return at_once(rate_limited()),
+    if let Some(refused) = refusal(shared, request, server_now, request_id) {
+        return at_once(refused);
     }
     if project != shared.project_id.as_str() {
         return at_once(task_not_found());

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use iotda_task_watcher::choose::{Choice, Pick};
 use iotda_task_watcher::watch::Condition;
+use iotda_task_watcher::TaskType;
 
 /// What `-h` and `--help` both end with: where credentials come from, and the exit codes.
 const AFTER_HELP: &str = "\
@@ -53,9 +55,29 @@ pub struct Args {
     #[arg(long, value_name = "ID", required = true)]
     pub instance_id: Option<String>,
 
-    /// The tasks to wait for; an id given twice is waited for once.
-    #[arg(value_name = "TASK_ID", required = true)]
+    /// The tasks to wait for; an id given twice is waited for once. Without ids, choose them
+    /// from the instance's list with --latest, --since or --all.
+    #[arg(value_name = "TASK_ID")]
     pub task_ids: Vec<String>,
+
+    /// Chooses the newest task of the instance (with --type, of that type), whatever its
+    /// status.
+    #[arg(long, conflicts_with_all = ["since", "all"])]
+    pub latest: bool,
+
+    /// Chooses the tasks created at or after TIME: RFC 3339, or a duration meaning that long
+    /// ago (e.g. 10m). Until one is listed, the list is read again, paced like polls, up to
+    /// the deadline.
+    #[arg(long, value_name = "TIME", value_parser = parse_since, conflicts_with = "all")]
+    pub since: Option<jiff::Timestamp>,
+
+    /// Chooses every task PENDING or RUNNING now; none: exit 0 at once.
+    #[arg(long)]
+    pub all: bool,
+
+    /// With --latest, --since or --all: tasks of this type only (CREATE, MODIFY, ...).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub task_type: Option<String>,
 
     /// The project id.
     #[arg(
@@ -185,7 +207,39 @@ impl Args {
     }
 
     /// Refuses settings that cannot be right, with the range that is allowed.
+    /// How the tasks are chosen from the instance's list, when they are.
+    pub fn pick(&self) -> Option<Pick> {
+        let choice = if self.latest {
+            Choice::Latest
+        } else if let Some(since) = self.since {
+            Choice::Since(since)
+        } else if self.all {
+            Choice::Active
+        } else {
+            return None;
+        };
+        Some(match &self.task_type {
+            Some(kind) => choice.of_type(TaskType::from(kind.trim().to_ascii_uppercase().as_str())),
+            None => Pick::from(choice),
+        })
+    }
+
     pub fn check(&self) -> Result<(), String> {
+        let choosing = self.latest || self.since.is_some() || self.all;
+        if choosing && !self.task_ids.is_empty() {
+            return Err(
+                "--latest, --since and --all choose the tasks: give them or task ids, not both"
+                    .into(),
+            );
+        }
+        if self.task_type.is_some() && !choosing {
+            return Err("--type needs --latest, --since or --all".into());
+        }
+        if !choosing && self.task_ids.is_empty() {
+            return Err(
+                "no task: give task ids, or choose them with --latest, --since or --all".into(),
+            );
+        }
         let at_least = |name: &str, value: Duration, min: Duration, what: &str| {
             if value < min {
                 Err(format!("{name} must be at least {what} (got {value:?})"))
@@ -270,6 +324,19 @@ pub fn parse_deadline(text: &str) -> Result<jiff::Timestamp, String> {
         .map_err(|e| format!("{text:?} is not an RFC 3339 time like 2026-11-27T18:00:00Z: {e}"))
 }
 
+/// Parses an RFC 3339 time, or a duration (as [`parse_duration`]) meaning that long ago.
+pub fn parse_since(text: &str) -> Result<jiff::Timestamp, String> {
+    if let Ok(at) = text.trim().parse::<jiff::Timestamp>() {
+        return Ok(at);
+    }
+    let ago = parse_duration(text)
+        .map_err(|_| format!("{text:?} is neither an RFC 3339 time nor a duration like 10m"))?;
+    let ago = jiff::SignedDuration::try_from(ago).map_err(|e| format!("{text:?}: {e}"))?;
+    jiff::Timestamp::now()
+        .checked_sub(ago)
+        .map_err(|e| format!("{text:?} ago: {e}"))
+}
+
 /// Parses `90s`, `10m`, `1h30m`, `500ms`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -331,6 +398,17 @@ mod tests {
         assert!(parse_deadline("2026-11-27T18:00:00+08:00").is_ok());
         assert!(parse_deadline("tomorrow").is_err());
         assert!(parse_deadline("2026-11-27 18:00").is_err());
+    }
+
+    #[test]
+    fn since_is_a_time_or_how_long_ago() {
+        assert_eq!(
+            parse_since("2026-11-27T18:00:00Z").unwrap().as_second(),
+            1_795_802_400
+        );
+        let ago = jiff::Timestamp::now().as_second() - parse_since("10m").unwrap().as_second();
+        assert!((599..=601).contains(&ago), "{ago}");
+        assert!(parse_since("soon").is_err());
     }
 
     #[test]

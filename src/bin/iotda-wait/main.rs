@@ -19,6 +19,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use futures::StreamExt;
+use iotda_task_watcher::choose::{Choice, Pick};
 use iotda_task_watcher::client::budget::RequestBudget;
 #[cfg(feature = "redis")]
 use iotda_task_watcher::client::shared::SharedBudget;
@@ -26,7 +27,7 @@ use iotda_task_watcher::client::BuildError;
 use iotda_task_watcher::watch::{OutcomeKind, PollPolicy, WaitState};
 use iotda_task_watcher::{
     watch_many, InstanceId, InstanceTask, IotdaClient, IotdaClientBuilder, ProjectId, TaskId,
-    TaskWatcher,
+    TaskType, TaskWatcher,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -54,14 +55,21 @@ fn main() -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
-    let (client, instance_id, task_ids, saved, _locks) = match runtime.block_on(prepare(&args)) {
-        Ok(ready) => ready,
-        Err(Stop { code, message }) => {
-            note!("iotda-wait: {message}");
-            return ExitCode::from(code);
-        }
+    let (client, instance_id, task_ids, saved, _locks, selected) =
+        match runtime.block_on(prepare(&args)) {
+            Ok(ready) => ready,
+            Err(Stop { code, message }) => {
+                note!("iotda-wait: {message}");
+                return ExitCode::from(code);
+            }
+        };
+    let waits = Waits {
+        instance_id,
+        task_ids,
+        saved,
+        selected,
     };
-    ExitCode::from(runtime.block_on(run(&args, client, instance_id, task_ids, saved)))
+    ExitCode::from(runtime.block_on(run(&args, client, waits)))
 }
 
 /// Everything that can be refused before a request is sent.
@@ -71,7 +79,17 @@ type Prepared = (
     Vec<TaskId>,
     Vec<Option<WaitState>>,
     Vec<state::TaskLock>,
+    Vec<InstanceTask>,
 );
+
+/// The waits to run: their tasks, the states they resume from, and the tasks chosen from the
+/// instance's list, if they were.
+struct Waits {
+    instance_id: InstanceId,
+    task_ids: Vec<TaskId>,
+    saved: Vec<Option<WaitState>>,
+    selected: Vec<InstanceTask>,
+}
 
 /// Why the command stopped before any wait began: what to say, and the exit code.
 struct Stop {
@@ -124,6 +142,30 @@ async fn prepare(args: &Args) -> Result<Prepared, Stop> {
             client.project_id()
         );
     }
+    let mut selected = Vec::new();
+    if let Some(pick) = args.pick() {
+        if let Some(kind) = pick
+            .task_type()
+            .filter(|k| !TaskType::KNOWN.contains(&k.as_str()))
+        {
+            note!(
+                "iotda-wait: --type {kind} is not a type this command knows ({}); tasks of it are \
+                 chosen all the same",
+                TaskType::KNOWN.join(", ")
+            );
+        }
+        selected = choose(args, &client, &instance_id, &pick, deadline).await?;
+        for task in &selected {
+            let id = task.task_id.as_deref().unwrap_or_default();
+            let id = TaskId::new(id).map_err(|e| Stop {
+                code: exit_code(OutcomeKind::Error),
+                message: format!("the service listed a task whose id is not valid: {e}"),
+            })?;
+            if !task_ids.contains(&id) {
+                task_ids.push(id);
+            }
+        }
+    }
     let mut saved = Vec::with_capacity(task_ids.len());
     let mut locks = Vec::new();
     match &args.state_dir {
@@ -151,7 +193,78 @@ async fn prepare(args: &Args) -> Result<Prepared, Stop> {
         }
         None => saved.resize(task_ids.len(), None),
     }
-    Ok((client, instance_id, task_ids, saved, locks))
+    Ok((client, instance_id, task_ids, saved, locks, selected))
+}
+
+/// The tasks `pick` chooses from the instance's list. Until one is listed (a change's task
+/// may be listed a moment after the call that started it), the list is read again, from
+/// `--min-delay` doubling up to `--max-delay`, up to `deadline`; none PENDING or RUNNING for
+/// `--all` ends at once, exit 0.
+async fn choose(
+    args: &Args,
+    client: &IotdaClient,
+    instance_id: &InstanceId,
+    pick: &Pick,
+    deadline: std::time::SystemTime,
+) -> Result<Vec<InstanceTask>, Stop> {
+    let mut pause = args.min_delay;
+    loop {
+        let why = match client.list_instance_tasks(instance_id).await {
+            Ok(listed) => {
+                let chosen: Vec<InstanceTask> = pick.pick(&listed).into_iter().cloned().collect();
+                if !chosen.is_empty() {
+                    return Ok(chosen);
+                }
+                if *pick.choice() == Choice::Active {
+                    return Err(Stop {
+                        code: 0,
+                        message: format!(
+                            "{instance_id}: no {}; nothing to wait for",
+                            none_of(pick)
+                        ),
+                    });
+                }
+                format!("no {} yet", none_of(pick))
+            }
+            Err(error) if error.is_transient() => {
+                format!("listing the tasks failed: {}", report::chain(&error))
+            }
+            Err(error) => {
+                return Err(Stop {
+                    code: exit_code(OutcomeKind::Error),
+                    message: format!(
+                        "{instance_id}: the tasks could not be listed: {}",
+                        report::chain(&error)
+                    ),
+                })
+            }
+        };
+        let left = deadline
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        if left.is_zero() {
+            return Err(Stop {
+                code: exit_code(OutcomeKind::TimedOut),
+                message: format!("{instance_id}: timed out: {why}"),
+            });
+        }
+        tokio::time::sleep(pause.min(left)).await;
+        pause = (pause * 2).min(args.max_delay);
+    }
+}
+
+/// What was looked for and not found, after "no": "task of type MODIFY created since T".
+fn none_of(pick: &Pick) -> String {
+    let of_type = pick
+        .task_type()
+        .map(|t| format!(" of type {t}"))
+        .unwrap_or_default();
+    match pick.choice() {
+        Choice::Latest => format!("task{of_type} is listed"),
+        Choice::Since(since) => format!("task{of_type} created since {since} is listed"),
+        Choice::Active => format!("task{of_type} is PENDING or RUNNING"),
+        _ => format!("task{of_type} is listed"),
+    }
 }
 
 /// The client, built again while what fails may pass (IAM or a credentials service that does
@@ -271,13 +384,13 @@ fn shared_budget(builder: IotdaClientBuilder, args: &Args) -> Result<IotdaClient
     }
 }
 
-async fn run(
-    args: &Args,
-    client: IotdaClient,
-    instance_id: InstanceId,
-    task_ids: Vec<TaskId>,
-    saved: Vec<Option<WaitState>>,
-) -> u8 {
+async fn run(args: &Args, client: IotdaClient, waits: Waits) -> u8 {
+    let Waits {
+        instance_id,
+        task_ids,
+        saved,
+        selected,
+    } = waits;
     let token = CancellationToken::new();
     let interrupted = CancellationToken::new();
     tokio::spawn(cancel_on_signal(token.clone(), interrupted.clone()));
@@ -286,6 +399,9 @@ async fn run(
     let color = color_wanted();
     let reporter = Reporter::new(args.output, &task_ids, terminal, color)
         .waiting_for(&args.until, args.retry_failed);
+    for task in &selected {
+        reporter.selected(task);
+    }
 
     // A resumed wait reports no `Observed`: its last snapshot comes from the saved state.
     let mut last: Vec<Option<InstanceTask>> = saved

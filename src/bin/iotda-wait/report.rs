@@ -5,8 +5,11 @@ use std::io::Write;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use iotda_task_watcher::client::ApiErrorKind;
+use iotda_task_watcher::model::TaskTime;
 use iotda_task_watcher::watch::{Condition, OutcomeKind};
-use iotda_task_watcher::{InstanceTask, Outcome, TaskEvent, TaskId, WaitError};
+use iotda_task_watcher::{
+    InstanceTask, Outcome, TaskEvent, TaskId, TaskStatus, TaskType, WaitError,
+};
 use serde_json::{json, Map, Value};
 
 use crate::args::Output;
@@ -241,6 +244,31 @@ fn percent(p: Option<u8>) -> String {
 }
 
 impl Reporter {
+    /// Says which task was chosen from the instance's list: a `selected` event in JSON (its
+    /// id, type and creation time), and a line on stderr.
+    pub fn selected(&self, task: &InstanceTask) {
+        let id = task.task_id.as_deref().unwrap_or_default();
+        let kind = task.task_type.as_ref().map(TaskType::as_str);
+        let created = task.create_time.as_ref().map(TaskTime::as_str);
+        if self.output == Output::Json {
+            let line = json!({
+                "event": "selected",
+                "task_id": id,
+                "type": kind,
+                "create_time": created,
+            });
+            self.emit(&line.to_string());
+        }
+        self.note(&format!(
+            "iotda-wait: chose {id} ({}, created {}, {})",
+            kind.unwrap_or("type unknown"),
+            created.unwrap_or("at a time unknown"),
+            task.status
+                .as_ref()
+                .map_or("status unknown", TaskStatus::as_str)
+        ));
+    }
+
     /// Writes a line to stderr, with the bars out of the way when they are drawn there.
     pub fn note(&self, line: &str) {
         match &self.people {

@@ -21,7 +21,7 @@
 if redis.replicate_commands then redis.replicate_commands() end
 
 local BETA, SCALE, SCALE_FROM, SMOOTH, MIN_RATE = 0.7, 0.4, 20, 0.8, 0.5
-local WINDOW, MEMBER_TTL, IDLE_MS, HOLD = 500000, 10000000, 600000, 30
+local WINDOW, MEMBER_TTL, IDLE_MS, LEARNED_MS, HOLD = 500000, 10000000, 600000, 86400000, 30
 local TAU, SETTLE, MAX_NOISE = 2000000, 2000000, 0.5
 local PHASE_LEAST, NOISE_LEAST, PHASE_ANSWERS = 4, 8, 40
 
@@ -341,7 +341,10 @@ for field, value in pairs(state) do
   out[#out + 1] = string.format('%.17g', value)
 end
 redis.call('HSET', KEYS[1], unpack(out))
-redis.call('PEXPIRE', KEYS[1], IDLE_MS)
+-- Kept a day: a fleet that starts again within it (the next CI run, the next deployment)
+-- starts at the rate it learned, not with a burst into the quota. Its curve's clock stopped
+-- while it was idle.
+redis.call('PEXPIRE', KEYS[1], LEARNED_MS)
 
 local thousandths = -1
 if adaptive and rate ~= nil then thousandths = math.floor(rate * 1000) end
