@@ -2085,3 +2085,35 @@ async fn choosing_flags_and_task_ids_are_refused_together_and_type_needs_a_choic
         out.stderr
     );
 }
+
+#[tokio::test]
+async fn a_choice_kept_in_the_state_dir_is_waited_for_again_never_a_newer_task() {
+    let sim = Simulator::start().await;
+    add_listed(&sim, 1, TaskType::Modify).await;
+    let (dir, dir_arg) = state_dir("choice");
+    let args = [
+        "--state-dir",
+        &dir_arg,
+        "--latest",
+        "--type",
+        "MODIFY",
+        "--output",
+        "json",
+    ];
+    let out = run(command(&sim, &args)).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()[0]["task_id"], task(1).as_str());
+    // A newer task of the type: the run again keeps to the one it chose, without listing.
+    add_listed(&sim, 2, TaskType::Modify).await;
+    let pages = sim.list_pages();
+    let out = run(command(&sim, &args)).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()[0]["task_id"], task(1).as_str());
+    assert_eq!(sim.list_pages(), pages, "not listed again");
+    assert_eq!(sim.polls(&instance(), &task(2)), 0);
+    // Other flags, or --fresh, choose anew.
+    let fresh = [&args[..], &["--fresh"]].concat();
+    let out = run(command(&sim, &fresh)).await;
+    assert_eq!(out.json()[0]["task_id"], task(2).as_str(), "{}", out.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}

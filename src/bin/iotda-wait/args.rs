@@ -68,8 +68,8 @@ pub struct Args {
     /// Chooses the tasks created at or after TIME: RFC 3339, or a duration meaning that long
     /// ago (e.g. 10m). Until one is listed, the list is read again, paced like polls, up to
     /// the deadline.
-    #[arg(long, value_name = "TIME", value_parser = parse_since, conflicts_with = "all")]
-    pub since: Option<jiff::Timestamp>,
+    #[arg(long, value_name = "TIME", conflicts_with = "all")]
+    pub since: Option<String>,
 
     /// Chooses every task PENDING or RUNNING now; none: exit 0 at once.
     #[arg(long)]
@@ -207,21 +207,27 @@ impl Args {
     }
 
     /// Refuses settings that cannot be right, with the range that is allowed.
-    /// How the tasks are chosen from the instance's list, when they are.
-    pub fn pick(&self) -> Option<Pick> {
-        let choice = if self.latest {
-            Choice::Latest
-        } else if let Some(since) = self.since {
-            Choice::Since(since)
+    /// How the tasks are chosen from the instance's list, when they are: the rule, and the
+    /// flags as typed, which name the choice kept in `--state-dir`.
+    pub fn pick(&self) -> Result<Option<(Pick, String)>, String> {
+        let (choice, typed) = if self.latest {
+            (Choice::Latest, "--latest".to_owned())
+        } else if let Some(since) = &self.since {
+            let at = parse_since(since).map_err(|e| format!("--since: {e}"))?;
+            (Choice::Since(at), format!("--since {since}"))
         } else if self.all {
-            Choice::Active
+            (Choice::Active, "--all".to_owned())
         } else {
-            return None;
+            return Ok(None);
         };
-        Some(match &self.task_type {
-            Some(kind) => choice.of_type(TaskType::from(kind.trim().to_ascii_uppercase().as_str())),
-            None => Pick::from(choice),
-        })
+        Ok(Some(match &self.task_type {
+            Some(kind) => {
+                let kind = kind.trim().to_ascii_uppercase();
+                let typed = format!("{typed} --type {kind}");
+                (choice.of_type(TaskType::from(kind.as_str())), typed)
+            }
+            None => (Pick::from(choice), typed),
+        }))
     }
 
     pub fn check(&self) -> Result<(), String> {
@@ -240,6 +246,7 @@ impl Args {
                 "no task: give task ids, or choose them with --latest, --since or --all".into(),
             );
         }
+        self.pick()?;
         let at_least = |name: &str, value: Duration, min: Duration, what: &str| {
             if value < min {
                 Err(format!("{name} must be at least {what} (got {value:?})"))

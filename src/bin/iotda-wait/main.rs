@@ -143,7 +143,7 @@ async fn prepare(args: &Args) -> Result<Prepared, Stop> {
         );
     }
     let mut selected = Vec::new();
-    if let Some(pick) = args.pick() {
+    if let Some((pick, typed)) = args.pick()? {
         if let Some(kind) = pick
             .task_type()
             .filter(|k| !TaskType::KNOWN.contains(&k.as_str()))
@@ -154,7 +154,27 @@ async fn prepare(args: &Args) -> Result<Prepared, Stop> {
                 TaskType::KNOWN.join(", ")
             );
         }
-        selected = choose(args, &client, &instance_id, &pick, deadline).await?;
+        let kept = match &args.state_dir {
+            Some(dir) => {
+                state::check_writable(dir)?;
+                if args.fresh {
+                    None
+                } else {
+                    state::kept_choice(dir, &instance_id, &typed)?
+                }
+            }
+            None => None,
+        };
+        selected = match kept {
+            Some(tasks) => tasks,
+            None => {
+                let chosen = choose(args, &client, &instance_id, &pick, deadline).await?;
+                if let Some(dir) = &args.state_dir {
+                    state::keep_choice(dir, &instance_id, &typed, &chosen)?;
+                }
+                chosen
+            }
+        };
         for task in &selected {
             let id = task.task_id.as_deref().unwrap_or_default();
             let id = TaskId::new(id).map_err(|e| Stop {

@@ -8,6 +8,10 @@
 //! - Each write is whole or absent: a temporary file, synced, renamed over the old one, and
 //!   the folder synced, so a reader (or a process killed mid-write) finds the old state or the
 //!   new, never half of one.
+//! - `DIR/choice-<instance_id>.json` holds the tasks chosen from the instance's list
+//!   (`--latest`, `--since`, `--all`) with the flags, as typed, that chose them: a run started
+//!   again with the same flags waits for the same tasks, never newer ones. Other flags choose
+//!   anew; `--fresh` chooses anew too.
 //! - `DIR/<task_id>.lock` is held (an advisory `flock`) while a process waits for the task. A
 //!   process takes the locks of all its tasks at once or none: while one is held elsewhere it
 //!   lets go of the others and tries again, up to its deadline, so processes given the same
@@ -20,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use iotda_task_watcher::watch::WaitState;
-use iotda_task_watcher::{InstanceId, TaskId};
+use iotda_task_watcher::{InstanceId, InstanceTask, TaskId};
 
 pub fn path(dir: &Path, task: &TaskId) -> PathBuf {
     dir.join(format!("{task}.json"))
@@ -43,6 +47,67 @@ pub fn check_writable(dir: &Path) -> Result<(), String> {
     let probe = dir.join(format!(".iotda-wait-probe-{}", std::process::id()));
     std::fs::write(&probe, b"").map_err(refuse)?;
     std::fs::remove_file(&probe).map_err(refuse)
+}
+
+/// The tasks chosen with the flags `typed`, as typed.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Choice {
+    flags: String,
+    tasks: Vec<InstanceTask>,
+}
+
+fn choice_path(dir: &Path, instance: &InstanceId) -> PathBuf {
+    dir.join(format!("choice-{instance}.json"))
+}
+
+/// The tasks chosen before with the flags `typed`, if they were.
+pub fn kept_choice(
+    dir: &Path,
+    instance: &InstanceId,
+    typed: &str,
+) -> Result<Option<Vec<InstanceTask>>, String> {
+    let file = choice_path(dir, instance);
+    let text = match std::fs::read(&file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+    };
+    let kept: Choice = serde_json::from_slice(&text).map_err(|e| {
+        format!(
+            "{} is not a choice this command kept ({e}); remove it, or pass --fresh",
+            file.display()
+        )
+    })?;
+    Ok((kept.flags == typed).then_some(kept.tasks))
+}
+
+/// Keeps the tasks chosen with the flags `typed`: whole or not at all, as a wait's state.
+pub fn keep_choice(
+    dir: &Path,
+    instance: &InstanceId,
+    typed: &str,
+    tasks: &[InstanceTask],
+) -> Result<(), String> {
+    let file = choice_path(dir, instance);
+    let part = dir.join(format!(
+        "choice-{instance}.json.{}.part",
+        std::process::id()
+    ));
+    let kept = Choice {
+        flags: typed.to_owned(),
+        tasks: tasks.to_vec(),
+    };
+    let write = || -> std::io::Result<()> {
+        let mut out = File::create(&part)?;
+        out.write_all(&serde_json::to_vec_pretty(&kept).map_err(std::io::Error::other)?)?;
+        out.sync_all()?;
+        std::fs::rename(&part, &file)?;
+        File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&part);
+        format!("cannot keep the choice in {}: {e}", file.display())
+    })
 }
 
 /// Removes the saved state of `task`, for `--fresh`.
