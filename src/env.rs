@@ -42,6 +42,12 @@ pub const ENV_CONTAINER_CREDENTIALS_URI: &str = "HC_CONTAINER_CREDENTIALS_FULL_U
 /// CCE Pod Identity: the file holding the pod's authorization token.
 pub const ENV_CONTAINER_TOKEN_FILE: &str = "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE";
 
+/// KooCLI's profile file, in place of `~/.hcloud/config.json` (as Terraform's huaweicloud
+/// provider reads it).
+pub const ENV_KOOCLI_FILE: &str = "HW_SHARED_CONFIG_FILE";
+/// The profile of KooCLI's file to use, in place of the file's `current`.
+pub const ENV_KOOCLI_PROFILE: &str = "HW_PROFILE";
+
 /// A configuration variable that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -9,7 +9,7 @@ use iotda_task_watcher::simulator::{
     DEFAULT_SK, REGION,
 };
 use iotda_task_watcher::{InstanceId, TaskId, TaskType};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -63,6 +63,11 @@ fn bare(args: &[&str]) -> Command {
         "HUAWEICLOUD_SDK_CREDENTIALS_FILE",
         "/nonexistent/iotda-wait-test-credentials",
     )
+    .env(
+        "HW_SHARED_CONFIG_FILE",
+        "/nonexistent/iotda-wait-test-hcloud.json",
+    )
+    .env_remove("HW_PROFILE")
     .env("IOTDA_METADATA_ENDPOINT", "http://127.0.0.1:1");
     cmd.env("HUAWEICLOUD_SDK_AK", DEFAULT_AK)
         .env("HUAWEICLOUD_SDK_SK", DEFAULT_SK)
@@ -2116,4 +2121,60 @@ async fn a_choice_kept_in_the_state_dir_is_waited_for_again_never_a_newer_task()
     let out = run(command(&sim, &fresh)).await;
     assert_eq!(out.json()[0]["task_id"], task(2).as_str(), "{}", out.stderr);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_koocli_profile_is_enough_and_an_encrypted_one_is_refused_with_the_advice() {
+    let sim = Simulator::start().await;
+    sim.add_task(
+        &instance(),
+        &task(1),
+        TaskScript::new(TaskType::Modify).succeed(),
+    );
+    let profiles = |ak: &str, sk: &str| {
+        json!({
+            "current": "other",
+            "profiles": [
+                {"name": "other", "mode": "ecsAgency"},
+                {"name": "ci", "mode": "AKSK", "accessKeyId": ak, "secretAccessKey": sk,
+                 "region": REGION, "projectId": DEFAULT_PROJECT_ID}
+            ]
+        })
+        .to_string()
+    };
+    let file = temp_file("hcloud", &profiles(DEFAULT_AK, DEFAULT_SK));
+    let mut cmd = without_credentials(&sim, &["-v", task(1).as_str()]);
+    cmd.env("HW_SHARED_CONFIG_FILE", &file)
+        .env("HW_PROFILE", "ci");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("credentials from KooCLI profile")
+            && out
+                .stderr
+                .contains(&format!("project {DEFAULT_PROJECT_ID} (found)")),
+        "{}",
+        out.stderr
+    );
+    // As KooCLI saves keys by default: encrypted, never sent.
+    let encrypted = temp_file(
+        "hcloud-encrypted",
+        &profiles("cQ9+vL2m/Xk0aZ7e==", "b64secret=="),
+    );
+    let requests = sim.requests();
+    let mut cmd = without_credentials(&sim, &[task(1).as_str()]);
+    cmd.env("HW_SHARED_CONFIG_FILE", &encrypted)
+        .env("HW_PROFILE", "ci");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("hcloud configure set --cli-auth-encrypt=false"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("cQ9+vL2m"), "{}", out.stderr);
+    assert_eq!(sim.requests(), requests, "nothing sent");
+    let _ = std::fs::remove_file(file);
+    let _ = std::fs::remove_file(encrypted);
 }

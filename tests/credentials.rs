@@ -45,6 +45,8 @@ async fn clean_env() -> tokio::sync::MutexGuard<'static, ()> {
         "HUAWEICLOUD_SDK_CREDENTIALS_FILE",
         "/nonexistent/iotda-credentials",
     );
+    std::env::set_var("HW_SHARED_CONFIG_FILE", "/nonexistent/iotda-hcloud.json");
+    std::env::remove_var("HW_PROFILE");
     std::env::set_var("IOTDA_METADATA_ENDPOINT", "http://127.0.0.1:1");
     guard
 }
@@ -437,6 +439,7 @@ async fn with_nothing_anywhere_the_chain_names_each_provider_and_why() {
         [
             "environment",
             "profile file",
+            "KooCLI profile",
             "OIDC to STS",
             "CCE Pod Identity",
             "ECS metadata"

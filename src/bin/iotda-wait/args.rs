@@ -11,7 +11,8 @@ use iotda_task_watcher::TaskType;
 const AFTER_HELP: &str = "\
 Credentials, the first found of: HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK (with
 HUAWEICLOUD_SDK_SECURITY_TOKEN for temporary ones); the profile file
-(HUAWEICLOUD_SDK_CREDENTIALS_FILE or ~/.huaweicloud/credentials, section [basic]); OIDC to STS
+(HUAWEICLOUD_SDK_CREDENTIALS_FILE or ~/.huaweicloud/credentials, section [basic]); KooCLI's
+profile (HW_SHARED_CONFIG_FILE or ~/.hcloud/config.json, profile HW_PROFILE or current); OIDC to STS
 (HUAWEICLOUD_OIDC_*); CCE Pod Identity (HC_CONTAINER_*); the ECS metadata service (an instance
 with an agency). Fetched credentials are renewed before they expire. Without --project-id, the
 project is looked up from IAM by --region.

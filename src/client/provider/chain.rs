@@ -3,8 +3,8 @@
 use std::fmt;
 
 use super::{
-    CredentialSet, EcsMetadata, Environment, OidcSts, PodIdentity, ProfileFile, ProvideCredentials,
-    ProviderError,
+    CredentialSet, EcsMetadata, Environment, KooCli, OidcSts, PodIdentity, ProfileFile,
+    ProvideCredentials, ProviderError,
 };
 
 /// Providers asked in turn; the first that yields supplies the client, and renews its
@@ -51,6 +51,7 @@ impl ProviderChain {
     pub fn with_defaults(self) -> Self {
         self.with(Environment::new())
             .with(ProfileFile::new())
+            .with(KooCli::new())
             .with(OidcSts::new())
             .with(PodIdentity::new())
             .with(EcsMetadata::new())

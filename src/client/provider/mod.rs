@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | [`Environment`] | `HUAWEICLOUD_SDK_AK` and `_SK` are set (or `HUAWEICLOUD_SDK_IDP_ID` and `HUAWEICLOUD_SDK_ID_TOKEN_FILE`, for a federated identity) | fixed keys (or temporary keys from IAM) |
 //! | [`ProfileFile`] | `HUAWEICLOUD_SDK_CREDENTIALS_FILE` or `~/.huaweicloud/credentials` has a `[basic]` section | fixed keys (or temporary keys, as above) |
+//! | [`KooCli`] | `HW_SHARED_CONFIG_FILE` or `~/.hcloud/config.json` (KooCLI's, which Terraform reads too) names a profile in `AKSK` or `SSO` mode (`HW_PROFILE`, else `current`) | its keys, unencrypted; an `SSO` profile's temporary keys |
 //! | [`OidcSts`] | `HUAWEICLOUD_OIDC_PROVIDER_URN`, `_AGENCY_URN` and `_ID_TOKEN` or `_TOKEN_FILE` are set | temporary keys from STS |
 //! | [`PodIdentity`] | `HC_CONTAINER_CREDENTIALS_FULL_URI` and `HC_CONTAINER_AUTHORIZATION_TOKEN_FILE` are set (a CCE pod) | temporary keys |
 //! | [`EcsMetadata`] | the instance metadata service answers (an ECS instance with an agency) | temporary keys |
@@ -49,6 +50,7 @@
 mod chain;
 mod env;
 mod http;
+mod koocli;
 mod metadata;
 mod pod;
 mod profile;
@@ -62,6 +64,7 @@ use futures::future::BoxFuture;
 
 pub use self::chain::{NoCredentials, ProviderChain};
 pub use self::env::Environment;
+pub use self::koocli::KooCli;
 pub use self::metadata::EcsMetadata;
 pub use self::pod::PodIdentity;
 pub use self::profile::ProfileFile;
