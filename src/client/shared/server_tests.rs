@@ -496,3 +496,30 @@ async fn a_slow_limit_of_another_process_is_not_taken_for_a_stepped_clock() {
     assert!(!next.stepped);
     assert!(next.wait > Duration::from_secs(140), "{:?}", next.wait);
 }
+
+#[tokio::test]
+async fn what_a_fleet_learned_is_kept_a_day_for_the_fleet_started_again() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let a = link(&server, &[], true);
+    book_for(a.clone(), Duration::from_millis(300)).await;
+    a.throttled(Instant::now(), None);
+    let learnt = a.book().await.unwrap().rate.expect("engaged");
+    let mut redis = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let kept: i64 = redis::cmd("PTTL")
+        .arg("iotda-budget:{test}")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(kept > 86_000_000, "kept {kept} ms");
+    // A process of a fleet started again books at the rate learned from its first request.
+    let b = link(&server, &[], true);
+    let first = b.book().await.unwrap();
+    let rate = first.rate.expect("the fleet's rate");
+    assert!((rate - learnt).abs() < 0.01, "{learnt} then {rate}");
+}
