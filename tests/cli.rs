@@ -2149,10 +2149,23 @@ async fn a_koocli_profile_is_enough_and_an_encrypted_one_is_refused_with_the_adv
     let out = run(cmd).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
-        out.stderr.contains("credentials from KooCLI profile")
+        out.stderr.contains("credentials from KooCLI profile ci;")
             && out
                 .stderr
                 .contains(&format!("project {DEFAULT_PROJECT_ID} (found)")),
+        "{}",
+        out.stderr
+    );
+    // The same profile by flag; a profile the file does not have is named.
+    let mut cmd = without_credentials(&sim, &["--profile", "ci", task(1).as_str()]);
+    cmd.env("HW_SHARED_CONFIG_FILE", &file);
+    assert_eq!(run(cmd).await.code, 0);
+    let mut cmd = without_credentials(&sim, &["--profile", "nope", task(1).as_str()]);
+    cmd.env("HW_SHARED_CONFIG_FILE", &file);
+    let out = run(cmd).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(r#"no profile named "nope""#),
         "{}",
         out.stderr
     );
@@ -2177,4 +2190,24 @@ async fn a_koocli_profile_is_enough_and_an_encrypted_one_is_refused_with_the_adv
     assert_eq!(sim.requests(), requests, "nothing sent");
     let _ = std::fs::remove_file(file);
     let _ = std::fs::remove_file(encrypted);
+}
+
+#[tokio::test]
+async fn the_newest_task_chosen_when_it_has_failed_exits_1() {
+    let sim = Simulator::start().await;
+    add_listed(&sim, 1, TaskType::Modify).await;
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    sim.add_task(
+        &instance(),
+        &task(2),
+        TaskScript::new(TaskType::Modify).fail("flavor sold out"),
+    );
+    let out = run(command(&sim, &["--latest"])).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("chose {}", task(2))),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("flavor sold out"), "{}", out.stderr);
 }

@@ -150,6 +150,11 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub max_window_delay: Duration,
 
+    /// Takes the credentials from this profile of KooCLI's file (`HW_SHARED_CONFIG_FILE` or
+    /// ~/.hcloud/config.json), and from nowhere else.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
     /// Says on stderr where the credentials and the project id came from (never a secret).
     #[arg(short, long)]
     pub verbose: bool,

@@ -21,6 +21,7 @@ use clap::{CommandFactory, Parser};
 use futures::StreamExt;
 use iotda_task_watcher::choose::{Choice, Pick};
 use iotda_task_watcher::client::budget::RequestBudget;
+use iotda_task_watcher::client::provider::KooCli;
 #[cfg(feature = "redis")]
 use iotda_task_watcher::client::shared::SharedBudget;
 use iotda_task_watcher::client::BuildError;
@@ -347,6 +348,9 @@ fn client_builder(args: &Args, project_id: Option<&ProjectId>) -> Result<IotdaCl
         .timeout(args.request_timeout)
         .budget(budget);
     builder = shared_budget(builder, args)?;
+    if let Some(profile) = &args.profile {
+        builder = builder.credentials_provider(KooCli::new().profile(profile.as_str()));
+    }
     if let Some(project_id) = project_id {
         builder = builder.project_id(project_id.clone());
     }

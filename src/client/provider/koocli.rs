@@ -2,6 +2,7 @@
 //! reads too.
 
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use futures::future::BoxFuture;
 use serde::Deserialize;
@@ -32,6 +33,9 @@ use crate::ids::ProjectId;
 #[derive(Debug, Default)]
 pub struct KooCli {
     path: Option<PathBuf>,
+    profile: Option<String>,
+    /// "KooCLI profile NAME", once a profile was read.
+    named: std::sync::OnceLock<String>,
 }
 
 impl KooCli {
@@ -46,7 +50,15 @@ impl KooCli {
     pub fn at(path: impl Into<PathBuf>) -> Self {
         Self {
             path: Some(path.into()),
+            ..Self::default()
         }
+    }
+
+    /// Reads the profile `name`, in place of `HW_PROFILE` or the file's `current`.
+    #[must_use]
+    pub fn profile(mut self, name: impl Into<String>) -> Self {
+        self.profile = Some(name.into());
+        self
     }
 
     fn path(&self) -> Result<PathBuf, ProviderError> {
@@ -123,8 +135,9 @@ fn set(value: Option<&String>) -> Option<&str> {
 }
 
 impl ProvideCredentials for KooCli {
+    /// "KooCLI profile", and the profile's name once it was read.
     fn name(&self) -> &str {
-        NAME
+        self.named.get().map_or(NAME, String::as_str)
     }
 
     fn provide(&self) -> BoxFuture<'_, Result<CredentialSet, ProviderError>> {
@@ -152,7 +165,11 @@ impl ProvideCredentials for KooCli {
                     e.column()
                 ))
             })?;
-            let wanted = var(ENV_KOOCLI_PROFILE).ok().or(file.current.clone());
+            let wanted = self
+                .profile
+                .clone()
+                .or_else(|| var(ENV_KOOCLI_PROFILE).ok())
+                .or(file.current.clone());
             let Some(wanted) = wanted.filter(|w| !w.trim().is_empty()) else {
                 return Err(ProviderError::NotApplicable(format!(
                     "{shown} names no current profile, and {ENV_KOOCLI_PROFILE} is not set"
@@ -163,13 +180,20 @@ impl ProvideCredentials for KooCli {
                     "{NAME}: {shown} has no profile named {wanted:?}"
                 )));
             };
-            read_profile(profile, &shown)
+            let keys = read_profile(profile, &shown, SystemTime::now())?;
+            let _ = self.named.set(format!("{NAME} {wanted}"));
+            Ok(keys)
         })
     }
 }
 
 /// The credentials of `profile`, of the file `shown`.
-fn read_profile(profile: &Profile, shown: &str) -> Result<CredentialSet, ProviderError> {
+/// Temporary keys that expired before `now` are refused: KooCLI renews them when it runs.
+fn read_profile(
+    profile: &Profile,
+    shown: &str,
+    now: SystemTime,
+) -> Result<CredentialSet, ProviderError> {
     let name = &profile.name;
     let mode = profile.mode.as_deref().unwrap_or("AKSK");
     let (ak, sk, token) = match mode {
@@ -215,7 +239,14 @@ fn read_profile(profile: &Profile, shown: &str) -> Result<CredentialSet, Provide
         None => credentials,
     });
     if let Some(expires) = set(profile.expires_at.as_ref()).filter(|_| token.is_some()) {
-        keys = keys.expiring_at(parse_expiry(NAME, expires)?);
+        let at = parse_expiry(NAME, expires)?;
+        if at <= now {
+            return Err(ProviderError::Failed(format!(
+                "{NAME}: the temporary keys of profile {name:?} in {shown} expired at \
+                 {expires}: run hcloud to renew them"
+            )));
+        }
+        keys = keys.expiring_at(at);
     }
     if let Some(project) = set(profile.project_id.as_ref()) {
         let project = ProjectId::new(project).map_err(|e| {
@@ -243,7 +274,14 @@ mod tests {
 
     fn profile(json: serde_json::Value) -> Result<CredentialSet, ProviderError> {
         let profile: Profile = serde_json::from_value(json).unwrap();
-        read_profile(&profile, "config.json")
+        read_profile(
+            &profile,
+            "config.json",
+            "2026-12-08T11:00:00Z"
+                .parse::<jiff::Timestamp>()
+                .unwrap()
+                .into(),
+        )
     }
 
     #[test]
@@ -269,6 +307,36 @@ mod tests {
         }))
         .unwrap();
         assert!(set.expires_at().is_some());
+        // An hour later, they have expired.
+        let expired: Profile = serde_json::from_value(serde_json::json!({
+            "name": "sso", "mode": "AKSK", "expiresAt": "2026-12-08T10:00:00Z",
+            "accessKeyId": "STSEXAMPLE012345", "secretAccessKey": "s", "securityToken": "t"
+        }))
+        .unwrap();
+        let now = "2026-12-08T11:00:00Z"
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+            .into();
+        let said = read_profile(&expired, "config.json", now)
+            .unwrap_err()
+            .to_string();
+        assert!(said.contains("expired at 2026-12-08T10:00:00Z"), "{said}");
+    }
+
+    #[tokio::test]
+    async fn a_profile_that_is_not_in_the_file_is_named_in_the_error() {
+        let path = std::env::temp_dir().join(format!("koocli-{}.json", std::process::id()));
+        std::fs::write(
+            &path,
+            r#"{"current": "a", "profiles": [{"name": "a", "mode": "ecsAgency"}]}"#,
+        )
+        .unwrap();
+        let error = KooCli::at(&path).profile("b").provide().await.unwrap_err();
+        assert!(
+            error.to_string().contains("no profile named \"b\""),
+            "{error}"
+        );
+        let _ = std::fs::remove_file(path);
     }
 
     #[test]
