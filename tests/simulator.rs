@@ -899,3 +899,64 @@ async fn the_task_list_is_read_page_by_page_newest_first() {
     assert!(client.list_instance_tasks(&none).await.unwrap().is_empty());
     assert_eq!(sim.list_pages(), 4);
 }
+
+/// The official Python SDK (huaweicloudsdkiotdm), if this machine has it.
+async fn python_sdk() -> bool {
+    tokio::process::Command::new("python3")
+        .args(["-c", "import huaweicloudsdkiotdm.v5"])
+        .output()
+        .await
+        .is_ok_and(|out| out.status.success())
+}
+
+#[tokio::test]
+async fn the_official_sdk_lists_the_tasks_and_follows_the_marker() {
+    if !python_sdk().await {
+        assert!(
+            std::env::var_os("IOTDA_REQUIRE_SDK").is_none(),
+            "IOTDA_REQUIRE_SDK is set, and python3 cannot import huaweicloudsdkiotdm"
+        );
+        eprintln!(
+            "skipped: python3 cannot import huaweicloudsdkiotdm (pip install huaweicloudsdkiotdm)"
+        );
+        return;
+    }
+    let sim = Simulator::start().await;
+    let instance: InstanceId = "a1b2c3d4-0000-1111-2222-333344445555".parse().unwrap();
+    let mut added = Vec::new();
+    for i in 0..5 {
+        let task: TaskId = format!("075f413d-a3bb-4243-974d-{i:012}").parse().unwrap();
+        sim.add_task(
+            &instance,
+            &task,
+            TaskScript::new(TaskType::Modify).succeed(),
+        );
+        added.push(task.to_string());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    added.reverse();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/sdk/list_instance_tasks.py"
+    );
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .args([
+            sim.uri().as_str(),
+            DEFAULT_PROJECT_ID,
+            DEFAULT_AK,
+            DEFAULT_SK,
+            instance.as_str(),
+            "2",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["ids"], serde_json::json!(added), "{stderr}");
+    assert_eq!(listed["pages"], serde_json::json!([2, 2, 1]));
+    assert_eq!(listed["count"], 5);
+    assert_eq!(sim.refused(), 0, "every signature accepted");
+}
