@@ -2024,6 +2024,14 @@ async fn since_keeps_looking_until_a_task_of_the_type_is_listed() {
 async fn since_gives_up_at_the_deadline_saying_none_was_listed() {
     let sim = Simulator::start().await;
     add_listed(&sim, 1, TaskType::Modify).await;
+    // A FREEZE of two hours ago is not one since an hour ago.
+    sim.add_task(
+        &instance(),
+        &task(2),
+        TaskScript::new(TaskType::Freeze)
+            .created_ago(Duration::from_secs(7200))
+            .succeed(),
+    );
     let out = run(command(
         &sim,
         &["--since", "1h", "--type", "FREEZE", "--timeout", "300ms"],

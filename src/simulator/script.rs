@@ -27,6 +27,8 @@ pub struct TaskScript {
     target: Option<TargetConfig>,
     steps: Vec<Step>,
     progress: bool,
+    /// How long before it was added the task was created.
+    pub(super) age: Duration,
 }
 
 impl TaskScript {
@@ -38,7 +40,15 @@ impl TaskScript {
             target: None,
             steps: Vec::new(),
             progress: true,
+            age: Duration::ZERO,
         }
+    }
+
+    /// Created `age` before the simulator was given it (by default, as it is given): a task
+    /// of the past, for a list to pass over.
+    pub fn created_ago(mut self, age: Duration) -> Self {
+        self.age = age;
+        self
     }
 
     /// Answers with no `progress` (the field is optional, and some tasks never report it).

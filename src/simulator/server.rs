@@ -170,13 +170,17 @@ impl Simulator {
 
     /// Adds (or replaces) a task and its script.
     pub fn add_task(&self, instance_id: &InstanceId, task_id: &TaskId, script: TaskScript) {
+        let age = jiff::SignedDuration::try_from(script.age).unwrap_or_default();
+        let created = jiff::Timestamp::now()
+            .checked_sub(age)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         let state = TaskState {
             script,
             step: 0,
             count: 0,
             running_since: None,
             polls: 0,
-            created: TaskTime::from(jiff::Timestamp::now()),
+            created: TaskTime::from(created),
             started: None,
             ended: None,
             last: None,
