@@ -172,19 +172,10 @@ impl IotdaClient {
         reason = "cannot panic: an endpoint is an http(s) URL, checked at build, and has a path"
     )]
     pub fn task_url(&self, instance_id: &InstanceId, task_id: &TaskId) -> Url {
-        let mut url = self.inner.endpoint.as_url().clone();
+        let mut url = self.tasks_url(instance_id);
         url.path_segments_mut()
             .expect("an endpoint URL has a path")
-            .clear()
-            .extend([
-                "v5",
-                "iot",
-                self.inner.project_id.as_str(),
-                "iotda-instances",
-                instance_id.as_str(),
-                "tasks",
-                task_id.as_str(),
-            ]);
+            .push(task_id.as_str());
         url
     }
 

@@ -260,17 +260,23 @@ async fn choose(
                 })
             }
         };
-        let left = deadline
-            .duration_since(std::time::SystemTime::now())
-            .unwrap_or_default();
-        if left.is_zero() {
-            return Err(Stop {
-                code: exit_code(OutcomeKind::TimedOut),
-                message: format!("{instance_id}: timed out: {why}"),
-            });
-        }
+        let left = timed_out_unless_left(deadline, || format!("{instance_id}: timed out: {why}"))?;
         tokio::time::sleep(pause.min(left)).await;
         pause = (pause * 2).min(args.max_delay);
+    }
+}
+
+/// The time left until `deadline`; none left stops the command as timed out, saying `why`.
+fn timed_out_unless_left(
+    deadline: std::time::SystemTime,
+    why: impl FnOnce() -> String,
+) -> Result<std::time::Duration, Stop> {
+    match deadline.duration_since(std::time::SystemTime::now()) {
+        Ok(left) if !left.is_zero() => Ok(left),
+        _ => Err(Stop {
+            code: exit_code(OutcomeKind::TimedOut),
+            message: why(),
+        }),
     }
 }
 
@@ -313,15 +319,9 @@ async fn start_client(
             };
             return Err(Stop { code, message: why });
         }
-        let left = deadline
-            .duration_since(std::time::SystemTime::now())
-            .unwrap_or_default();
-        if left.is_zero() {
-            return Err(Stop {
-                code: exit_code(OutcomeKind::TimedOut),
-                message: format!("timed out before the first request: {why}"),
-            });
-        }
+        let left = timed_out_unless_left(deadline, || {
+            format!("timed out before the first request: {why}")
+        })?;
         let now = pause.min(left);
         let seconds = now.as_secs_f64();
         if why == said {

@@ -62,20 +62,11 @@ impl KooCli {
     }
 
     fn path(&self) -> Result<PathBuf, ProviderError> {
-        if let Some(path) = &self.path {
-            return Ok(path.clone());
-        }
-        if let Ok(path) = var(ENV_KOOCLI_FILE) {
-            return Ok(path.into());
-        }
-        match std::env::var_os("HOME") {
-            Some(home) if !home.is_empty() => {
-                Ok(PathBuf::from(home).join(".hcloud").join("config.json"))
-            }
-            _ => Err(ProviderError::NotApplicable(format!(
-                "{ENV_KOOCLI_FILE} and HOME are not set"
-            ))),
-        }
+        super::config_file(
+            self.path.as_ref(),
+            ENV_KOOCLI_FILE,
+            &[".hcloud", "config.json"],
+        )
     }
 }
 
@@ -97,12 +88,8 @@ struct Profile {
     name: String,
     #[serde(default)]
     mode: Option<String>,
-    #[serde(default)]
-    access_key_id: Option<String>,
-    #[serde(default)]
-    secret_access_key: Option<String>,
-    #[serde(default)]
-    security_token: Option<String>,
+    #[serde(flatten)]
+    keys: Keys,
     #[serde(default)]
     expires_at: Option<String>,
     #[serde(default)]
@@ -118,7 +105,7 @@ struct SsoAuth {
     sts_token: Option<Keys>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct Keys {
     #[serde(default)]
@@ -196,20 +183,14 @@ fn read_profile(
 ) -> Result<CredentialSet, ProviderError> {
     let name = &profile.name;
     let mode = profile.mode.as_deref().unwrap_or("AKSK");
-    let (ak, sk, token) = match mode {
-        "AKSK" => (
-            set(profile.access_key_id.as_ref()),
-            set(profile.secret_access_key.as_ref()),
-            set(profile.security_token.as_ref()),
-        ),
-        "SSO" => {
-            let keys = profile.sso_auth.as_ref().and_then(|s| s.sts_token.as_ref());
-            (
-                keys.and_then(|k| set(k.access_key_id.as_ref())),
-                keys.and_then(|k| set(k.secret_access_key.as_ref())),
-                keys.and_then(|k| set(k.security_token.as_ref())),
-            )
-        }
+    let none = Keys::default();
+    let keys = match mode {
+        "AKSK" => &profile.keys,
+        "SSO" => profile
+            .sso_auth
+            .as_ref()
+            .and_then(|s| s.sts_token.as_ref())
+            .unwrap_or(&none),
         "ecsAgency" => {
             return Err(ProviderError::NotApplicable(format!(
                 "profile {name:?} of {shown} takes its keys from the ECS metadata service"
@@ -221,6 +202,11 @@ fn read_profile(
             )))
         }
     };
+    let (ak, sk, token) = (
+        set(keys.access_key_id.as_ref()),
+        set(keys.secret_access_key.as_ref()),
+        set(keys.security_token.as_ref()),
+    );
     let (Some(ak), Some(sk)) = (ak, sk) else {
         return Err(ProviderError::Failed(format!(
             "{NAME}: profile {name:?} of {shown} ({mode}) has no access key and secret"

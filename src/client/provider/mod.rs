@@ -135,6 +135,31 @@ impl CredentialSet {
     }
 }
 
+/// The file a provider reads: `given`, else the value of the variable `variable`, else
+/// `under_home` in the home folder.
+fn config_file(
+    given: Option<&std::path::PathBuf>,
+    variable: &'static str,
+    under_home: &[&str],
+) -> Result<std::path::PathBuf, ProviderError> {
+    if let Some(path) = given {
+        return Ok(path.clone());
+    }
+    if let Ok(path) = crate::env::var(variable) {
+        return Ok(path.into());
+    }
+    match std::env::var_os("HOME") {
+        Some(home) if !home.is_empty() => {
+            let mut path = std::path::PathBuf::from(home);
+            path.extend(under_home);
+            Ok(path)
+        }
+        _ => Err(ProviderError::NotApplicable(format!(
+            "{variable} and HOME are not set"
+        ))),
+    }
+}
+
 /// Why a provider gave no credentials. The message never holds a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use super::sts::Federated;
 use super::{CredentialSet, ProvideCredentials, ProviderError};
 use crate::client::credentials::Credentials;
-use crate::env::{var, ENV_CREDENTIALS_FILE};
+use crate::env::ENV_CREDENTIALS_FILE;
 use crate::ids::ProjectId;
 
 /// The official SDKs' profile file: `HUAWEICLOUD_SDK_CREDENTIALS_FILE`, else
@@ -45,20 +45,11 @@ impl ProfileFile {
     }
 
     fn path(&self) -> Result<PathBuf, ProviderError> {
-        if let Some(path) = &self.path {
-            return Ok(path.clone());
-        }
-        if let Ok(path) = var(ENV_CREDENTIALS_FILE) {
-            return Ok(path.into());
-        }
-        match std::env::var_os("HOME") {
-            Some(home) if !home.is_empty() => {
-                Ok(PathBuf::from(home).join(".huaweicloud").join("credentials"))
-            }
-            _ => Err(ProviderError::NotApplicable(format!(
-                "{ENV_CREDENTIALS_FILE} and HOME are not set"
-            ))),
-        }
+        super::config_file(
+            self.path.as_ref(),
+            ENV_CREDENTIALS_FILE,
+            &[".huaweicloud", "credentials"],
+        )
     }
 }
 
