@@ -110,9 +110,10 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub retry_failed: u32,
 
-    /// Gives up after this long, e.g. 90s, 10m, 1h30m [default: 60m]. A wait resumed from
-    /// --state-dir keeps its saved deadline, unless given --timeout (counted from the wait's
-    /// first start) or --deadline.
+    /// Gives up after this long, e.g. 90s, 10m, 1h30m [default: 60m], counted for each wait
+    /// from its start; starting (credentials, the project, a task list looked at again) gives up
+    /// after as long. A wait resumed from --state-dir keeps its saved deadline, unless given
+    /// --timeout (counted from the wait's first start) or --deadline.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
@@ -212,7 +213,6 @@ impl Args {
         self.timeout.unwrap_or(Duration::from_secs(60 * 60))
     }
 
-    /// Refuses settings that cannot be right, with the range that is allowed.
     /// How the tasks are chosen from the instance's list, when they are: the rule, and the
     /// flags as typed, which name the choice kept in `--state-dir`.
     pub fn pick(&self) -> Result<Option<(Pick, String)>, String> {
@@ -236,6 +236,7 @@ impl Args {
         }))
     }
 
+    /// Refuses settings that cannot be right, with the range that is allowed.
     pub fn check(&self) -> Result<(), String> {
         let choosing = self.latest || self.since.is_some() || self.all;
         if choosing && !self.task_ids.is_empty() {

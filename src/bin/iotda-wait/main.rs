@@ -56,32 +56,18 @@ fn main() -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
-    let (client, instance_id, task_ids, saved, _locks, selected) =
-        match runtime.block_on(prepare(&args)) {
-            Ok(ready) => ready,
-            Err(Stop { code, message }) => {
-                note!("iotda-wait: {message}");
-                return ExitCode::from(code);
-            }
-        };
-    let waits = Waits {
-        instance_id,
-        task_ids,
-        saved,
-        selected,
+    let (client, waits, _locks) = match runtime.block_on(prepare(&args)) {
+        Ok(ready) => ready,
+        Err(Stop { code, message }) => {
+            note!("iotda-wait: {message}");
+            return ExitCode::from(code);
+        }
     };
     ExitCode::from(runtime.block_on(run(&args, client, waits)))
 }
 
 /// Everything that can be refused before a request is sent.
-type Prepared = (
-    IotdaClient,
-    InstanceId,
-    Vec<TaskId>,
-    Vec<Option<WaitState>>,
-    Vec<state::TaskLock>,
-    Vec<InstanceTask>,
-);
+type Prepared = (IotdaClient, Waits, Vec<state::TaskLock>);
 
 /// The waits to run: their tasks, the states they resume from, and the tasks chosen from the
 /// instance's list, if they were.
@@ -130,6 +116,8 @@ async fn prepare(args: &Args) -> Result<Prepared, Stop> {
         || std::time::SystemTime::now() + args.timeout(),
         std::time::SystemTime::from,
     );
+    // Read before the start, which may take a while: `--since 10m` counts from now.
+    let picked = args.pick()?;
     let client = start_client(args, project_id.as_ref(), deadline).await?;
     if args.verbose {
         let project = if project_id.is_some() {
@@ -144,7 +132,7 @@ async fn prepare(args: &Args) -> Result<Prepared, Stop> {
         );
     }
     let mut selected = Vec::new();
-    if let Some((pick, typed)) = args.pick()? {
+    if let Some((pick, typed)) = picked {
         if let Some(kind) = pick
             .task_type()
             .filter(|k| !TaskType::KNOWN.contains(&k.as_str()))
@@ -171,7 +159,7 @@ async fn prepare(args: &Args) -> Result<Prepared, Stop> {
             None => {
                 let chosen = choose(args, &client, &instance_id, &pick, deadline).await?;
                 if let Some(dir) = &args.state_dir {
-                    state::keep_choice(dir, &instance_id, &typed, &chosen)?;
+                    state::keep_choice(dir, &instance_id, &typed, deadline, &chosen)?;
                 }
                 chosen
             }
@@ -214,7 +202,13 @@ async fn prepare(args: &Args) -> Result<Prepared, Stop> {
         }
         None => saved.resize(task_ids.len(), None),
     }
-    Ok((client, instance_id, task_ids, saved, locks, selected))
+    let waits = Waits {
+        instance_id,
+        task_ids,
+        saved,
+        selected,
+    };
+    Ok((client, waits, locks))
 }
 
 /// The tasks `pick` chooses from the instance's list. Until one is listed (a change's task
@@ -230,7 +224,15 @@ async fn choose(
 ) -> Result<Vec<InstanceTask>, Stop> {
     let mut pause = args.min_delay;
     loop {
-        let why = match client.list_instance_tasks(instance_id).await {
+        let bound = time_left(deadline).max(args.request_timeout);
+        let listing = tokio::time::timeout(bound, client.list_instance_tasks(instance_id));
+        let Ok(listed) = listing.await else {
+            return Err(Stop {
+                code: exit_code(OutcomeKind::TimedOut),
+                message: format!("{instance_id}: timed out listing the tasks"),
+            });
+        };
+        let why = match listed {
             Ok(listed) => {
                 let chosen: Vec<InstanceTask> = pick.pick(&listed).into_iter().cloned().collect();
                 if !chosen.is_empty() {
@@ -262,8 +264,15 @@ async fn choose(
         };
         let left = timed_out_unless_left(deadline, || format!("{instance_id}: timed out: {why}"))?;
         tokio::time::sleep(pause.min(left)).await;
-        pause = (pause * 2).min(args.max_delay);
+        pause = pause.saturating_mul(2).min(args.max_delay);
     }
+}
+
+/// The time left until `deadline`, zero once it has passed.
+fn time_left(deadline: std::time::SystemTime) -> std::time::Duration {
+    deadline
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default()
 }
 
 /// The time left until `deadline`; none left stops the command as timed out, saying `why`.
@@ -271,8 +280,8 @@ fn timed_out_unless_left(
     deadline: std::time::SystemTime,
     why: impl FnOnce() -> String,
 ) -> Result<std::time::Duration, Stop> {
-    match deadline.duration_since(std::time::SystemTime::now()) {
-        Ok(left) if !left.is_zero() => Ok(left),
+    match time_left(deadline) {
+        left if !left.is_zero() => Ok(left),
         _ => Err(Stop {
             code: exit_code(OutcomeKind::TimedOut),
             message: why(),
@@ -305,9 +314,18 @@ async fn start_client(
     let mut pause = std::time::Duration::from_millis(200);
     let mut said = String::new();
     loop {
-        let error = match client_builder(args, project_id)?.resolve().await {
-            Ok(client) => return Ok(client),
-            Err(error) => error,
+        // Tried once at least, as a wait polls once past its deadline; no try outlasts it.
+        let bound = time_left(deadline).max(args.request_timeout);
+        let building = tokio::time::timeout(bound, client_builder(args, project_id)?.resolve());
+        let error = match building.await {
+            Ok(Ok(client)) => return Ok(client),
+            Ok(Err(error)) => error,
+            Err(_) => {
+                return Err(Stop {
+                    code: exit_code(OutcomeKind::TimedOut),
+                    message: "timed out before the client could start".to_owned(),
+                })
+            }
         };
         let why = report::chain(&error);
         if !error.is_transient() {
@@ -331,7 +349,9 @@ async fn start_client(
             said = why;
         }
         tokio::time::sleep(now).await;
-        pause = (pause * 2).min(std::time::Duration::from_secs(10));
+        pause = pause
+            .saturating_mul(2)
+            .min(std::time::Duration::from_secs(10));
     }
 }
 

@@ -9,9 +9,10 @@
 //!   the folder synced, so a reader (or a process killed mid-write) finds the old state or the
 //!   new, never half of one.
 //! - `DIR/choice-<instance_id>.json` holds the tasks chosen from the instance's list
-//!   (`--latest`, `--since`, `--all`) with the flags, as typed, that chose them: a run started
-//!   again with the same flags waits for the same tasks, never newer ones. Other flags choose
-//!   anew; `--fresh` chooses anew too.
+//!   (`--latest`, `--since`, `--all`) with the flags, as typed, that chose them, and when: a
+//!   run started again with the same flags before the first run's deadline (`--deadline`,
+//!   else its start and `--timeout` after) waits for the same tasks, never newer ones. Other
+//!   flags, a later run, and `--fresh` choose anew.
 //! - `DIR/<task_id>.lock` is held (an advisory `flock`) while a process waits for the task. A
 //!   process takes the locks of all its tasks at once or none: while one is held elsewhere it
 //!   lets go of the others and tries again, up to its deadline, so processes given the same
@@ -53,6 +54,8 @@ pub fn check_writable(dir: &Path) -> Result<(), String> {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Choice {
     flags: String,
+    /// Until when a run started again keeps to the choice.
+    until: jiff::Timestamp,
     tasks: Vec<InstanceTask>,
 }
 
@@ -60,7 +63,7 @@ fn choice_path(dir: &Path, instance: &InstanceId) -> PathBuf {
     dir.join(format!("choice-{instance}.json"))
 }
 
-/// The tasks chosen before with the flags `typed`, if they were.
+/// The tasks chosen before with the flags `typed`, if they were and the choice holds still.
 pub fn kept_choice(
     dir: &Path,
     instance: &InstanceId,
@@ -78,14 +81,17 @@ pub fn kept_choice(
             file.display()
         )
     })?;
-    Ok((kept.flags == typed).then_some(kept.tasks))
+    let holds = kept.flags == typed && jiff::Timestamp::now() < kept.until;
+    Ok(holds.then_some(kept.tasks))
 }
 
-/// Keeps the tasks chosen with the flags `typed`: whole or not at all, as a wait's state.
+/// Keeps the tasks chosen with the flags `typed`, for runs started again up to `until`: whole
+/// or not at all, as a wait's state.
 pub fn keep_choice(
     dir: &Path,
     instance: &InstanceId,
     typed: &str,
+    until: std::time::SystemTime,
     tasks: &[InstanceTask],
 ) -> Result<(), String> {
     let file = choice_path(dir, instance);
@@ -93,8 +99,10 @@ pub fn keep_choice(
         "choice-{instance}.json.{}.part",
         std::process::id()
     ));
+    let until = jiff::Timestamp::try_from(until).map_err(|e| format!("the deadline: {e}"))?;
     let kept = Choice {
         flags: typed.to_owned(),
+        until,
         tasks: tasks.to_vec(),
     };
     let write = || -> std::io::Result<()> {

@@ -26,8 +26,8 @@ pub struct ProviderChain {
 }
 
 impl ProviderChain {
-    /// The official SDKs' chain: [`Environment`], [`ProfileFile`], [`OidcSts`],
-    /// [`PodIdentity`], [`EcsMetadata`].
+    /// The official SDKs' chain, with KooCLI's file after their own: [`Environment`],
+    /// [`ProfileFile`], [`KooCli`], [`OidcSts`], [`PodIdentity`], [`EcsMetadata`].
     #[must_use]
     pub fn from_env() -> Self {
         Self::empty().with_defaults()

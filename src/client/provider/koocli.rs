@@ -21,9 +21,12 @@ use crate::ids::ProjectId;
 /// `ecsAgency` profile does not apply here: its keys come from the ECS metadata service,
 /// which the chain asks later.
 ///
-/// KooCLI encrypts the keys it saves unless told not to. An access key that is not one (an
-/// access key is letters and digits, upper case) is refused, never sent, with the advice to
-/// run `hcloud configure set --cli-auth-encrypt=false`.
+/// KooCLI encrypts the keys it saves unless told not to. Keys that are not of a key's form (an
+/// access key is letters and digits, upper case; a secret key holds no `+`, `/` or `=`, which
+/// an encrypted one in base64 does) are never sent: the error advises `hcloud configure set --cli-auth-encrypt=false`. So are temporary
+/// keys past their `expiresAt`. In the default chain, such a profile does not apply, and the
+/// providers after it are asked (an ECS agency, OIDC); with a profile named by
+/// [`profile`](Self::profile), it is an error.
 ///
 /// ```text
 /// {"current": "default", "profiles": [{"name": "default", "mode": "AKSK",
@@ -167,7 +170,9 @@ impl ProvideCredentials for KooCli {
                     "{NAME}: {shown} has no profile named {wanted:?}"
                 )));
             };
-            let keys = read_profile(profile, &shown, SystemTime::now())?;
+            let named = self.profile.is_some();
+            let keys = read_profile(profile, &shown, SystemTime::now())
+                .map_err(|unusable| unusable.into_error(named))?;
             let _ = self.named.set(format!("{NAME} {wanted}"));
             Ok(keys)
         })
@@ -175,12 +180,38 @@ impl ProvideCredentials for KooCli {
 }
 
 /// The credentials of `profile`, of the file `shown`.
+/// Why a profile's credentials cannot be used.
+enum Unusable {
+    /// The keys are there, but encrypted or expired.
+    Keys(String),
+    /// Anything else.
+    Error(ProviderError),
+}
+
+impl Unusable {
+    /// The provider's error: keys that cannot be used fail a profile named, and do not apply
+    /// in the default chain.
+    fn into_error(self, named: bool) -> ProviderError {
+        match self {
+            Self::Error(error) => error,
+            Self::Keys(why) if named => ProviderError::Failed(why),
+            Self::Keys(why) => ProviderError::NotApplicable(why),
+        }
+    }
+}
+
+impl From<ProviderError> for Unusable {
+    fn from(error: ProviderError) -> Self {
+        Self::Error(error)
+    }
+}
+
 /// Temporary keys that expired before `now` are refused: KooCLI renews them when it runs.
 fn read_profile(
     profile: &Profile,
     shown: &str,
     now: SystemTime,
-) -> Result<CredentialSet, ProviderError> {
+) -> Result<CredentialSet, Unusable> {
     let name = &profile.name;
     let mode = profile.mode.as_deref().unwrap_or("AKSK");
     let none = Keys::default();
@@ -194,12 +225,13 @@ fn read_profile(
         "ecsAgency" => {
             return Err(ProviderError::NotApplicable(format!(
                 "profile {name:?} of {shown} takes its keys from the ECS metadata service"
-            )))
+            ))
+            .into())
         }
         other => {
             return Err(ProviderError::Failed(format!(
                 "{NAME}: profile {name:?} of {shown} has mode {other:?}; AKSK, SSO and ecsAgency are known"
-            )))
+            )).into())
         }
     };
     let (ak, sk, token) = (
@@ -210,10 +242,11 @@ fn read_profile(
     let (Some(ak), Some(sk)) = (ak, sk) else {
         return Err(ProviderError::Failed(format!(
             "{NAME}: profile {name:?} of {shown} ({mode}) has no access key and secret"
-        )));
+        ))
+        .into());
     };
-    if !looks_like_an_access_key(ak) {
-        return Err(ProviderError::Failed(format!(
+    if !looks_like_an_access_key(ak) || sk.contains(['+', '/', '=']) {
+        return Err(Unusable::Keys(format!(
             "{NAME}: the keys of profile {name:?} in {shown} are encrypted (KooCLI encrypts \
              them by default): run `hcloud configure set --cli-auth-encrypt=false`, or give \
              the keys another way"
@@ -227,7 +260,7 @@ fn read_profile(
     if let Some(expires) = set(profile.expires_at.as_ref()).filter(|_| token.is_some()) {
         let at = parse_expiry(NAME, expires)?;
         if at <= now {
-            return Err(ProviderError::Failed(format!(
+            return Err(Unusable::Keys(format!(
                 "{NAME}: the temporary keys of profile {name:?} in {shown} expired at \
                  {expires}: run hcloud to renew them"
             )));
@@ -258,16 +291,15 @@ fn looks_like_an_access_key(ak: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn profile(json: serde_json::Value) -> Result<CredentialSet, ProviderError> {
+    /// The profile read at 11:00 as in the default chain (`named` false) or named.
+    fn read(json: serde_json::Value, named: bool) -> Result<CredentialSet, ProviderError> {
         let profile: Profile = serde_json::from_value(json).unwrap();
-        read_profile(
-            &profile,
-            "config.json",
-            "2026-12-08T11:00:00Z"
-                .parse::<jiff::Timestamp>()
-                .unwrap()
-                .into(),
-        )
+        let now = "2026-12-08T11:00:00Z".parse::<jiff::Timestamp>().unwrap();
+        read_profile(&profile, "config.json", now.into()).map_err(|u| u.into_error(named))
+    }
+
+    fn profile(json: serde_json::Value) -> Result<CredentialSet, ProviderError> {
+        read(json, true)
     }
 
     #[test]
@@ -304,6 +336,7 @@ mod tests {
             .unwrap()
             .into();
         let said = read_profile(&expired, "config.json", now)
+            .map_err(|u| u.into_error(true))
             .unwrap_err()
             .to_string();
         assert!(said.contains("expired at 2026-12-08T10:00:00Z"), "{said}");
@@ -333,11 +366,27 @@ mod tests {
         }))
         .unwrap_err();
         let said = error.to_string();
+        assert!(!error.is_not_applicable(), "a profile named fails: {said}");
         assert!(said.contains("--cli-auth-encrypt=false"), "{said}");
         assert!(
             !said.contains("x9/kQm2Zp") && !said.contains("c2VjcmV0"),
             "{said}"
         );
+    }
+
+    #[test]
+    fn in_the_default_chain_encrypted_keys_leave_it_to_the_providers_after() {
+        let encrypted = serde_json::json!({
+            "name": "default", "mode": "AKSK", "accessKeyId": "AKEXAMPLE0123456789X",
+            "secretAccessKey": "c2VjcmV0+c2VjcmV0/=="
+        });
+        let error = read(encrypted, false).unwrap_err();
+        assert!(error.is_not_applicable(), "{error}");
+        assert!(
+            error.to_string().contains("--cli-auth-encrypt=false"),
+            "{error}"
+        );
+        assert!(!error.to_string().contains("c2VjcmV0"), "{error}");
     }
 
     #[test]

@@ -37,10 +37,14 @@ local function get(field, default)
   return value
 end
 
+-- Members are kept while the fleet is idle less than IDLE_MS; those that booked in the last
+-- MEMBER_TTL are the fleet's members now.
 redis.call('ZADD', KEYS[2], now, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - MEMBER_TTL)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - IDLE_MS * 1000)
 redis.call('PEXPIRE', KEYS[2], IDLE_MS)
-local members = redis.call('ZCARD', KEYS[2])
+local members = redis.call('ZCOUNT', KEYS[2], now - MEMBER_TTL, '+inf')
+-- Every member seen lately, also one waiting long for its slot, counts for a sane wait.
+local seen_members = redis.call('ZCARD', KEYS[2])
 
 -- Slots booked further ahead than any wait can sanely be were booked on a clock ahead of this
 -- one: Redis's stepped back. What the fleet learned (its rate, the rate it books at, the quota
@@ -53,7 +57,7 @@ for field in pairs(state) do
   local interval = string.match(field, '^tat:(%d+):')
   if interval then slowest = math.max(slowest, tonumber(interval)) end
 end
-local most = tonumber(ARGV[9]) + 2 * members * slowest
+local most = tonumber(ARGV[9]) + 2 * seen_members * slowest
 local stepped = 0
 if get('last', now) > now + most or get('pause', 0) > now + most then
   state = {rate = state['rate'], meas = state['meas'], quota = state['quota'], noise = state['noise']}
@@ -61,8 +65,8 @@ if get('last', now) > now + most or get('pause', 0) > now + most then
     state['before'], state['cut'], state['grow'], state['k'], state['hold'] = state['rate'], now, now, 0, HOLD
   end
   redis.call('DEL', KEYS[1])
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '(' .. now, '+inf')
-  members = redis.call('ZCARD', KEYS[2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], string.format('(%d', now), '+inf')
+  members = redis.call('ZCOUNT', KEYS[2], now - MEMBER_TTL, '+inf')
   stepped = 1
 end
 
