@@ -87,6 +87,7 @@
 
 mod gateway;
 mod issuer;
+mod list;
 mod quota;
 #[cfg(feature = "redis")]
 mod redis_server;

@@ -11,7 +11,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::client::skew;
-use crate::model::{InstanceTask, TaskTime};
+use crate::model::TaskTime;
 use crate::{Credentials, InstanceId, IotdaClient, IotdaClientBuilder, ProjectId, TaskId};
 
 use super::gateway::{
@@ -27,11 +27,11 @@ pub(super) struct Shared {
     pub(super) ak: String,
     pub(super) sk: String,
     project_id: ProjectId,
-    tasks: Mutex<HashMap<(String, String), TaskState>>,
+    pub(super) tasks: Mutex<HashMap<(String, String), TaskState>>,
     /// The most tasks a page of `ListInstanceTasks` holds, whatever its `limit`.
-    list_page: std::sync::atomic::AtomicUsize,
+    pub(super) list_page: std::sync::atomic::AtomicUsize,
     /// Pages of `ListInstanceTasks` answered.
-    list_pages: AtomicU64,
+    pub(super) list_pages: AtomicU64,
     /// IAM tokens accepted as `X-Auth-Token`.
     pub(super) tokens: Mutex<HashSet<String>>,
     requests: AtomicU64,
@@ -470,54 +470,6 @@ fn refusal(
     }
 }
 
-/// `ListInstanceTasks`: the instance's tasks as each was last seen (PENDING before its first
-/// poll), without progress, newest first; `limit` a page (500 by default), the page after
-/// `marker` (a task id) when given, and `count` every task of the instance.
-fn list_tasks(shared: &Shared, instance: &str, request: &Request) -> ResponseTemplate {
-    let query: HashMap<String, String> = request.url.query_pairs().into_owned().collect();
-    let limit = query
-        .get("limit")
-        .and_then(|l| l.parse::<usize>().ok())
-        .unwrap_or(500)
-        .clamp(1, shared.list_page.load(Ordering::Relaxed).max(1));
-    shared.list_pages.fetch_add(1, Ordering::Relaxed);
-    let mut listed: Vec<InstanceTask> = {
-        let mut tasks = shared
-            .tasks
-            .lock()
-            .expect("the task table is never poisoned");
-        tasks
-            .iter_mut()
-            .filter(|((of, _), _)| of == instance)
-            .map(|((_, id), state)| state.listed(id))
-            .collect()
-    };
-    // Newest first; tasks created at once by id, so that pages follow one order.
-    listed.sort_by(|a, b| {
-        let key = |t: &InstanceTask| {
-            (
-                t.create_time.as_ref().and_then(TaskTime::timestamp),
-                t.task_id.clone(),
-            )
-        };
-        key(b).cmp(&key(a))
-    });
-    let count = listed.len();
-    let start = query.get("marker").map_or(0, |marker| {
-        listed
-            .iter()
-            .position(|t| t.task_id.as_deref() == Some(marker.as_str()))
-            .map_or(count, |at| at + 1)
-    });
-    let page: Vec<&InstanceTask> = listed.iter().skip(start).take(limit).collect();
-    let marker = page.last().and_then(|t| t.task_id.clone());
-    let body = serde_json::json!({
-        "tasks": page,
-        "page": {"count": count, "marker": marker},
-    });
-    ResponseTemplate::new(200).set_body_raw(body.to_string(), "application/json")
-}
-
 /// The answer to `request`, how long to hold it, and the headers of its own it sends.
 fn answer(
     shared: &Shared,
@@ -553,7 +505,7 @@ fn answer(
             if project != shared.project_id.as_str() {
                 return at_once(task_not_found());
             }
-            return at_once(list_tasks(shared, instance, request));
+            return at_once(super::list::list_tasks(shared, instance, request));
         }
     }
     let (project, instance, task, retry) = match segments[..] {
